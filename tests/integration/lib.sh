@@ -1,0 +1,60 @@
+# Shared helpers for the testbed integration tests. Each test is a bash script that sources
+# this file, runs against a real testbed, and fails with a message naming what a user would
+# have seen go wrong.
+set -euo pipefail
+
+readonly TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly TESTBED=$(cd "$TESTS_DIR/../testbed" && pwd)/vc-testbed
+readonly TEST_NAME=$(basename "$0" .sh)
+
+fail() { echo "FAIL [$TEST_NAME]: $*" >&2; exit 1; }
+pass() { echo "ok [$TEST_NAME]: $*"; }
+note() { echo "   [$TEST_NAME] $*"; }
+
+testbed() { "$TESTBED" "$@"; }
+
+assert_eq() {  # EXPECTED ACTUAL WHAT
+    [[ $1 == "$2" ]] || fail "$3: expected '$1', got '$2'"
+}
+
+# Runs CMD, expecting exit status WANT; stores stderr in $ERR and stdout in $OUT.
+expect_status() {  # WANT CMD...
+    local want=$1 rc=0 errf; shift
+    errf=$(mktemp)
+    OUT=$("$@" 2>"$errf") || rc=$?
+    ERR=$(cat "$errf")
+    rm -f "$errf"
+    [[ $rc == "$want" ]] || fail "'$*' exited $rc, expected $want; stderr: $ERR"
+}
+
+# The root network namespace as the tests compare it before and after the testbed.
+root_netns_snapshot() {
+    ip -o link show
+    ip -o addr show
+    ip route show table all
+    ip -6 route show table all
+    ip rule show
+    ip -6 rule show
+}
+
+our_namespaces() { ip netns list | awk '{print $1}' | grep '^vctb-' || true; }
+
+# Live (non-zombie) processes running one of the testbed's daemons.
+live_daemons() {
+    ps -e -o pid=,stat=,comm= | awk '$2 !~ /^Z/ && $3 ~ /^(slurmctld|slurmd|slurmstepd|munged|wan-delay|lab-keeper)$/ {print $3 "(" $1 ")"}'
+}
+
+# Every test starts and ends without a testbed; a failing test still takes it down.
+start_clean() {
+    testbed down >/dev/null 2>&1 || true
+    trap 'testbed down >/dev/null 2>&1 || true' EXIT
+}
+
+assert_nothing_left() {
+    [[ -z $(our_namespaces) ]] || fail "namespaces left after down: $(our_namespaces | tr '\n' ' ')"
+    [[ -z $(live_daemons) ]] || fail "processes left after down: $(live_daemons | tr '\n' ' ')"
+    [[ ! -e ${VCTB_RUN_DIR:-/run/vctb} ]] || fail "run directory left after down"
+    if grep -q " ${VCTB_RUN_DIR:-/run/vctb}/" /proc/self/mounts; then
+        fail "mounts left after down"
+    fi
+}
