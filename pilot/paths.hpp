@@ -29,12 +29,9 @@ class JobPaths {
     const std::filesystem::path& root() const { return root_; }
     std::filesystem::path socket() const { return root_ / "pilot.sock"; }
     std::filesystem::path state_file() const { return root_ / "state.json"; }
-    // Persistent namespace files (bind mounts of /proc/<pid>/ns/*) live in their own private
-    // mount, as the kernel requires for a mount namespace file.
-    std::filesystem::path ns_dir() const { return root_ / "ns"; }
-    std::filesystem::path net_ns() const { return ns_dir() / "net"; }
-    std::filesystem::path mnt_ns() const { return ns_dir() / "mnt"; }
-    std::filesystem::path uts_ns() const { return ns_dir() / "uts"; }
+    // The holder of the job's namespaces: its pid and the namespaces' inode numbers, so that
+    // teardown finds every process inside them even after the pilot and the holder are gone.
+    std::filesystem::path namespaces_file() const { return root_ / "namespaces"; }
     // Upper and work directories of the overlay mounted over /etc inside the job.
     std::filesystem::path etc_upper() const { return root_ / "etc" / "upper"; }
     std::filesystem::path etc_work() const { return root_ / "etc" / "work"; }

@@ -17,7 +17,7 @@ fi
 
 packages=(
     # toolchain
-    build-essential g++ cmake pkg-config git clang-format clang-tidy
+    build-essential g++ cmake pkg-config git clang-format clang-tidy clang libclang-rt-14-dev
     # libraries we build against
     libnl-3-dev libnl-route-3-dev libseccomp-dev libboost1.81-dev libssh-dev
     libgtest-dev libgmock-dev googletest libbenchmark-dev

@@ -1,0 +1,57 @@
+// Per-job SSH keys (libssh): ed25519 host and user keys generated on this node, and the check of
+// public keys that arrive from the network. Private keys are written to one file and nowhere
+// else: they never leave the node that generated them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "common/result.hpp"
+
+namespace vcpilot::pilot {
+
+// The only key type the pilots generate, and so the only one they accept from each other.
+inline constexpr std::string_view kKeyType = "ssh-ed25519";
+// A public key line longer than this is refused before any parsing (an ed25519 line is ~80
+// bytes plus its comment).
+inline constexpr std::size_t kMaxPublicKeyLine = std::size_t{8} * 1024;
+// Longest comment generate_ed25519_key() writes into a public key line.
+inline constexpr std::size_t kMaxKeyComment = 256;
+
+struct KeyFiles {
+    std::filesystem::path private_key;
+    std::filesystem::path public_key;
+};
+
+// The file names generate_ed25519_key() writes for `private_key`: the key itself and
+// "<private_key>.pub".
+KeyFiles key_files(const std::filesystem::path& private_key);
+
+// Generates an ed25519 key pair on this node and writes the private key in OpenSSH format, mode
+// 0600, and "<private_key>.pub" (the public key line and a newline), mode 0644, both owned by
+// uid:gid. Returns the public key line "ssh-ed25519 AAAA... comment" ("ssh-ed25519 AAAA..." when
+// `comment` is empty); `comment` must be printable ASCII, at most kMaxKeyComment bytes.
+//
+// Both files are created with O_CREAT|O_EXCL|O_NOFOLLOW in the same directory: an existing file
+// or a symlink planted in that directory (it may belong to the job user) is never followed nor
+// overwritten, it is an error. Contents are fsync'd, then the directory. On any error nothing is
+// left: files this call created are removed again. The private key exists only in libssh's
+// buffers, which are wiped, and in that one file.
+Result<std::string> generate_ed25519_key(const std::filesystem::path& private_key, uid_t uid,
+                                         gid_t gid, std::string_view comment);
+
+// Validates an OpenSSH public key line that came from the network: "ssh-ed25519 <base64>",
+// optionally followed by a comment; fields are separated by spaces, the whole line is printable
+// ASCII (no newline or other control character), at most kMaxPublicKeyLine bytes. The base64 must
+// be canonical and hold exactly one ed25519 public key that libssh imports. Other key types
+// (ssh-rsa, ecdsa, certificates, security keys) are refused: pilots only generate ed25519, so
+// anything else is a bug or an attack, and a narrow parser is a smaller target. Returns the
+// normalised line "ssh-ed25519 <base64>" without the comment. Errors start with `field` and never
+// repeat key material (a private key pasted by mistake is named as such, not echoed).
+Result<std::string> check_public_key(std::string_view field, std::string_view line);
+
+}  // namespace vcpilot::pilot

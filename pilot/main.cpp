@@ -1,0 +1,333 @@
+// vc-pilot: the per-job, per-node NodeManager of a vcpilot virtual cluster.
+//
+//   vc-pilot serve --job ID [--node NAME] [--launcher-pid PID]   serve the job's control socket
+//   vc-pilot cleanup --job ID [--node NAME]                      remove all a job left behind
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "common/log.hpp"
+#include "pilot/namespaces.hpp"
+#include "pilot/paths.hpp"
+#include "pilot/service.hpp"
+
+namespace vcpilot::pilot {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kMaxMessageBytes = 4 * 1024 * 1024;
+
+struct CommonOptions {
+    std::string job;
+    std::string node;
+    std::string run_base{kDefaultRunBase};
+    std::string log_level = "info";
+};
+
+struct ServeOptions {
+    int launcher_pid = 0;
+    std::vector<std::string> image_roots;
+    int teardown_grace_ms = 3000;
+};
+
+std::string this_host() {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0) {
+        return {};
+    }
+    return name;
+}
+
+Result<JobPaths> job_paths(const CommonOptions& options) {
+    return JobPaths::make(options.run_base, options.node.empty() ? this_host() : options.node,
+                          options.job);
+}
+
+// The pid recorded in a job's state file, if that process is still a running vc-pilot.
+std::optional<pid_t> live_pilot_of(const JobPaths& paths) {
+    std::ifstream state(paths.state_file());
+    std::string line;
+    while (std::getline(state, line)) {
+        if (line.rfind("pid=", 0) == 0) {
+            const pid_t pid = static_cast<pid_t>(std::atol(line.c_str() + 4));
+            std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+            std::string name;
+            if (pid > 0 && pid != ::getpid() && std::getline(comm, name) && name == "vc-pilot") {
+                return pid;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+// A unix socket that only root may use: the file is 0600 in a root-owned directory, and every
+// connection's peer credentials are checked again before gRPC sees it.
+Result<int> listen_on(const fs::path& path) {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path.string().size() >= sizeof address.sun_path) {
+        return Error{"socket path " + path.string() + " is too long"};
+    }
+    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return Error{std::string("socket: ") + std::strerror(errno)};
+    }
+    ::unlink(path.c_str());
+    const mode_t old_mask = ::umask(0077);
+    const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    ::umask(old_mask);
+    if (bound != 0 || ::listen(fd, 64) != 0) {
+        const int error = errno;
+        ::close(fd);
+        return Error{"listen on " + path.string() + ": " + std::strerror(error)};
+    }
+    return fd;
+}
+
+// Hands root's connections to gRPC; refuses everyone else's.
+void accept_loop(int listen_fd, int stop_fd, grpc::Server* server) {
+    pollfd fds[2] = {{listen_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+    for (;;) {
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            spdlog::error("poll on the control socket: {}", std::strerror(errno));
+            return;
+        }
+        if (fds[1].revents != 0) {
+            return;
+        }
+        // gRPC expects a non-blocking socket and does not make it one.
+        const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            continue;
+        }
+        ucred peer{};
+        socklen_t size = sizeof peer;
+        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || peer.uid != 0) {
+            spdlog::warn(
+                "refused a control connection from uid {} (pid {}): only root may "
+                "drive the pilot",
+                peer.uid, peer.pid);
+            ::close(fd);
+            continue;
+        }
+        grpc::AddInsecureChannelFromFd(server, fd);
+    }
+}
+
+int serve(const CommonOptions& common, const ServeOptions& options) {
+    auto paths = job_paths(common);
+    if (!paths) {
+        spdlog::error("{}", paths.error().message);
+        return 2;
+    }
+    if (auto pid = live_pilot_of(*paths)) {
+        spdlog::error("a pilot for job {} is already running on {} (pid {})", paths->job(),
+                      paths->node(), *pid);
+        return 1;
+    }
+    if (fs::exists(paths->root())) {
+        spdlog::warn("job {}: removing what an earlier pilot left in {}", paths->job(),
+                     paths->root().string());
+        if (auto ok = teardown_job(*paths, std::chrono::milliseconds(options.teardown_grace_ms),
+                                   TeardownScope::everything);
+            !ok) {
+            spdlog::error("cannot remove the leftovers: {}", ok.error().message);
+            return 1;
+        }
+    }
+    std::error_code ec;
+    fs::create_directories(paths->root(), ec);
+    // 0711: the job user must reach its per-job ~/.ssh and job files below; the socket, keys and
+    // state stay root's.
+    if (ec || ::chmod(paths->root().c_str(), 0711) != 0) {
+        spdlog::error("cannot create {}: {}", paths->root().string(),
+                      ec ? ec.message() : std::strerror(errno));
+        return 1;
+    }
+
+    // Stop signals are taken synchronously on the main thread; every thread made from here on
+    // inherits the blocked mask.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+    const int signal_fd = ::signalfd(-1, &stop_signals, SFD_CLOEXEC);
+    int launcher_fd = -1;
+    if (options.launcher_pid > 0) {
+        // glibc 2.36 declares pidfd_open without C linkage for C++; the raw call is the same.
+        launcher_fd = static_cast<int>(::syscall(SYS_pidfd_open, options.launcher_pid, 0));
+        if (launcher_fd < 0) {
+            spdlog::error("cannot watch the launcher, pid {}: {}", options.launcher_pid,
+                          std::strerror(errno));
+            return 1;
+        }
+    }
+
+    PilotOptions pilot_options;
+    for (const auto& root : options.image_roots) {
+        pilot_options.limits.allowed_image_roots.emplace_back(root);
+    }
+    pilot_options.teardown_grace = std::chrono::milliseconds(options.teardown_grace_ms);
+    PilotService service(*paths, pilot_options);
+
+    auto listen_fd = listen_on(paths->socket());
+    if (!listen_fd) {
+        spdlog::error("{}", listen_fd.error().message);
+        return 1;
+    }
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&service);
+    builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (!server) {
+        spdlog::error("cannot start the gRPC server");
+        return 1;
+    }
+    int stop_pipe[2];
+    if (::pipe2(stop_pipe, O_CLOEXEC) != 0) {
+        spdlog::error("pipe: {}", std::strerror(errno));
+        return 1;
+    }
+    std::thread acceptor(accept_loop, *listen_fd, stop_pipe[0], server.get());
+    spdlog::info("job {} on {}: listening on {}", paths->job(), paths->node(),
+                 paths->socket().string());
+
+    pollfd watched[2] = {{signal_fd, POLLIN, 0}, {launcher_fd, POLLIN, 0}};
+    for (;;) {
+        const auto state = service.status().state();
+        if (state == v1::PILOT_STATE_GONE) {
+            break;
+        }
+        if (::poll(watched, launcher_fd >= 0 ? 2 : 1, 200) < 0 && errno != EINTR) {
+            break;
+        }
+        if (watched[0].revents != 0) {
+            signalfd_siginfo info{};
+            if (::read(signal_fd, &info, sizeof info) == sizeof info) {
+                service.stop(std::string("signal ") +
+                             sigabbrev_np(static_cast<int>(info.ssi_signo)));
+            }
+        }
+        if (launcher_fd >= 0 && watched[1].revents != 0) {
+            service.stop("the launcher (pid " + std::to_string(options.launcher_pid) + ") ended");
+        }
+        if (service.status().state() == v1::PILOT_STATE_FAILED &&
+            service.wait_until_stopped(std::chrono::milliseconds(0))) {
+            break;
+        }
+    }
+    // Let the SHUTDOWN call that ended us get its answer.
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ::close(stop_pipe[1]);
+    acceptor.join();
+    ::close(stop_pipe[0]);
+    ::close(*listen_fd);
+    server->Wait();
+    return service.status().state() == v1::PILOT_STATE_GONE ? 0 : 1;
+}
+
+int cleanup(const CommonOptions& common, int grace_ms) {
+    auto paths = job_paths(common);
+    if (!paths) {
+        spdlog::error("{}", paths.error().message);
+        return 2;
+    }
+    if (auto pid = live_pilot_of(*paths)) {
+        // A live pilot tears down best: ask it, then make sure.
+        ::kill(*pid, SIGTERM);
+        for (int i = 0; i < grace_ms / 10 && ::kill(*pid, 0) == 0; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (::kill(*pid, 0) == 0) {
+            ::kill(*pid, SIGKILL);
+        }
+    }
+    const bool existed = fs::exists(paths->root());
+    if (auto ok =
+            teardown_job(*paths, std::chrono::milliseconds(grace_ms), TeardownScope::everything);
+        !ok) {
+        spdlog::error("job {}: {}", paths->job(), ok.error().message);
+        return 1;
+    }
+    std::printf("%s\n", existed ? ("job " + paths->job() + ": removed").c_str()
+                                : ("job " + paths->job() + ": nothing to remove").c_str());
+    return 0;
+}
+
+}  // namespace
+}  // namespace vcpilot::pilot
+
+int main(int argc, char** argv) {
+    using namespace vcpilot::pilot;
+    CLI::App app{"vc-pilot: builds and tears down one node of a job's virtual cluster"};
+    app.require_subcommand(1);
+    CommonOptions common;
+    ServeOptions serve_options;
+    int cleanup_grace_ms = 3000;
+    const auto add_common = [&common](CLI::App* command) {
+        command->add_option("--job", common.job, "the job (Slurm job id)")->required();
+        command->add_option("--node", common.node, "this node's name (default: the hostname)");
+        command->add_option("--run-dir", common.run_base, "base of the pilots' run directories")
+            ->capture_default_str();
+        command->add_option("--log-level", common.log_level, "trace, debug, info, warn, error")
+            ->capture_default_str();
+    };
+    CLI::App* serve_command = app.add_subcommand("serve", "serve the job's control socket");
+    add_common(serve_command);
+    serve_command->add_option("--launcher-pid", serve_options.launcher_pid,
+                              "tear down when this process ends");
+    serve_command->add_option("--image-root", serve_options.image_roots,
+                              "a directory below which SETUP may name images (repeatable)");
+    serve_command
+        ->add_option("--teardown-grace-ms", serve_options.teardown_grace_ms,
+                     "how long job processes get between SIGTERM and SIGKILL")
+        ->check(CLI::Range(0, 60000));
+    CLI::App* cleanup_command =
+        app.add_subcommand("cleanup", "remove every namespace, mount, process and file of a job");
+    add_common(cleanup_command);
+    cleanup_command->add_option("--teardown-grace-ms", cleanup_grace_ms)
+        ->check(CLI::Range(0, 60000));
+    CLI11_PARSE(app, argc, argv);
+
+    auto level = vcpilot::parse_log_level(common.log_level);
+    if (!level) {
+        std::fprintf(stderr, "vc-pilot: --log-level: %s\n", level.error().message.c_str());
+        return 2;
+    }
+    if (auto ok = vcpilot::init_logging("vc-pilot", {*level, std::nullopt, true}); !ok) {
+        std::fprintf(stderr, "vc-pilot: %s\n", ok.error().message.c_str());
+        return 1;
+    }
+    if (::geteuid() != 0) {
+        spdlog::error("vc-pilot must run as root");
+        return 1;
+    }
+    if (serve_command->parsed()) {
+        return serve(common, serve_options);
+    }
+    return cleanup(common, cleanup_grace_ms);
+}

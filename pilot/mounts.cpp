@@ -1,0 +1,699 @@
+#include "pilot/mounts.hpp"
+
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "common/text.hpp"
+#include "pilot/namespaces.hpp"
+
+namespace vcpilot::pilot {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string errno_text(int error) {
+    return std::system_category().message(error);
+}
+
+Error step_error(const std::string& step, int error) {
+    return Error{step + ": " + errno_text(error)};
+}
+
+// "/proc/self/fd/N": lets mount(2) act on exactly the object the descriptor refers to, whatever
+// happens to the path it was opened by.
+std::string proc_path(const UniqueFd& fd) {
+    return "/proc/self/fd/" + std::to_string(fd.get());
+}
+
+// Opens `path` as an O_PATH directory without following any symlink on the way, so a user
+// who owns part of the path cannot redirect it.
+int open_dir_no_symlinks(const char* path) {
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how));
+}
+
+// ---- plan checks -------------------------------------------------------------------------
+
+Status check_normal_absolute(std::string_view field, const fs::path& path) {
+    const std::string& text = path.native();
+    if (text.empty() || !path.is_absolute()) {
+        return Error{std::string(field) + ": " + quote(text) + " must be an absolute path"};
+    }
+    if (text.find('\0') != std::string::npos || path.lexically_normal() != path ||
+        (text.size() > 1 && text.back() == '/')) {
+        return Error{std::string(field) + ": " + quote(text) +
+                     " must be a normalized path (no '.', '..', '//' or trailing '/')"};
+    }
+    return {};
+}
+
+// overlayfs splits its options at ',' and its layer lists at ':'; '\' escapes both. The run
+// directory is ours, so refuse such characters instead of escaping them.
+Status check_overlay_safe(std::string_view field, const fs::path& path) {
+    for (char c : path.native()) {
+        if (c == ',' || c == ':' || c == '\\' || static_cast<unsigned char>(c) <= 0x20 ||
+            c == 0x7f) {
+            return Error{std::string(field) + ": " + quote(path.native()) +
+                         " must not contain ',', ':', '\\', spaces or control characters"};
+        }
+    }
+    return {};
+}
+
+// Component by component: /srv/images-evil is not within /srv/images.
+bool is_within(const fs::path& path, const fs::path& root) {
+    return std::mismatch(root.begin(), root.end(), path.begin(), path.end()).first == root.end();
+}
+
+// The checks that need no filesystem access: setup repeats them, since it puts these values
+// into mount options.
+Status check_plan_shape(const JobMountPlan& plan) {
+    if (auto ok = check_normal_absolute("run directory", plan.paths.root()); !ok) {
+        return ok;
+    }
+    if (auto ok = check_overlay_safe("run directory", plan.paths.root()); !ok) {
+        return ok;
+    }
+    if (auto ok = check_normal_absolute("home", plan.home); !ok) {
+        return ok;
+    }
+    if (auto ok = check_host_label("hostname", plan.hostname); !ok) {
+        return ok;
+    }
+    if (plan.tmp_size_bytes < kMinTmpSizeBytes) {
+        return Error{"tmp_size_bytes: " + std::to_string(plan.tmp_size_bytes) +
+                     " is below the minimum of " + std::to_string(kMinTmpSizeBytes) +
+                     " (1 MiB); the size is in bytes"};
+    }
+    if (plan.image.has_value() != plan.image_mount.has_value()) {
+        return Error{plan.image ? "image_mount: required when an image is given"
+                                : "image: required when image_mount is given"};
+    }
+    if (plan.image) {
+        if (auto ok = check_normal_absolute("image", *plan.image); !ok) {
+            return ok;
+        }
+        if (auto ok = check_normal_absolute("image_mount", *plan.image_mount); !ok) {
+            return ok;
+        }
+        const fs::path& mount_point = *plan.image_mount;
+        if (mount_point == "/" || is_within(mount_point, "/tmp") ||
+            is_within(mount_point, "/proc")) {
+            return Error{"image_mount: " + quote(mount_point.native()) +
+                         " must not be /, /proc or inside /tmp (the job gets its own /tmp)"};
+        }
+    }
+    return {};
+}
+
+// The canonical form of `path`, which must exist and already be canonical.
+Status check_canonical_existing(std::string_view field, const fs::path& path) {
+    std::error_code ec;
+    const fs::path canonical = fs::canonical(path, ec);
+    if (ec) {
+        return Error{std::string(field) + ": " + quote(path.native()) + ": " + ec.message()};
+    }
+    if (canonical != path) {
+        return Error{std::string(field) + ": " + quote(path.native()) +
+                     " must be given without symlinks; it resolves to " +
+                     quote(canonical.native())};
+    }
+    return {};
+}
+
+bool starts_with_squashfs_magic(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    std::array<char, 4> magic{};
+    return in.read(magic.data(), magic.size()) && std::string_view(magic.data(), 4) == "hsqs";
+}
+
+Status check_image(const fs::path& image, std::span<const fs::path> allowed_roots) {
+    if (auto ok = check_canonical_existing("image", image); !ok) {
+        return ok;
+    }
+    std::error_code ec;
+    const fs::file_status status = fs::status(image, ec);
+    if (ec) {
+        return Error{"image: " + quote(image.native()) + ": " + ec.message()};
+    }
+    if (status.type() == fs::file_type::regular && starts_with_squashfs_magic(image)) {
+        // A squashfs file would be parsed by the kernel as root, and the user can change it
+        // under the loop device while mounted: not until that is contained.
+        return Error{"image: " + quote(image.native()) +
+                     " is a squashfs file; only directory images are supported for now "
+                     "(unpack it with unsquashfs under an allowed image root)"};
+    }
+    if (status.type() != fs::file_type::directory) {
+        return Error{"image: " + quote(image.native()) + " must be a directory"};
+    }
+    if (allowed_roots.empty()) {
+        return Error{"image: images are not allowed on this node (no image roots configured)"};
+    }
+    std::string roots_text;
+    for (const fs::path& root : allowed_roots) {
+        const fs::path canonical_root = fs::canonical(root, ec);
+        if (!ec && is_within(image, canonical_root)) {
+            return {};
+        }
+        roots_text += (roots_text.empty() ? "" : ", ") + quote(root.native());
+    }
+    return Error{"image: " + quote(image.native()) + " is outside the allowed image roots (" +
+                 roots_text + ")"};
+}
+
+Status check_image_mount(const fs::path& mount_point) {
+    if (auto ok = check_canonical_existing("image_mount", mount_point); !ok) {
+        return ok;
+    }
+    std::error_code ec;
+    if (!fs::is_directory(mount_point, ec)) {
+        return Error{"image_mount: " + quote(mount_point.native()) +
+                     " must be an existing directory"};
+    }
+    return {};
+}
+
+// ---- host-side files ---------------------------------------------------------------------
+
+// Creates `dir` if missing and gives it exactly `mode`, `uid` and `gid`. An existing symlink is
+// refused rather than followed.
+Status make_dir(const fs::path& dir, mode_t mode, uid_t uid, gid_t gid) {
+    if (::mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
+        return step_error("create directory " + dir.native(), errno);
+    }
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+        return step_error("open directory " + dir.native(), errno);
+    }
+    if (::fchown(fd.get(), uid, gid) != 0) {
+        return step_error("chown " + dir.native(), errno);
+    }
+    if (::fchmod(fd.get(), mode) != 0) {
+        return step_error("chmod " + dir.native(), errno);
+    }
+    return {};
+}
+
+// Creates `dir` (and missing parents) if missing, world-traversable whatever the pilot's umask;
+// an existing one is shared with other jobs and left as it is.
+Status ensure_shared_dir(const fs::path& dir) {
+    std::error_code ec;
+    fs::create_directories(dir.parent_path(), ec);
+    if (ec) {
+        return Error{"create directory " + dir.parent_path().native() + ": " + ec.message()};
+    }
+    if (::mkdir(dir.c_str(), 0755) != 0) {
+        if (errno == EEXIST) {
+            return {};
+        }
+        return step_error("create directory " + dir.native(), errno);
+    }
+    if (::chmod(dir.c_str(), 0755) != 0) {
+        return step_error("chmod " + dir.native(), errno);
+    }
+    return {};
+}
+
+Status write_all(int fd, std::string_view content) {
+    while (!content.empty()) {
+        const ssize_t n = ::write(fd, content.data(), content.size());
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return step_error("write", errno);
+        }
+        content.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return {};
+}
+
+// Host side, in a root-owned directory: temp file + rename, so a reader never sees half a file.
+Status write_host_file(const fs::path& file, std::string_view content, mode_t mode) {
+    const fs::path temp = file.parent_path() / ("." + file.filename().native() + ".tmp");
+    ::unlink(temp.c_str());
+    UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+    if (!fd) {
+        return step_error("create " + temp.native(), errno);
+    }
+    Status status = write_all(fd.get(), content);
+    if (status && ::fchmod(fd.get(), mode) != 0) {
+        status = step_error("chmod " + temp.native(), errno);
+    }
+    if (status && ::rename(temp.c_str(), file.c_str()) != 0) {
+        status = step_error("rename " + temp.native() + " to " + file.native(), errno);
+    }
+    if (!status) {
+        ::unlink(temp.c_str());
+        return Error{"write " + file.native() + ": " + status.error().message};
+    }
+    return {};
+}
+
+// ---- inside the new namespace -------------------------------------------------------------
+
+// mountinfo escapes ' ', '\t', '\n' and '\' as octal "\040" and so on.
+std::string unescape_mountinfo(std::string_view field) {
+    std::string out;
+    for (std::size_t i = 0; i < field.size(); ++i) {
+        if (field[i] == '\\' && i + 3 < field.size()) {
+            const std::string_view digits = field.substr(i + 1, 3);
+            if (std::all_of(digits.begin(), digits.end(),
+                            [](char c) { return c >= '0' && c <= '7'; })) {
+                out += static_cast<char>((digits[0] - '0') * 64 + (digits[1] - '0') * 8 +
+                                         (digits[2] - '0'));
+                i += 3;
+                continue;
+            }
+        }
+        out += field[i];
+    }
+    return out;
+}
+
+struct MountEntry {
+    std::string mount_point;
+    std::string fs_type;
+};
+
+std::vector<MountEntry> read_own_mounts() {
+    std::vector<MountEntry> mounts;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        // id parent major:minor root mount-point options [optional...] - fstype source super
+        std::vector<std::string_view> fields;
+        std::string_view rest(line);
+        while (!rest.empty()) {
+            const std::size_t space = rest.find(' ');
+            fields.push_back(rest.substr(0, space));
+            rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
+        }
+        const auto separator = std::find(fields.begin(), fields.end(), "-");
+        if (fields.size() < 5 || separator == fields.end() || separator + 1 == fields.end()) {
+            continue;
+        }
+        mounts.push_back({unescape_mountinfo(fields[4]), std::string(*(separator + 1))});
+    }
+    return mounts;
+}
+
+// A new mount namespace starts with a copy of every mount of the host, including namespace
+// files bound by other pilots and by `ip netns`; a copy keeps that namespace alive for as long
+// as this job lives. Nothing inside the job needs them.
+Status detach_namespace_files() {
+    std::vector<MountEntry> mounts = read_own_mounts();
+    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+        if (it->fs_type != "nsfs") {
+            continue;
+        }
+        // EINVAL/ENOENT: already gone with a mount above it.
+        if (::umount2(it->mount_point.c_str(), MNT_DETACH) != 0 && errno != EINVAL &&
+            errno != ENOENT) {
+            return step_error(
+                "detach the namespace file copied from the host at " + quote(it->mount_point, 200),
+                errno);
+        }
+    }
+    return {};
+}
+
+Status mount_etc_overlay(const JobPaths& paths) {
+    const std::string options = "lowerdir=/etc,upperdir=" + paths.etc_upper().native() +
+                                ",workdir=" + paths.etc_work().native();
+    if (::mount("overlay", "/etc", "overlay", 0, options.c_str()) != 0) {
+        return step_error("mount overlayfs on /etc (" + options + ")", errno);
+    }
+    return {};
+}
+
+Status bind_job_ssh_dir(const JobMountPlan& plan) {
+    const fs::path user_ssh = plan.home / ".ssh";
+    UniqueFd home(::open(plan.home.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!home) {
+        if (errno == ENOENT) {
+            return {};  // no home on this node: nothing to cover
+        }
+        return step_error("open the home directory " + quote(plan.home.native(), 200), errno);
+    }
+    // Follows a symlinked ~/.ssh (common where it points to shared storage), but only to a
+    // directory the job user owns: covering anything else could hand the user a directory
+    // whose contents others trust.
+    UniqueFd target(::openat(home.get(), ".ssh", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!target) {
+        if (errno == ENOENT) {
+            return {};  // never create anything in the host's home
+        }
+        return step_error("open " + quote(user_ssh.native(), 200), errno);
+    }
+    struct stat st {};
+    if (::fstat(target.get(), &st) != 0) {
+        return step_error("stat " + quote(user_ssh.native(), 200), errno);
+    }
+    if (st.st_uid != plan.uid) {
+        return Error{"bind the per-job ssh directory over " + quote(user_ssh.native(), 200) +
+                     ": it belongs to uid " + std::to_string(st.st_uid) +
+                     ", not to the job user (uid " + std::to_string(plan.uid) + "); refusing"};
+    }
+    UniqueFd source(open_dir_no_symlinks(plan.paths.user_ssh_dir().c_str()));
+    if (!source) {
+        return step_error("open the per-job ssh directory " + plan.paths.user_ssh_dir().native(),
+                          errno);
+    }
+    if (::mount(proc_path(source).c_str(), proc_path(target).c_str(), nullptr, MS_BIND, nullptr) !=
+        0) {
+        return step_error(
+            "bind " + plan.paths.user_ssh_dir().native() + " over " + quote(user_ssh.native(), 200),
+            errno);
+    }
+    return {};
+}
+
+Status mount_private_tmp(std::uint64_t size_bytes) {
+    const std::string options = "size=" + std::to_string(size_bytes) + ",mode=1777";
+    if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+        return step_error("mount a tmpfs on /tmp (" + options + ")", errno);
+    }
+    return {};
+}
+
+Status bind_image_read_only(const fs::path& image, const fs::path& mount_point) {
+    UniqueFd source(open_dir_no_symlinks(image.c_str()));
+    if (!source) {
+        return step_error("open the image " + quote(image.native(), 200), errno);
+    }
+    UniqueFd target(open_dir_no_symlinks(mount_point.c_str()));
+    if (!target) {
+        return step_error("open image_mount " + quote(mount_point.native(), 200), errno);
+    }
+    // Not MS_REC: a read-only remount applies to one mount only, and submounts of the image
+    // directory would stay writable.
+    if (::mount(proc_path(source).c_str(), proc_path(target).c_str(), nullptr, MS_BIND, nullptr) !=
+        0) {
+        return step_error("bind the image " + quote(image.native(), 200) + " at " +
+                              quote(mount_point.native(), 200),
+                          errno);
+    }
+    // The old descriptor still refers to the directory underneath; open the new mount.
+    UniqueFd mounted(open_dir_no_symlinks(mount_point.c_str()));
+    if (!mounted) {
+        return step_error("open the image mount " + quote(mount_point.native(), 200), errno);
+    }
+    if (::mount(nullptr, proc_path(mounted).c_str(), nullptr,
+                MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) {
+        return step_error("remount the image at " + quote(mount_point.native(), 200) + " read-only",
+                          errno);
+    }
+    return {};
+}
+
+// ---- write_file_in_namespace's child -----------------------------------------------------
+
+enum class WriteStep : int { none, enter, open_dir, create, write, chown, chmod, close, rename };
+
+const char* describe(WriteStep step) {
+    switch (step) {
+        case WriteStep::none:
+            return "write";
+        case WriteStep::enter:
+            return "enter the mount namespace";
+        case WriteStep::open_dir:
+            return "open the parent directory without following symlinks";
+        case WriteStep::create:
+            return "create the temporary file";
+        case WriteStep::write:
+            return "write the temporary file";
+        case WriteStep::chown:
+            return "chown the temporary file";
+        case WriteStep::chmod:
+            return "chmod the temporary file";
+        case WriteStep::close:
+            return "close the temporary file";
+        case WriteStep::rename:
+            return "rename the temporary file over the target";
+    }
+    return "write";
+}
+
+struct WriteReport {
+    WriteStep step = WriteStep::none;
+    int error = 0;
+};
+
+// Everything the child needs, prepared by the parent: the child may not allocate.
+struct WriteJob {
+    int ns_fd;
+    int report_fd;
+    const char* directory;
+    const char* name;
+    const char* temp_name;
+    const char* data;
+    std::size_t size;
+    mode_t mode;
+    uid_t uid;
+    gid_t gid;
+};
+
+// Async-signal-safe only: this runs between fork and _exit in a copy of a multi-threaded
+// process.
+[[noreturn]] void write_in_child(const WriteJob& job) {
+    WriteReport report;
+    int dir = -1;
+    int file = -1;
+    auto fail = [&](WriteStep step) {
+        report = {step, errno};
+        if (file >= 0) {
+            ::close(file);
+        }
+        if (dir >= 0 && step > WriteStep::create) {
+            ::unlinkat(dir, job.temp_name, 0);
+        }
+        [[maybe_unused]] ssize_t ignored = ::write(job.report_fd, &report, sizeof report);
+        ::_exit(1);
+    };
+    if (::setns(job.ns_fd, CLONE_NEWNS) != 0) {
+        fail(WriteStep::enter);
+    }
+    dir = open_dir_no_symlinks(job.directory);
+    if (dir < 0) {
+        fail(WriteStep::open_dir);
+    }
+    file = ::openat(dir, job.temp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (file < 0) {
+        fail(WriteStep::create);
+    }
+    const char* data = job.data;
+    std::size_t left = job.size;
+    while (left > 0) {
+        const ssize_t n = ::write(file, data, left);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            fail(WriteStep::write);
+        }
+        data += n;
+        left -= static_cast<std::size_t>(n);
+    }
+    if (::fchown(file, job.uid, job.gid) != 0) {
+        fail(WriteStep::chown);
+    }
+    // After chown, which clears set-id bits.
+    if (::fchmod(file, job.mode) != 0) {
+        fail(WriteStep::chmod);
+    }
+    const int closing = std::exchange(file, -1);
+    if (::close(closing) != 0) {
+        fail(WriteStep::close);
+    }
+    if (::renameat(dir, job.temp_name, dir, job.name) != 0) {
+        fail(WriteStep::rename);
+    }
+    ::_exit(0);
+}
+
+std::string random_suffix() {
+    std::random_device random;
+    const std::uint64_t value = (std::uint64_t{random()} << 32) | random();
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string text;
+    for (int shift = 60; shift >= 0; shift -= 4) {
+        text += kHex[(value >> shift) & 0xf];
+    }
+    return text;
+}
+
+}  // namespace
+
+Status check_job_mount_plan(const JobMountPlan& plan,
+                            std::span<const std::filesystem::path> allowed_image_roots) {
+    if (auto ok = check_plan_shape(plan); !ok) {
+        return ok;
+    }
+    if (plan.image) {
+        if (auto ok = check_image(*plan.image, allowed_image_roots); !ok) {
+            return ok;
+        }
+        if (auto ok = check_image_mount(*plan.image_mount); !ok) {
+            return ok;
+        }
+    }
+    return {};
+}
+
+Status prepare_job_mounts(const JobMountPlan& plan,
+                          std::span<const std::filesystem::path> allowed_image_roots) {
+    if (auto ok = check_job_mount_plan(plan, allowed_image_roots); !ok) {
+        return ok;
+    }
+    const JobPaths& paths = plan.paths;
+    // The job user reaches the per-job ssh directory through the run directory (sshd reads
+    // authorized_keys as the user, ssh reads IdentityFile), so every level is traversable;
+    // the job directory itself is not listable.
+    for (const fs::path& dir :
+         {paths.root().parent_path().parent_path(), paths.root().parent_path()}) {
+        if (auto ok = ensure_shared_dir(dir); !ok) {
+            return ok;
+        }
+    }
+    const std::pair<fs::path, mode_t> root_dirs[] = {
+        {paths.root(), 0711},
+        {paths.etc_upper().parent_path(), 0755},
+        {paths.etc_upper(), 0755},
+        {paths.etc_work(), 0755},
+    };
+    for (const auto& [dir, mode] : root_dirs) {
+        if (auto ok = make_dir(dir, mode, 0, 0); !ok) {
+            return ok;
+        }
+    }
+    if (auto ok = make_dir(paths.user_ssh_dir(), 0700, plan.uid, plan.gid); !ok) {
+        return ok;
+    }
+    return write_host_file(paths.etc_upper() / "hostname", plan.hostname + "\n", 0644);
+}
+
+Status setup_job_mounts(const JobMountPlan& plan) {
+    if (auto ok = check_plan_shape(plan); !ok) {
+        return ok;
+    }
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
+        return step_error("make / a recursive slave mount", errno);
+    }
+    if (auto ok = detach_namespace_files(); !ok) {
+        return ok;
+    }
+    if (auto ok = mount_etc_overlay(plan.paths); !ok) {
+        return ok;
+    }
+    if (auto ok = bind_job_ssh_dir(plan); !ok) {
+        return ok;
+    }
+    if (auto ok = mount_private_tmp(plan.tmp_size_bytes); !ok) {
+        return ok;
+    }
+    if (plan.image) {
+        if (auto ok = bind_image_read_only(*plan.image, *plan.image_mount); !ok) {
+            return ok;
+        }
+    }
+    return {};
+}
+
+Status write_file_in_namespace(const std::filesystem::path& mnt_ns_file,
+                               const std::filesystem::path& path_inside, std::string_view content,
+                               mode_t mode, uid_t uid, gid_t gid) {
+    const std::string what = "write " + quote(path_inside.native(), 200) + " in the job";
+    if (auto ok = check_normal_absolute("path", path_inside); !ok) {
+        return Error{what + ": " + ok.error().message};
+    }
+    const std::string name = path_inside.filename().native();
+    if (name.empty() || name == "." || name == "..") {
+        return Error{what + ": the path must name a file"};
+    }
+    if ((mode & ~static_cast<mode_t>(07777)) != 0) {
+        std::ostringstream octal;
+        octal << std::oct << mode;
+        return Error{what + ": mode 0" + octal.str() + " has bits beyond 07777"};
+    }
+    UniqueFd ns(::open(mnt_ns_file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns) {
+        return step_error(what + ": open the namespace file " + mnt_ns_file.native(), errno);
+    }
+    const int type = ::ioctl(ns.get(), NS_GET_NSTYPE);
+    if (type != CLONE_NEWNS) {
+        return Error{what + ": " + mnt_ns_file.native() + " is not a mount namespace" +
+                     (type < 0 ? " (" + errno_text(errno) + ")" : "")};
+    }
+    const std::string directory = path_inside.parent_path().native();
+    const std::string temp_name = ".vcpilot-" + random_suffix() + ".tmp";
+
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        return step_error(what + ": pipe", errno);
+    }
+    UniqueFd report_read(pipe_fds[0]);
+    UniqueFd report_write(pipe_fds[1]);
+    const WriteJob job{ns.get(),
+                       report_write.get(),
+                       directory.c_str(),
+                       name.c_str(),
+                       temp_name.c_str(),
+                       content.data(),
+                       content.size(),
+                       mode,
+                       uid,
+                       gid};
+    const pid_t child = ::fork();
+    if (child < 0) {
+        return step_error(what + ": fork", errno);
+    }
+    if (child == 0) {
+        write_in_child(job);
+    }
+    report_write = UniqueFd();  // so that the read below ends when the child does
+    WriteReport report;
+    ssize_t got = 0;
+    do {
+        got = ::read(report_read.get(), &report, sizeof report);
+    } while (got < 0 && errno == EINTR);
+    int wait_status = 0;
+    while (::waitpid(child, &wait_status, 0) < 0) {
+        if (errno != EINTR) {
+            return step_error(what + ": wait for the writer process", errno);
+        }
+    }
+    if (got == static_cast<ssize_t>(sizeof report)) {
+        return Error{what + ": " + describe(report.step) + ": " + errno_text(report.error)};
+    }
+    if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
+        return Error{what + ": the writer process failed (wait status " +
+                     std::to_string(wait_status) + ")"};
+    }
+    return {};
+}
+
+}  // namespace vcpilot::pilot

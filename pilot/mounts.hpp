@@ -1,0 +1,78 @@
+// The job's union-mounted view of the node's filesystem: an overlay over /etc whose upper
+// layer holds the cluster's files, a per-job ~/.ssh, a private size-limited /tmp and an
+// optional read-only image. All of it lives in the job's own mount namespace; the host's files
+// and mount table are never changed (the only host-side writes are under the job's run
+// directory).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/result.hpp"
+#include "pilot/paths.hpp"
+
+namespace vcpilot::pilot {
+
+struct JobMountPlan {
+    JobPaths paths;
+    // The job user: owner of the per-job ~/.ssh.
+    uid_t uid = 0;
+    gid_t gid = 0;
+    // The user's home as the host's passwd has it. Nothing is ever created in it.
+    std::filesystem::path home;
+    // The virtual node's name, written to /etc/hostname in the upper layer.
+    std::string hostname;
+    // Size of the private /tmp. At least 1 MiB: tmpfs takes size=0 as "unlimited", and a
+    // smaller value is almost certainly a unit mistake.
+    std::uint64_t tmp_size_bytes = 0;
+    // A directory under one of the allowed image roots, given as its canonical path (no
+    // symlinks, "." or ".."), shown read-only at image_mount, which must be an existing
+    // directory. Both or neither.
+    std::optional<std::filesystem::path> image;
+    std::optional<std::filesystem::path> image_mount;
+};
+
+inline constexpr std::uint64_t kMinTmpSizeBytes = std::uint64_t{1} << 20;
+
+// Checks the plan without touching anything; errors name the field ("image: ...").
+Status check_job_mount_plan(const JobMountPlan& plan,
+                            std::span<const std::filesystem::path> allowed_image_roots);
+
+// Host side, before the namespace exists: checks the plan, creates the /etc upper and work
+// directories (root, 0755) and the per-job ~/.ssh (the job user's, 0700), and writes the
+// /etc files known at SETUP (hostname) into the upper layer. Safe to call again.
+Status prepare_job_mounts(const JobMountPlan& plan,
+                          std::span<const std::filesystem::path> allowed_image_roots);
+
+// Inside the job's fresh mount namespace, in the single-threaded child that created it and
+// before anything of the job runs there:
+//   1. / becomes a recursive slave: nothing mounted here propagates back to the host, while
+//      the host's later mounts (autofs homes, NFS) still appear in the job;
+//   2. namespace files copied from the host's mount table (other jobs' and `ip netns` ones)
+//      are detached, so this job never keeps another namespace alive;
+//   3. overlayfs on /etc (lower: the host's /etc);
+//   4. the per-job ~/.ssh bound over the user's ~/.ssh if that exists (it is never created);
+//      a symlinked ~/.ssh is followed but must end at a directory the job user owns;
+//   5. a tmpfs on /tmp (size, mode 1777, nosuid, nodev);
+//   6. the image bound read-only (also nosuid, nodev) at image_mount.
+// Paths that a user could swap for a symlink are opened once and mounted through their file
+// descriptor. Errors name the step and the errno.
+Status setup_job_mounts(const JobMountPlan& plan);
+
+// Writes `content` to `path_inside` as the job sees it, from the host side: a forked child
+// enters the mount namespace (`mnt_ns_file`, e.g. JobPaths::mnt_ns()), creates a temporary
+// file next to the target, sets owner and mode, and renames it over the target. The parent
+// directory must exist inside and is reached without following symlinks. Async-signal-safe
+// in the child, so it may be called from the multi-threaded pilot. Files under an overlay
+// (such as /etc) land in the upper layer; the host's own file is never touched.
+Status write_file_in_namespace(const std::filesystem::path& mnt_ns_file,
+                               const std::filesystem::path& path_inside, std::string_view content,
+                               mode_t mode, uid_t uid, gid_t gid);
+
+}  // namespace vcpilot::pilot

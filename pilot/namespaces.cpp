@@ -1,0 +1,311 @@
+#include "pilot/namespaces.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "common/text.hpp"
+#include "pilot/net.hpp"
+
+namespace vcpilot::pilot {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+Error sys_error(const std::string& what, int error = errno) {
+    return Error{what + ": " + std::strerror(error)};
+}
+
+// A namespace's identity: the nsfs inode number of /proc/<pid>/ns/<kind>.
+std::optional<ino_t> namespace_inode(const fs::path& file) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) {
+        return std::nullopt;
+    }
+    return st.st_ino;
+}
+
+struct RecordedNamespaces {
+    pid_t holder = -1;
+    ino_t net = 0;
+    ino_t mnt = 0;
+};
+
+std::optional<RecordedNamespaces> read_recorded(const JobPaths& paths) {
+    std::ifstream file(paths.namespaces_file());
+    RecordedNamespaces recorded;
+    std::string key;
+    unsigned long long value = 0;
+    while (file >> key >> value) {
+        if (key == "holder") {
+            recorded.holder = static_cast<pid_t>(value);
+        } else if (key == "net") {
+            recorded.net = static_cast<ino_t>(value);
+        } else if (key == "mnt") {
+            recorded.mnt = static_cast<ino_t>(value);
+        }
+    }
+    if (recorded.net == 0 && recorded.mnt == 0) {
+        return std::nullopt;
+    }
+    return recorded;
+}
+
+Status record(const JobPaths& paths, pid_t holder) {
+    const auto files = NamespaceFiles::of_process(holder);
+    const auto net = namespace_inode(files.net);
+    const auto mnt = namespace_inode(files.mnt);
+    if (!net || !mnt) {
+        return sys_error("read the namespaces of the holder, pid " + std::to_string(holder));
+    }
+    const fs::path tmp = paths.namespaces_file().string() + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << "holder " << holder << "\nnet " << *net << "\nmnt " << *mnt << "\n";
+        if (!out.flush()) {
+            return Error{"write " + tmp.string()};
+        }
+    }
+    if (::rename(tmp.c_str(), paths.namespaces_file().c_str()) != 0) {
+        return sys_error("rename " + tmp.string());
+    }
+    return {};
+}
+
+std::string read_all(int fd) {
+    std::string text;
+    char buffer[512];
+    for (;;) {
+        const ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n > 0) {
+            text.append(buffer, static_cast<std::size_t>(n));
+        } else if (n == 0 || errno != EINTR) {
+            return text;
+        }
+    }
+}
+
+void write_all(int fd, std::string_view text) {
+    while (!text.empty()) {
+        const ssize_t n = ::write(fd, text.data(), text.size());
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return;
+        }
+        text.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
+
+// The holder's life: set the namespaces up, report, then wait to be killed.
+[[noreturn]] void be_holder(int report_fd, pid_t parent, const std::string& hostname,
+                            const InsideSetup& inside) {
+    std::string failure;
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
+        failure = "the pilot went away while its namespace holder started";
+    } else if (::unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS) != 0) {
+        failure = std::string("unshare(net, mnt, uts): ") + std::strerror(errno);
+    } else if (::sethostname(hostname.data(), hostname.size()) != 0) {
+        failure = "sethostname " + quote(hostname) + ": " + std::strerror(errno);
+    } else if (auto ok = inside(); !ok) {
+        failure = ok.error().message;
+    }
+    ::prctl(PR_SET_NAME, "vc-ns-holder");
+    write_all(report_fd, failure.empty() ? std::string_view("ok") : failure);
+    ::close(report_fd);
+    if (!failure.empty()) {
+        ::_exit(1);
+    }
+    // Nothing to do but exist. Every fd but the standard ones is closed, so the holder keeps
+    // nothing of the pilot's open.
+    ::close_range(3, ~0U, 0);
+    for (;;) {
+        ::pause();
+    }
+}
+
+}  // namespace
+
+NamespaceFiles NamespaceFiles::of_process(pid_t pid) {
+    const fs::path ns = fs::path("/proc") / std::to_string(pid) / "ns";
+    return {ns / "net", ns / "mnt", ns / "uts"};
+}
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+        fd_ = other.release();
+    }
+    return *this;
+}
+
+UniqueFd::~UniqueFd() {
+    if (fd_ >= 0) {
+        ::close(fd_);
+    }
+}
+
+Result<UniqueFd> open_namespace(const fs::path& file) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return sys_error("open namespace " + file.string());
+    }
+    return UniqueFd(fd);
+}
+
+Result<JobNamespaceFds> JobNamespaceFds::open(const NamespaceFiles& files) {
+    JobNamespaceFds fds;
+    auto net = open_namespace(files.net);
+    if (!net) {
+        return net.error();
+    }
+    auto mnt = open_namespace(files.mnt);
+    if (!mnt) {
+        return mnt.error();
+    }
+    auto uts = open_namespace(files.uts);
+    if (!uts) {
+        return uts.error();
+    }
+    fds.net_ = std::move(*net);
+    fds.mnt_ = std::move(*mnt);
+    fds.uts_ = std::move(*uts);
+    return fds;
+}
+
+int JobNamespaceFds::enter() const noexcept {
+    if (::setns(net_.get(), CLONE_NEWNET) != 0 || ::setns(uts_.get(), CLONE_NEWUTS) != 0 ||
+        ::setns(mnt_.get(), CLONE_NEWNS) != 0) {
+        return errno;
+    }
+    return 0;
+}
+
+Result<JobNamespaces> create_job_namespaces(const JobPaths& paths, std::string_view hostname,
+                                            const InsideSetup& inside) {
+    int report[2];
+    if (::pipe2(report, O_CLOEXEC) != 0) {
+        return sys_error("pipe");
+    }
+    const std::string name(hostname);
+    const pid_t parent = ::getpid();
+    const pid_t holder = ::fork();
+    if (holder < 0) {
+        const int error = errno;
+        ::close(report[0]);
+        ::close(report[1]);
+        return sys_error("fork", error);
+    }
+    if (holder == 0) {
+        ::close(report[0]);
+        be_holder(report[1], parent, name, inside);
+    }
+    ::close(report[1]);
+    const std::string message = read_all(report[0]);
+    ::close(report[0]);
+    Status status;
+    if (message != "ok") {
+        status = Error{message.empty() ? "the namespace holder died while starting" : message};
+    } else {
+        status = record(paths, holder);
+    }
+    if (!status) {
+        ::kill(holder, SIGKILL);
+        while (::waitpid(holder, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        ::unlink(paths.namespaces_file().c_str());
+        return status.error();
+    }
+    return JobNamespaces{holder};
+}
+
+std::vector<pid_t> processes_in_job_namespaces(const JobPaths& paths) {
+    std::vector<pid_t> pids;
+    const auto recorded = read_recorded(paths);
+    if (!recorded) {
+        return pids;
+    }
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
+            continue;
+        }
+        const pid_t pid = static_cast<pid_t>(std::stol(name));
+        if (pid == ::getpid()) {
+            continue;
+        }
+        const auto files = NamespaceFiles::of_process(pid);
+        if (namespace_inode(files.net) == recorded->net ||
+            namespace_inode(files.mnt) == recorded->mnt) {
+            pids.push_back(pid);
+        }
+    }
+    return pids;
+}
+
+Status teardown_job(const JobPaths& paths, std::chrono::milliseconds grace, TeardownScope scope) {
+    // The kernel frees a network namespace, and the VXLAN device in it, asynchronously; until
+    // then the VNI stays taken on the node. Deleting the device first frees it at once.
+    if (const auto recorded = read_recorded(paths)) {
+        const auto files = NamespaceFiles::of_process(recorded->holder);
+        if (namespace_inode(files.net) == recorded->net) {
+            if (auto netns = open_namespace(files.net)) {
+                if (auto ok = delete_link(netns->get(), kOverlayInterface); !ok) {
+                    return ok;
+                }
+            }
+        }
+    }
+    auto pids = processes_in_job_namespaces(paths);
+    if (!pids.empty()) {
+        for (pid_t pid : pids) {
+            ::kill(pid, SIGTERM);
+        }
+        const auto deadline = std::chrono::steady_clock::now() + grace;
+        while (!pids.empty() && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            pids = processes_in_job_namespaces(paths);
+        }
+        for (pid_t pid : pids) {
+            ::kill(pid, SIGKILL);
+        }
+    }
+    std::error_code ec;
+    if (scope == TeardownScope::keep_control) {
+        for (const auto& entry : fs::directory_iterator(paths.root(), ec)) {
+            if (entry.path() != paths.socket() && entry.path() != paths.state_file()) {
+                fs::remove_all(entry.path(), ec);
+                if (ec) {
+                    return Error{"remove " + entry.path().string() + ": " + ec.message()};
+                }
+            }
+        }
+        return {};
+    }
+    fs::remove_all(paths.root(), ec);
+    if (ec) {
+        return Error{"remove " + paths.root().string() + ": " + ec.message()};
+    }
+    // The node directory is shared with other jobs; it goes only when empty.
+    fs::remove(paths.root().parent_path(), ec);
+    return {};
+}
+
+}  // namespace vcpilot::pilot

@@ -1,0 +1,98 @@
+// The job's network, mount and UTS namespaces.
+//
+// They are held by a small process, the holder, that the pilot forks: it unshares the three
+// namespaces, sets them up from inside (hostname, mounts), then sleeps. sshd, RUN commands and
+// the SPANK plugin enter them through /proc/<holder>/ns/*. The holder dies with the pilot
+// (PR_SET_PDEATHSIG), and with it the namespaces, unless a process is still inside: teardown
+// finds such processes by the namespaces' inode numbers, recorded in the job's run directory.
+//
+// Why not bind-mount the namespace files, as `ip netns` does: persisting a mount namespace that
+// way failed with EINVAL here (kernel 6.18) whenever the pilot itself ran in a mount namespace
+// holding a file bind mount, and a killed pilot would leave the mounts behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/result.hpp"
+#include "pilot/paths.hpp"
+
+namespace vcpilot::pilot {
+
+struct NamespaceFiles {
+    std::filesystem::path net;
+    std::filesystem::path mnt;
+    std::filesystem::path uts;
+
+    static NamespaceFiles of_process(pid_t pid);
+};
+
+// An open file descriptor, closed on destruction.
+class UniqueFd {
+  public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) : fd_(fd) {}
+    UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+    UniqueFd& operator=(UniqueFd&& other) noexcept;
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+    ~UniqueFd();
+
+    int get() const { return fd_; }
+    int release() { return std::exchange(fd_, -1); }
+    explicit operator bool() const { return fd_ >= 0; }
+
+  private:
+    int fd_ = -1;
+};
+
+Result<UniqueFd> open_namespace(const std::filesystem::path& file);
+
+// The three namespaces of a job, opened for setns (in a child between fork and exec, where
+// only async-signal-safe calls are allowed: enter() is one).
+class JobNamespaceFds {
+  public:
+    static Result<JobNamespaceFds> open(const NamespaceFiles& files);
+    // setns into net, uts and mnt (mnt last: it changes the root and cwd). Returns 0 or errno.
+    int enter() const noexcept;
+
+  private:
+    UniqueFd net_, mnt_, uts_;
+};
+
+// Runs in the holder, inside the fresh namespaces, before anything else: mounts and the like.
+// The holder is single-threaded.
+using InsideSetup = std::function<Status()>;
+
+struct JobNamespaces {
+    pid_t holder = -1;
+    NamespaceFiles files() const { return NamespaceFiles::of_process(holder); }
+};
+
+// Forks the holder: new network, mount and UTS namespaces with `hostname`, `inside` run in
+// them, and their identity recorded in the run directory. Must be called from a thread that
+// lives as long as the pilot (PR_SET_PDEATHSIG follows the creating thread). On any error
+// nothing is left behind.
+Result<JobNamespaces> create_job_namespaces(const JobPaths& paths, std::string_view hostname,
+                                            const InsideSetup& inside);
+
+// Processes inside the job's network or mount namespace, as recorded in the run directory.
+std::vector<pid_t> processes_in_job_namespaces(const JobPaths& paths);
+
+enum class TeardownScope {
+    everything,    // the whole run directory
+    keep_control,  // all but the control socket and the state file (after a failed SETUP)
+};
+
+// Deletes the job's overlay link, stops every process inside the job's namespaces (SIGTERM,
+// then SIGKILL after `grace`), the holder included, and removes the run directory. Idempotent:
+// safe on a job that is half built, already gone, or whose pilot was killed.
+Status teardown_job(const JobPaths& paths, std::chrono::milliseconds grace, TeardownScope scope);
+
+}  // namespace vcpilot::pilot

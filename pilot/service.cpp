@@ -1,0 +1,542 @@
+#include "pilot/service.hpp"
+
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <spdlog/spdlog.h>
+#include <sstream>
+
+#include "pilot/keys.hpp"
+#include "pilot/mounts.hpp"
+#include "pilot/net.hpp"
+#include "pilot/spawn.hpp"
+
+namespace vcpilot::pilot {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::uint64_t now_unix_ms() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+}
+
+const char* state_name(v1::PilotState state) {
+    switch (state) {
+        case v1::PILOT_STATE_NEW:
+            return "NEW";
+        case v1::PILOT_STATE_CONFIGURED:
+            return "CONFIGURED";
+        case v1::PILOT_STATE_KEYED:
+            return "KEYED";
+        case v1::PILOT_STATE_READY:
+            return "READY";
+        case v1::PILOT_STATE_STOPPING:
+            return "STOPPING";
+        case v1::PILOT_STATE_GONE:
+            return "GONE";
+        case v1::PILOT_STATE_FAILED:
+            return "FAILED";
+        default:
+            return "UNSPECIFIED";
+    }
+}
+
+// The node's own underlay address: its first global IPv4 address.
+Result<IpAddress> node_underlay_address() {
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) != 0) {
+        return Error{std::string("getifaddrs: ") + std::strerror(errno)};
+    }
+    std::optional<IpAddress> found;
+    for (ifaddrs* entry = list; entry != nullptr && !found; entry = entry->ifa_next) {
+        if (entry->ifa_addr == nullptr || entry->ifa_addr->sa_family != AF_INET) {
+            continue;
+        }
+        const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
+        std::array<std::uint8_t, 4> bytes{};
+        std::memcpy(bytes.data(), &in->sin_addr, 4);
+        if (bytes[0] != 127) {
+            found = IpAddress::from_v4_bytes(bytes);
+        }
+    }
+    ::freeifaddrs(list);
+    if (!found) {
+        return Error{"the node has no IPv4 underlay address; give vxlan.local_address"};
+    }
+    return *found;
+}
+
+// Writes a file on the host side, created fresh, with owner and mode.
+Status write_host_file(const fs::path& path, std::string_view content, mode_t mode, uid_t uid,
+                       gid_t gid) {
+    const fs::path tmp = path.string() + ".tmp";
+    ::unlink(tmp.c_str());
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0) {
+        return Error{"create " + tmp.string() + ": " + std::strerror(errno)};
+    }
+    bool ok = ::fchown(fd, uid, gid) == 0 && ::fchmod(fd, mode) == 0;
+    std::string_view left = content;
+    while (ok && !left.empty()) {
+        const ssize_t n = ::write(fd, left.data(), left.size());
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        ok = n > 0;
+        if (ok) {
+            left.remove_prefix(static_cast<std::size_t>(n));
+        }
+    }
+    const int error = errno;
+    ::close(fd);
+    if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+        ::unlink(tmp.c_str());
+        return Error{"write " + path.string() + ": " + std::strerror(ok ? errno : error)};
+    }
+    return {};
+}
+
+grpc::Status invalid(const Error& error) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, error.message};
+}
+
+grpc::Status wrong_state(const char* command, v1::PilotState state) {
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            std::string(command) + " is not possible in state " + state_name(state)};
+}
+
+}  // namespace
+
+PilotService::PilotService(JobPaths paths, PilotOptions options)
+    : paths_(std::move(paths)), options_(std::move(options)) {
+    status_.set_job_id(paths_.job());
+    set_state(v1::PILOT_STATE_NEW);
+}
+
+PilotService::~PilotService() {
+    stop("pilot exiting");
+}
+
+void PilotService::set_state(v1::PilotState state, const std::string& reason) {
+    {
+        std::lock_guard lock(status_mutex_);
+        status_.set_state(state);
+        status_.set_reason(reason);
+        status_.set_changed_unix_ms(now_unix_ms());
+        ++version_;
+        if (state != v1::PILOT_STATE_GONE) {
+            write_state_file();
+        }
+    }
+    spdlog::info("job {}: {}{}{}", paths_.job(), state_name(state), reason.empty() ? "" : ": ",
+                 reason);
+    changed_.notify_all();
+}
+
+void PilotService::write_state_file() const {
+    // Read by `vc-pilot cleanup` and by a restarted pilot: who owned this job, and how far it got.
+    std::ostringstream text;
+    text << "state=" << state_name(status_.state()) << "\npid=" << ::getpid()
+         << "\njob=" << paths_.job() << "\ncluster=" << status_.cluster_id()
+         << "\nnode_name=" << status_.node_name() << "\n";
+    if (auto ok = write_host_file(paths_.state_file(), text.str(), 0600, 0, 0); !ok) {
+        spdlog::warn("cannot write the state file: {}", ok.error().message);
+    }
+}
+
+v1::PilotStatus PilotService::status() const {
+    std::lock_guard lock(status_mutex_);
+    return status_;
+}
+
+void PilotService::reap_holder() {
+    if (namespaces_) {
+        // Killed by teardown; the holder is our child.
+        while (::waitpid(namespaces_->holder, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        namespaces_.reset();
+    }
+}
+
+grpc::Status PilotService::fail_setup(const std::string& reason) {
+    // Nothing half-built may stay: remove what SETUP made, keep the control socket and state.
+    if (auto ok = teardown_job(paths_, options_.teardown_grace, TeardownScope::keep_control); !ok) {
+        spdlog::error("cleaning up after a failed SETUP: {}", ok.error().message);
+    }
+    reap_holder();
+    set_state(v1::PILOT_STATE_FAILED, reason);
+    return {grpc::StatusCode::INTERNAL, reason};
+}
+
+grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* request,
+                                 v1::PilotStatus* response) {
+    std::lock_guard operation(operation_mutex_);
+    if (const auto state = status().state(); state != v1::PILOT_STATE_NEW) {
+        return wrong_state("SETUP", state);
+    }
+    auto plan = validate_setup(*request, options_.limits);
+    if (!plan) {
+        return invalid(plan.error());
+    }
+    Result<IpAddress> underlay =
+        plan->local_underlay ? Result<IpAddress>(*plan->local_underlay) : node_underlay_address();
+    if (!underlay) {
+        return invalid(underlay.error());
+    }
+    std::uint32_t mtu = plan->mtu;
+    if (mtu == 0) {
+        auto underlay_mtu_value = underlay_mtu(*underlay);
+        if (!underlay_mtu_value) {
+            return invalid(Error{"vxlan.local_address: " + underlay_mtu_value.error().message});
+        }
+        mtu = *underlay_mtu_value - 50;  // room for the outer IPv4, UDP and VXLAN headers
+    }
+    auto filter = EscapeFilter::build(SeccompPolicy{plan->seccomp});
+    if (!filter) {
+        return {grpc::StatusCode::INTERNAL, filter.error().message};
+    }
+    {
+        std::lock_guard lock(status_mutex_);
+        status_.set_cluster_id(plan->cluster_id);
+        status_.set_node_name(plan->node_name);
+        status_.set_address(plan->address.to_string());
+    }
+
+    const JobMountPlan mounts{.paths = paths_,
+                              .uid = plan->user.uid,
+                              .gid = plan->user.gid,
+                              .home = plan->user.home,
+                              .hostname = plan->node_name,
+                              .tmp_size_bytes = plan->tmp_size_bytes,
+                              .image = plan->image,
+                              .image_mount = plan->image_mount};
+    if (auto ok = prepare_job_mounts(mounts, options_.limits.allowed_image_roots); !ok) {
+        return fail_setup("preparing the job's mounts: " + ok.error().message);
+    }
+    std::error_code ec;
+    fs::create_directories(paths_.sshd_dir(), ec);
+    if (ec || ::chmod(paths_.sshd_dir().c_str(), 0700) != 0) {
+        return fail_setup("creating " + paths_.sshd_dir().string());
+    }
+    const std::string comment = plan->node_name + "." + plan->cluster_id;
+    auto host_key =
+        generate_ed25519_key(paths_.sshd_dir() / "ssh_host_ed25519_key", 0, 0, "host " + comment);
+    if (!host_key) {
+        return fail_setup("generating the host key: " + host_key.error().message);
+    }
+    auto user_key = generate_ed25519_key(paths_.user_ssh_dir() / "id_ed25519", plan->user.uid,
+                                         plan->user.gid, plan->user.name + "@" + comment);
+    if (!user_key) {
+        return fail_setup("generating the user key: " + user_key.error().message);
+    }
+    // The holder dies with the thread that forks it: not a gRPC pool thread.
+    auto namespaces = launcher_.call([&] {
+        return create_job_namespaces(paths_, plan->node_name,
+                                     [&mounts] { return setup_job_mounts(mounts); });
+    });
+    if (!namespaces) {
+        return fail_setup("creating the job's namespaces: " + namespaces.error().message);
+    }
+    namespaces_ = *namespaces;
+    auto netns = open_namespace(namespaces_->files().net);
+    if (!netns) {
+        return fail_setup(netns.error().message);
+    }
+    const OverlaySpec overlay{plan->vni, plan->udp_port, *underlay, plan->address, plan->mac,
+                              mtu,       plan->gateway};
+    if (auto ok = create_overlay(netns->get(), overlay); !ok) {
+        return fail_setup("creating the overlay link: " + ok.error().message);
+    }
+
+    plan_ = std::move(*plan);
+    underlay_ = *underlay;
+    host_key_ = *host_key;
+    user_key_ = *user_key;
+    filter_ = std::move(*filter);
+    set_state(v1::PILOT_STATE_CONFIGURED);
+    *response = status();
+    return grpc::Status::OK;
+}
+
+grpc::Status PilotService::GetKeys(grpc::ServerContext*, const v1::GetKeysRequest*,
+                                   v1::GetKeysResponse* response) {
+    std::lock_guard operation(operation_mutex_);
+    const auto state = status().state();
+    if (state != v1::PILOT_STATE_CONFIGURED && state != v1::PILOT_STATE_KEYED &&
+        state != v1::PILOT_STATE_READY) {
+        return wrong_state("GET_KEYS", state);
+    }
+    response->set_host_key(host_key_);
+    response->set_user_key(user_key_);
+    response->set_underlay_address(underlay_.to_string());
+    response->set_mac(to_string(plan_->mac));
+    response->set_address(plan_->address.address().to_string());
+    response->set_node_name(plan_->node_name);
+    return grpc::Status::OK;
+}
+
+Status PilotService::write_cluster_files(const std::vector<ClusterNodeView>& nodes) {
+    const auto& user = plan_->user;
+    std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+    std::string known_hosts, authorized_keys, hostfile, nodelist;
+    for (const auto& node : nodes) {
+        const std::string address = node.address.to_string();
+        hosts += address + "\t" + node.name + "\n";
+        known_hosts += node.name + "," + address + " " + node.host_key + "\n";
+        authorized_keys += node.user_key + "\n";
+        hostfile += node.name + " slots=" + std::to_string(node.slots) + "\n";
+        nodelist += node.name + "\n";
+    }
+    const fs::path ssh_dir = paths_.user_ssh_dir();
+    // The client configuration works whether or not the user has a ~/.ssh on the host.
+    const std::string ssh_config = "# written by vc-pilot for job " + paths_.job() +
+                                   "\nHost *\n    IdentityFile " +
+                                   (ssh_dir / "id_ed25519").string() + "\n    UserKnownHostsFile " +
+                                   (ssh_dir / "known_hosts").string() +
+                                   "\n    StrictHostKeyChecking yes\n    CheckHostIP no\n";
+    std::error_code ec;
+    fs::create_directories(paths_.job_files_dir(), ec);
+    if (ec) {
+        return Error{"create " + paths_.job_files_dir().string() + ": " + ec.message()};
+    }
+    ::chmod(paths_.job_files_dir().c_str(), 0755);
+    const NamespaceFiles ns = namespaces_->files();
+    for (const auto& step : {
+             write_file_in_namespace(ns.mnt, "/etc/hosts", hosts, 0644, 0, 0),
+             write_file_in_namespace(ns.mnt, "/etc/ssh/ssh_config.d/vcpilot.conf", ssh_config, 0644,
+                                     0, 0),
+             write_host_file(ssh_dir / "known_hosts", known_hosts, 0644, user.uid, user.gid),
+             write_host_file(ssh_dir / "authorized_keys", authorized_keys, 0600, user.uid,
+                             user.gid),
+             write_host_file(paths_.job_files_dir() / "hostfile", hostfile, 0644, 0, 0),
+             write_host_file(paths_.job_files_dir() / "nodelist", nodelist, 0644, 0, 0),
+         }) {
+        if (!step) {
+            return step;
+        }
+    }
+    return {};
+}
+
+Status PilotService::start_sshd() {
+    if (sshd_) {
+        return {};
+    }
+    const SshdSpec spec{.listen = plan_->address.address(),
+                        .port = 22,
+                        .allow_user = plan_->user.name,
+                        .host_key = paths_.sshd_dir() / "ssh_host_ed25519_key",
+                        .host_certificate = {},
+                        .authorized_keys = paths_.user_ssh_dir() / "authorized_keys",
+                        .trusted_user_ca_keys = {},
+                        .pid_file = paths_.sshd_dir() / "sshd.pid",
+                        .log_level = SshdLogLevel::info};
+    SshdLaunch launch;
+    launch.dir = paths_.sshd_dir();
+    const EscapeFilter* filter = &*filter_;
+    launch.before_exec = [filter] { return filter->apply(); };
+    // sshd dies with the thread that started it (PR_SET_PDEATHSIG), so a gRPC pool thread,
+    // which may be retired at any time, must not be that thread.
+    auto sshd = launcher_.call([&] { return Sshd::start(spec, namespaces_->files(), launch); });
+    if (!sshd) {
+        return sshd.error();
+    }
+    sshd_ = std::move(*sshd);
+    return {};
+}
+
+grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysRequest* request,
+                                   v1::PilotStatus* response) {
+    std::lock_guard operation(operation_mutex_);
+    const auto state = status().state();
+    if (state != v1::PILOT_STATE_CONFIGURED && state != v1::PILOT_STATE_KEYED &&
+        state != v1::PILOT_STATE_READY) {
+        return wrong_state("SET_KEYS", state);
+    }
+    auto nodes = validate_set_keys(*request, *plan_);
+    if (!nodes) {
+        return invalid(nodes.error());
+    }
+    if (auto ok = write_cluster_files(*nodes); !ok) {
+        return {grpc::StatusCode::INTERNAL, "writing the cluster's files: " + ok.error().message};
+    }
+    std::vector<OverlayPeer> peers;
+    for (const auto& node : *nodes) {
+        if (node.name != plan_->node_name) {
+            peers.push_back({node.underlay, node.address, node.mac});
+        }
+    }
+    auto netns = open_namespace(namespaces_->files().net);
+    if (!netns) {
+        return {grpc::StatusCode::INTERNAL, netns.error().message};
+    }
+    if (auto ok = set_overlay_peers(netns->get(), peers); !ok) {
+        return {grpc::StatusCode::INTERNAL, "setting the overlay's peers: " + ok.error().message};
+    }
+    if (state == v1::PILOT_STATE_CONFIGURED) {
+        set_state(v1::PILOT_STATE_KEYED);
+    }
+    if (auto ok = start_sshd(); !ok) {
+        const std::string reason = "starting sshd: " + ok.error().message;
+        set_state(v1::PILOT_STATE_FAILED, reason);
+        return {grpc::StatusCode::INTERNAL, reason};
+    }
+    if (state != v1::PILOT_STATE_READY) {
+        set_state(v1::PILOT_STATE_READY);
+    }
+    *response = status();
+    return grpc::Status::OK;
+}
+
+grpc::Status PilotService::run_command(grpc::ServerContext* context, const v1::RunRequest& request,
+                                       grpc::ServerWriter<v1::RunOutput>* writer) {
+    std::optional<SetupPlan> plan_copy;
+    NamespaceFiles files;
+    {
+        // RUN does not hold the operation lock while the command runs: commands may run
+        // concurrently, and SHUTDOWN must be able to stop them.
+        std::lock_guard operation(operation_mutex_);
+        if (const auto state = status().state(); state != v1::PILOT_STATE_READY) {
+            return wrong_state("RUN", state);
+        }
+        plan_copy = plan_;
+        files = namespaces_->files();
+    }
+    const SetupPlan& plan = *plan_copy;
+    JobCommand command;
+    command.argv.assign(request.argv().begin(), request.argv().end());
+    command.env = {
+        {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+        {"HOME", plan.user.home.string()},
+        {"USER", plan.user.name},
+        {"LOGNAME", plan.user.name},
+        {"SHELL", "/bin/sh"},
+        {"VC_CLUSTER_ID", plan.cluster_id},
+        {"VC_NODE_NAME", plan.node_name},
+        {"VC_ADDRESS", plan.address.address().to_string()},
+        {"VC_HOSTFILE", (paths_.job_files_dir() / "hostfile").string()},
+        {"VC_NODELIST", (paths_.job_files_dir() / "nodelist").string()},
+    };
+    for (const auto& [name, value] : request.env()) {
+        command.env[name] = value;
+    }
+    if (auto ok = check_job_command(command.argv, command.env); !ok) {
+        return invalid(ok.error());
+    }
+    command.cwd = request.cwd().empty() ? plan.user.home : fs::path(request.cwd());
+    command.stdin_data = request.stdin();
+    auto namespaces = JobNamespaceFds::open(files);
+    if (!namespaces) {
+        return {grpc::StatusCode::INTERNAL, namespaces.error().message};
+    }
+    const auto sink = [&](OutputStream stream, std::string_view data) {
+        if (context->IsCancelled()) {
+            return false;
+        }
+        v1::RunOutput output;
+        if (stream == OutputStream::out) {
+            output.set_stdout(std::string(data));
+        } else {
+            output.set_stderr(std::string(data));
+        }
+        return writer->Write(output);
+    };
+    auto exit_status = run_job_command(command, plan.user, *namespaces, *filter_, sink);
+    if (!exit_status) {
+        return invalid(exit_status.error());
+    }
+    v1::RunOutput last;
+    last.set_exit_status(*exit_status);
+    writer->Write(last);
+    return grpc::Status::OK;
+}
+
+grpc::Status PilotService::Run(grpc::ServerContext* context, const v1::RunRequest* request,
+                               grpc::ServerWriter<v1::RunOutput>* writer) {
+    return run_command(context, *request, writer);
+}
+
+grpc::Status PilotService::Exec(grpc::ServerContext* context, const v1::RunRequest* request,
+                                grpc::ServerWriter<v1::RunOutput>* writer) {
+    return run_command(context, *request, writer);
+}
+
+void PilotService::stop(const std::string& reason) {
+    std::lock_guard operation(operation_mutex_);
+    if (stopped_) {
+        return;
+    }
+    stopped_ = true;
+    set_state(v1::PILOT_STATE_STOPPING, reason);
+    if (sshd_) {
+        if (auto ok = sshd_->stop(); !ok) {
+            spdlog::warn("stopping sshd: {}", ok.error().message);
+        }
+        sshd_.reset();
+    }
+    const auto teardown = teardown_job(paths_, options_.teardown_grace, TeardownScope::everything);
+    reap_holder();
+    if (!teardown) {
+        set_state(v1::PILOT_STATE_FAILED, "teardown: " + teardown.error().message);
+        return;
+    }
+    set_state(v1::PILOT_STATE_GONE, reason);
+}
+
+grpc::Status PilotService::Shutdown(grpc::ServerContext*, const v1::ShutdownRequest* request,
+                                    v1::PilotStatus* response) {
+    if (request->reason().size() > 1024) {
+        return invalid(Error{"reason: longer than 1024 bytes"});
+    }
+    stop(request->reason().empty() ? "SHUTDOWN" : "SHUTDOWN: " + request->reason());
+    *response = status();
+    return grpc::Status::OK;
+}
+
+grpc::Status PilotService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+                                     v1::PilotStatus* response) {
+    *response = status();
+    return grpc::Status::OK;
+}
+
+bool PilotService::wait_until_stopped(std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(status_mutex_);
+    return changed_.wait_for(lock, timeout, [&] {
+        return status_.state() == v1::PILOT_STATE_GONE ||
+               (stopped_ && status_.state() == v1::PILOT_STATE_FAILED);
+    });
+}
+
+grpc::Status PilotService::Watch(grpc::ServerContext* context, const v1::WatchRequest*,
+                                 grpc::ServerWriter<v1::PilotStatus>* writer) {
+    std::unique_lock lock(status_mutex_);
+    std::uint64_t sent_version = 0;
+    for (;;) {
+        if (version_ != sent_version) {
+            const v1::PilotStatus current = status_;
+            sent_version = version_;
+            lock.unlock();
+            if (!writer->Write(current) || current.state() == v1::PILOT_STATE_GONE) {
+                return grpc::Status::OK;
+            }
+            lock.lock();
+        }
+        // Woken by every change; the timeout only lets us notice a client that went away.
+        changed_.wait_for(lock, std::chrono::milliseconds(200));
+        if (context->IsCancelled()) {
+            return grpc::Status::CANCELLED;
+        }
+    }
+}
+
+}  // namespace vcpilot::pilot

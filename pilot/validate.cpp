@@ -1,0 +1,268 @@
+#include "pilot/validate.hpp"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include "common/text.hpp"
+#include "pilot/keys.hpp"
+#include "pilot/paths.hpp"
+
+namespace vcpilot::pilot {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+Error field_error(std::string_view field, const std::string& what) {
+    return Error{std::string(field) + ": " + what};
+}
+
+// Wraps an error of a common/ parser ("invalid CIDR block ...") with the field it came from.
+template <typename T>
+Result<T> in_field(std::string_view field, Result<T> parsed) {
+    if (!parsed) {
+        return field_error(field, parsed.error().message);
+    }
+    return parsed;
+}
+
+Result<std::optional<IpAddress>> optional_address(std::string_view field, const std::string& text) {
+    if (text.empty()) {
+        return std::optional<IpAddress>{};
+    }
+    auto address = in_field(field, IpAddress::parse(text));
+    if (!address) {
+        return address.error();
+    }
+    return std::optional<IpAddress>{*address};
+}
+
+Result<fs::path> absolute_clean_path(std::string_view field, const std::string& text) {
+    if (text.empty() || text.size() > 4096 || text.find('\0') != std::string::npos) {
+        return field_error(field, quote(text) + " is not a usable path");
+    }
+    const fs::path path(text);
+    if (!path.is_absolute()) {
+        return field_error(field, quote(text) + " must be an absolute path");
+    }
+    if (path.lexically_normal() != path) {
+        return field_error(field, quote(text) + " must not contain '.', '..' or '//'");
+    }
+    return path;
+}
+
+}  // namespace
+
+Result<UserIdentity> lookup_user(std::string_view name) {
+    if (name.empty() || name.size() > 64) {
+        return field_error("user", quote(name) + " is not a user name");
+    }
+    const std::string copy(name);
+    long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+    std::vector<char> buffer(static_cast<std::size_t>(size > 0 ? size : 16384));
+    passwd entry{};
+    passwd* found = nullptr;
+    const int error = ::getpwnam_r(copy.c_str(), &entry, buffer.data(), buffer.size(), &found);
+    if (error != 0 || found == nullptr) {
+        return field_error("user", "no user " + quote(name) + " on this node");
+    }
+    return UserIdentity{copy, entry.pw_uid, entry.pw_gid, entry.pw_dir};
+}
+
+Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLimits& limits) {
+    if (auto ok = check_job_id("cluster_id", request.cluster_id()); !ok) {
+        return ok.error();
+    }
+    if (auto ok = check_host_label("node_name", request.node_name()); !ok) {
+        return ok.error();
+    }
+    auto address = in_field("address", InterfaceAddress::parse(request.address()));
+    if (!address) {
+        return address.error();
+    }
+    if (!address->address().is_v4()) {
+        return field_error("address", "only IPv4 job networks are supported for now");
+    }
+    if (address->prefix() > 30) {
+        return field_error(
+            "address",
+            quote(request.address()) + ": the prefix leaves no room for a cluster (at most /30)");
+    }
+    const Cidr network = address->network();
+    if (address->address() == network.network() || address->address() == network.last()) {
+        return field_error("address", quote(request.address()) +
+                                          " is the network or broadcast address of its prefix");
+    }
+    MacAddress mac = mac_for_address(address->address());
+    if (!request.mac().empty()) {
+        auto parsed = parse_mac("mac", request.mac());
+        if (!parsed) {
+            return parsed.error();
+        }
+        mac = *parsed;
+    }
+    if (!request.has_vxlan()) {
+        return field_error("vxlan", "missing: the overlay must be given");
+    }
+    const auto& vxlan = request.vxlan();
+    if (vxlan.vni() == 0 || vxlan.vni() > 0xFFFFFF) {
+        return field_error("vxlan.vni", std::to_string(vxlan.vni()) + " is not in 1..16777215");
+    }
+    if (vxlan.udp_port() > 65535) {
+        return field_error("vxlan.udp_port", std::to_string(vxlan.udp_port()) + " is not a port");
+    }
+    auto local = optional_address("vxlan.local_address", vxlan.local_address());
+    if (!local) {
+        return local.error();
+    }
+    if (*local && !(*local)->is_v4()) {
+        return field_error("vxlan.local_address", "only an IPv4 underlay is supported for now");
+    }
+    if (vxlan.mtu() != 0 && (vxlan.mtu() < 576 || vxlan.mtu() > 9000)) {
+        return field_error("vxlan.mtu", std::to_string(vxlan.mtu()) + " is not in 576..9000");
+    }
+    auto user = limits.find_user(request.user());
+    if (!user) {
+        return user.error();
+    }
+    auto gateway = optional_address("gateway", request.gateway());
+    if (!gateway) {
+        return gateway.error();
+    }
+    if (*gateway && (!network.contains(**gateway) || **gateway == address->address())) {
+        return field_error("gateway", quote(request.gateway()) + " is not another address in " +
+                                          network.to_string());
+    }
+    std::optional<fs::path> image, image_mount;
+    if (!request.image().empty()) {
+        auto path = absolute_clean_path("image", request.image());
+        if (!path) {
+            return path.error();
+        }
+        const bool allowed =
+            std::any_of(limits.allowed_image_roots.begin(), limits.allowed_image_roots.end(),
+                        [&](const fs::path& root) {
+                            const auto relative = path->lexically_relative(root);
+                            return !relative.empty() && *relative.begin() != "..";
+                        });
+        if (!allowed) {
+            return field_error("image", quote(request.image()) + " is outside the image roots " +
+                                            "this node allows");
+        }
+        auto mount_point = absolute_clean_path("image_mount", request.image_mount());
+        if (!mount_point) {
+            return mount_point.error();
+        }
+        image = *path;
+        image_mount = *mount_point;
+    } else if (!request.image_mount().empty()) {
+        return field_error("image_mount", "given without an image");
+    }
+    const std::uint64_t tmp_mb = request.tmp_size_mb() == 0 ? 1024 : request.tmp_size_mb();
+    if (tmp_mb > limits.max_tmp_size_mb) {
+        return field_error("tmp_size_mb", std::to_string(tmp_mb) +
+                                              " is over this node's limit of " +
+                                              std::to_string(limits.max_tmp_size_mb));
+    }
+    return SetupPlan{request.cluster_id(),
+                     request.node_name(),
+                     *address,
+                     mac,
+                     vxlan.vni(),
+                     static_cast<std::uint16_t>(vxlan.udp_port() == 0 ? 4789 : vxlan.udp_port()),
+                     *local,
+                     vxlan.mtu(),
+                     *user,
+                     image,
+                     image_mount,
+                     *gateway,
+                     tmp_mb * 1024 * 1024,
+                     !request.seccomp().disabled()};
+}
+
+Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest& request,
+                                                       const SetupPlan& self) {
+    if (request.nodes_size() == 0) {
+        return field_error("nodes", "the cluster has no nodes");
+    }
+    if (static_cast<std::size_t>(request.nodes_size()) > kMaxClusterNodes) {
+        return field_error("nodes", std::to_string(request.nodes_size()) +
+                                        " nodes, over the limit of " +
+                                        std::to_string(kMaxClusterNodes));
+    }
+    const Cidr network = self.address.network();
+    std::vector<ClusterNodeView> nodes;
+    std::set<std::string> names;
+    std::set<IpAddress> addresses;
+    std::set<MacAddress> macs;
+    bool found_self = false;
+    for (int i = 0; i < request.nodes_size(); ++i) {
+        const auto& node = request.nodes(i);
+        const std::string where = "nodes[" + std::to_string(i) + "]";
+        if (auto ok = check_host_label(where + ".name", node.name()); !ok) {
+            return ok.error();
+        }
+        auto address = in_field(where + ".address", IpAddress::parse(node.address()));
+        if (!address) {
+            return address.error();
+        }
+        if (!network.contains(*address) || *address == network.network() ||
+            *address == network.last()) {
+            return field_error(
+                where + ".address",
+                quote(node.address()) + " is not a host address in " + network.to_string());
+        }
+        auto mac = parse_mac(where + ".mac", node.mac());
+        if (!mac) {
+            return mac.error();
+        }
+        auto underlay =
+            in_field(where + ".underlay_address", IpAddress::parse(node.underlay_address()));
+        if (!underlay) {
+            return underlay.error();
+        }
+        auto host_key = check_public_key(where + ".host_key", node.host_key());
+        if (!host_key) {
+            return host_key.error();
+        }
+        auto user_key = check_public_key(where + ".user_key", node.user_key());
+        if (!user_key) {
+            return user_key.error();
+        }
+        if (node.slots() > 4096) {
+            return field_error(where + ".slots", std::to_string(node.slots()) + " is over 4096");
+        }
+        if (!names.insert(node.name()).second) {
+            return field_error(where + ".name", quote(node.name()) + " appears twice");
+        }
+        if (!addresses.insert(*address).second) {
+            return field_error(where + ".address", quote(node.address()) + " appears twice");
+        }
+        if (!macs.insert(*mac).second) {
+            return field_error(where + ".mac", quote(node.mac()) + " appears twice");
+        }
+        if (node.name() == self.node_name) {
+            if (*address != self.address.address() || *mac != self.mac) {
+                return field_error(where, "this node, " + quote(node.name()) +
+                                              ", differs from its SETUP (address " +
+                                              self.address.address().to_string() + ", mac " +
+                                              to_string(self.mac) + ")");
+            }
+            found_self = true;
+        } else if (*address == self.address.address()) {
+            return field_error(where + ".address",
+                               quote(node.address()) + " is this node's address");
+        }
+        nodes.push_back({node.name(), *address, *mac, *underlay, *host_key, *user_key,
+                         node.slots() == 0 ? 1 : node.slots()});
+    }
+    if (!found_self) {
+        return field_error("nodes", "this node, " + quote(self.node_name) + ", is not in the list");
+    }
+    return nodes;
+}
+
+}  // namespace vcpilot::pilot

@@ -1,0 +1,702 @@
+#include "pilot/mounts.hpp"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/unit/expect_error.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+namespace vcpilot::pilot {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr uid_t kJobUid = 4242;
+constexpr gid_t kJobGid = 4343;
+constexpr std::uint64_t kTmpSize = 64 << 20;
+
+std::string read_text(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void write_text(const fs::path& file, std::string_view text) {
+    std::ofstream(file, std::ios::binary) << text;
+}
+
+// The file system type of the topmost mount at `mount_point` in a mountinfo text.
+std::string fs_type_at(const std::string& mountinfo, const std::string& mount_point) {
+    std::istringstream lines(mountinfo);
+    std::string type;
+    for (std::string line; std::getline(lines, line);) {
+        std::istringstream fields(line);
+        std::string id, parent, device, root, point, field;
+        fields >> id >> parent >> device >> root >> point;
+        while (fields >> field && field != "-") {
+        }
+        if (point == mount_point) {
+            fields >> type;
+        }
+    }
+    return type;
+}
+
+#define SKIP_UNLESS_ROOT()                                                          \
+    do {                                                                            \
+        if (::geteuid() != 0) {                                                     \
+            GTEST_SKIP() << "needs root (mount namespaces, chown to the job user)"; \
+        }                                                                           \
+    } while (0)
+
+// A scratch directory outside /tmp (the job gets its own /tmp, which would hide anything
+// under the host's), with the layout a pilot uses: <dir>/run/<node>/<job>, <dir>/home.
+class Scratch {
+  public:
+    Scratch() {
+        std::string name = "/run/vcpilot-mounts-test-XXXXXX";
+        if (::mkdtemp(name.data()) == nullptr) {
+            name = (fs::temp_directory_path() / "vcpilot-mounts-test-XXXXXX").string();
+            if (::mkdtemp(name.data()) == nullptr) {
+                throw std::runtime_error("mkdtemp failed");
+            }
+        }
+        dir_ = name;
+        fs::create_directories(home());
+    }
+    ~Scratch() {
+        std::error_code ignored;
+        fs::remove_all(dir_, ignored);
+    }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+
+    const fs::path& dir() const { return dir_; }
+    fs::path home() const { return dir_ / "home"; }
+    JobPaths paths() const { return JobPaths::make(dir_ / "run", "node1", "job1").value(); }
+
+    JobMountPlan plan() const {
+        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", kTmpSize, {}, {}};
+    }
+
+  private:
+    fs::path dir_;
+};
+
+// ---- the plan's checks (no privileges needed) ---------------------------------------------
+
+TEST(JobMountPlan, AcceptsAPlainPlan) {
+    Scratch scratch;
+    EXPECT_TRUE(check_job_mount_plan(scratch.plan(), {}).ok());
+}
+
+TEST(JobMountPlan, RefusesATmpBelowOneMebibyteBecauseZeroMeansUnlimited) {
+    Scratch scratch;
+    JobMountPlan plan = scratch.plan();
+    plan.tmp_size_bytes = 0;
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("tmp_size_bytes"));
+    plan.tmp_size_bytes = 512;  // MiB meant, bytes given
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("tmp_size_bytes"));
+}
+
+TEST(JobMountPlan, RefusesARelativeOrUnnormalizedHome) {
+    Scratch scratch;
+    JobMountPlan plan = scratch.plan();
+    plan.home = "home/user";
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("home: "));
+    plan.home = "/home/../root";
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("home: "));
+}
+
+TEST(JobMountPlan, RefusesAnInvalidHostname) {
+    Scratch scratch;
+    JobMountPlan plan = scratch.plan();
+    plan.hostname = "Node_1";
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("hostname"));
+    plan.hostname = "node1\nevil";
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("hostname"));
+}
+
+TEST(JobMountPlan, RefusesARunDirectoryThatWouldBreakOverlayOptions) {
+    TempDir temp;
+    const JobPaths paths = JobPaths::make(temp.path() / "a,b", "node1", "job1").value();
+    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", kTmpSize, {}, {}};
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("run directory"));
+}
+
+class ImagePlan : public ::testing::Test {
+  protected:
+    ImagePlan() {
+        fs::create_directories(roots_[0] / "img" / "bin");
+        fs::create_directories(scratch_.dir() / "images-evil" / "img");
+        fs::create_directories(scratch_.dir() / "other" / "img");
+        fs::create_directories(mount_point_);
+    }
+    JobMountPlan plan_with(const fs::path& image) const {
+        JobMountPlan plan = scratch_.plan();
+        plan.image = image;
+        plan.image_mount = mount_point_;
+        return plan;
+    }
+    Status check(const fs::path& image) const {
+        return check_job_mount_plan(plan_with(image), roots_);
+    }
+
+    Scratch scratch_;
+    std::vector<fs::path> roots_{scratch_.dir() / "images"};
+    fs::path mount_point_ = scratch_.dir() / "mnt" / "image";
+};
+
+TEST_F(ImagePlan, AcceptsADirectoryInsideAnAllowedRoot) {
+    EXPECT_TRUE(check(roots_[0] / "img").ok());
+}
+
+TEST_F(ImagePlan, RefusesAnImageOutsideTheAllowedRoots) {
+    EXPECT_THAT(error_of(check(scratch_.dir() / "other" / "img")), HasSubstr("image: "));
+    EXPECT_THAT(error_of(check(scratch_.dir() / "other" / "img")),
+                HasSubstr("outside the allowed image roots"));
+}
+
+TEST_F(ImagePlan, ComparesRootsByPathComponentNotByStringPrefix) {
+    EXPECT_THAT(error_of(check(scratch_.dir() / "images-evil" / "img")),
+                HasSubstr("outside the allowed image roots"));
+}
+
+TEST_F(ImagePlan, RefusesEveryImageWhenNoRootIsConfigured) {
+    EXPECT_THAT(error_of(check_job_mount_plan(plan_with(roots_[0] / "img"), {})),
+                HasSubstr("image: images are not allowed on this node"));
+}
+
+TEST_F(ImagePlan, RefusesAPathThatLeavesTheRootWithDotDot) {
+    EXPECT_THAT(error_of(check(roots_[0] / ".." / "other" / "img")), HasSubstr("image: "));
+}
+
+TEST_F(ImagePlan, RefusesASymlinkEvenOneThatStaysInsideTheRoot) {
+    fs::create_directory_symlink(scratch_.dir() / "other" / "img", roots_[0] / "escape");
+    EXPECT_THAT(error_of(check(roots_[0] / "escape")), HasSubstr("without symlinks"));
+    fs::create_directory_symlink(roots_[0] / "img", roots_[0] / "alias");
+    EXPECT_THAT(error_of(check(roots_[0] / "alias")), HasSubstr("without symlinks"));
+}
+
+TEST_F(ImagePlan, RefusesAMissingImage) {
+    EXPECT_THAT(error_of(check(roots_[0] / "missing")), HasSubstr("image: "));
+}
+
+TEST_F(ImagePlan, RefusesASquashfsFileClearly) {
+    write_text(roots_[0] / "img.sqfs", std::string("hsqs") + std::string(60, '\0'));
+    EXPECT_THAT(error_of(check(roots_[0] / "img.sqfs")), HasSubstr("squashfs"));
+}
+
+TEST_F(ImagePlan, RefusesAPlainFile) {
+    write_text(roots_[0] / "img.tar", "not a directory");
+    EXPECT_THAT(error_of(check(roots_[0] / "img.tar")), HasSubstr("must be a directory"));
+}
+
+TEST_F(ImagePlan, NeedsImageAndImageMountTogether) {
+    JobMountPlan plan = plan_with(roots_[0] / "img");
+    plan.image_mount.reset();
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image_mount: required"));
+    plan = plan_with(roots_[0] / "img");
+    plan.image.reset();
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image: required"));
+}
+
+TEST_F(ImagePlan, RefusesAnImageMountThatIsMissingRootOrUnderTmp) {
+    JobMountPlan plan = plan_with(roots_[0] / "img");
+    plan.image_mount = scratch_.dir() / "mnt" / "missing";
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image_mount: "));
+    plan.image_mount = "/";
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image_mount: "));
+    plan.image_mount = "/tmp/image";
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image_mount: "));
+}
+
+// ---- prepare (host side) -----------------------------------------------------------------
+
+TEST(PrepareJobMounts, CreatesTheLayersAndAPerJobSshDirectoryForTheUser) {
+    SKIP_UNLESS_ROOT();
+    Scratch scratch;
+    ASSERT_TRUE(prepare_job_mounts(scratch.plan(), {}).ok());
+    const JobPaths paths = scratch.paths();
+    struct stat st {};
+    for (const fs::path& dir : {paths.etc_upper(), paths.etc_work()}) {
+        ASSERT_EQ(::lstat(dir.c_str(), &st), 0) << dir;
+        EXPECT_TRUE(S_ISDIR(st.st_mode));
+        EXPECT_EQ(st.st_mode & 07777, 0755u) << dir;
+        EXPECT_EQ(st.st_uid, 0u);
+    }
+    ASSERT_EQ(::lstat(paths.user_ssh_dir().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    EXPECT_EQ(st.st_uid, kJobUid);
+    EXPECT_EQ(st.st_gid, kJobGid);
+    // The job user must be able to reach its ssh directory through the run directory.
+    ASSERT_EQ(::lstat(paths.root().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0111, 0111u);
+}
+
+TEST(PrepareJobMounts, WritesTheHostnameIntoTheUpperLayer) {
+    SKIP_UNLESS_ROOT();
+    Scratch scratch;
+    ASSERT_TRUE(prepare_job_mounts(scratch.plan(), {}).ok());
+    EXPECT_EQ(read_text(scratch.paths().etc_upper() / "hostname"), "node1\n");
+    EXPECT_EQ(fs::status(scratch.paths().etc_upper() / "hostname").permissions(), fs::perms(0644));
+}
+
+TEST(PrepareJobMounts, CanBeCalledAgain) {
+    SKIP_UNLESS_ROOT();
+    Scratch scratch;
+    ASSERT_TRUE(prepare_job_mounts(scratch.plan(), {}).ok());
+    EXPECT_TRUE(prepare_job_mounts(scratch.plan(), {}).ok());
+}
+
+TEST(PrepareJobMounts, ChangesNothingOnBadInput) {
+    Scratch scratch;
+    JobMountPlan plan = scratch.plan();
+    plan.hostname = "-bad";
+    EXPECT_THAT(error_of(prepare_job_mounts(plan, {})), HasSubstr("hostname"));
+    EXPECT_FALSE(fs::exists(scratch.dir() / "run"));
+}
+
+// ---- setup (inside a new mount namespace) --------------------------------------------------
+
+// A child in a fresh mount namespace that has run setup_job_mounts and stays until the object
+// dies; the test looks at its view through /proc/<pid>/root and /proc/<pid>/mountinfo.
+class JobView {
+  public:
+    explicit JobView(const JobMountPlan& plan) {
+        int report[2], release[2];
+        if (::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(release, O_CLOEXEC) != 0) {
+            throw std::runtime_error("pipe");
+        }
+        pid_ = ::fork();
+        if (pid_ < 0) {
+            throw std::runtime_error("fork");
+        }
+        if (pid_ == 0) {
+            ::close(report[0]);
+            ::close(release[1]);
+            std::string message = "ok";
+            if (::unshare(CLONE_NEWNS) != 0) {
+                message = "unshare: " + std::string(std::strerror(errno));
+            } else if (Status status = setup_job_mounts(plan); !status) {
+                message = status.error().message;
+            }
+            [[maybe_unused]] ssize_t n = ::write(report[1], message.data(), message.size());
+            ::close(report[1]);
+            char byte;
+            [[maybe_unused]] ssize_t m = ::read(release[0], &byte, 1);
+            ::_exit(0);
+        }
+        ::close(report[1]);
+        ::close(release[0]);
+        release_ = release[1];
+        std::array<char, 4096> buffer{};
+        ssize_t n;
+        while ((n = ::read(report[0], buffer.data(), buffer.size())) > 0) {
+            message_.append(buffer.data(), static_cast<std::size_t>(n));
+        }
+        ::close(report[0]);
+    }
+    ~JobView() { finish(); }
+    JobView(const JobView&) = delete;
+    JobView& operator=(const JobView&) = delete;
+
+    // "ok" or setup's error.
+    const std::string& message() const { return message_; }
+    pid_t pid() const { return pid_; }
+    fs::path inside(const fs::path& path) const {
+        return fs::path("/proc/" + std::to_string(pid_) + "/root" + path.string());
+    }
+    std::string mountinfo() const {
+        return read_text("/proc/" + std::to_string(pid_) + "/mountinfo");
+    }
+    void finish() {
+        if (release_ >= 0) {
+            ::close(release_);
+            release_ = -1;
+            int status;
+            ::waitpid(pid_, &status, 0);
+        }
+    }
+
+  private:
+    pid_t pid_ = -1;
+    int release_ = -1;
+    std::string message_;
+};
+
+class SetupJobMounts : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (::geteuid() != 0) {
+            GTEST_SKIP() << "needs root (mount namespaces)";
+        }
+        ASSERT_TRUE(prepare_job_mounts(plan_, {}).ok());
+    }
+    void make_host_ssh_dir() {
+        fs::create_directories(scratch_.home() / ".ssh");
+        write_text(scratch_.home() / ".ssh" / "host-key", "the user's own key");
+        ASSERT_EQ(::chown((scratch_.home() / ".ssh").c_str(), kJobUid, kJobGid), 0);
+        write_text(scratch_.paths().user_ssh_dir() / "job-key", "the per-job key");
+    }
+
+    Scratch scratch_;
+    JobMountPlan plan_ = scratch_.plan();
+};
+
+TEST_F(SetupJobMounts, ShowsTheUpperLayerInsideAndLeavesTheHostsEtcAlone) {
+    const std::string host_hosts = read_text("/etc/hosts");
+    const std::string host_hostname = read_text("/etc/hostname");
+    write_text(scratch_.paths().etc_upper() / "hosts", "10.20.0.1 node1\n");
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    EXPECT_EQ(read_text(view.inside("/etc/hosts")), "10.20.0.1 node1\n");
+    EXPECT_EQ(read_text(view.inside("/etc/hostname")), "node1\n");
+    // Lower-layer files still show through.
+    EXPECT_EQ(read_text(view.inside("/etc/passwd")), read_text("/etc/passwd"));
+    EXPECT_EQ(read_text("/etc/hosts"), host_hosts);
+    EXPECT_EQ(read_text("/etc/hostname"), host_hostname);
+    EXPECT_EQ(fs_type_at(view.mountinfo(), "/etc"), "overlay");
+}
+
+TEST_F(SetupJobMounts, GivesThePrivateTmpItsSizeAndModes) {
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    struct statfs fs_info {};
+    ASSERT_EQ(::statfs(view.inside("/tmp").c_str(), &fs_info), 0);
+    EXPECT_EQ(fs_info.f_type, TMPFS_MAGIC);
+    EXPECT_EQ(static_cast<std::uint64_t>(fs_info.f_blocks) * fs_info.f_bsize, kTmpSize);
+    EXPECT_EQ(fs_type_at(view.mountinfo(), "/tmp"), "tmpfs");
+    EXPECT_TRUE(fs_info.f_flags & ST_NOSUID);
+    EXPECT_TRUE(fs_info.f_flags & ST_NODEV);
+    struct stat st {};
+    ASSERT_EQ(::stat(view.inside("/tmp").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 01777u);
+    // Private: a file made inside is not on the host's /tmp.
+    const std::string name = "vcpilot-mounts-test-" + std::to_string(view.pid());
+    write_text(view.inside("/tmp") / name, "inside");
+    EXPECT_TRUE(fs::exists(view.inside("/tmp") / name));
+    EXPECT_FALSE(fs::exists(fs::path("/tmp") / name));
+}
+
+TEST_F(SetupJobMounts, CoversTheUsersSshDirectoryOnlyInside) {
+    make_host_ssh_dir();
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    const fs::path ssh = scratch_.home() / ".ssh";
+    EXPECT_EQ(read_text(view.inside(ssh / "job-key")), "the per-job key");
+    EXPECT_FALSE(fs::exists(view.inside(ssh / "host-key")));
+    EXPECT_EQ(read_text(ssh / "host-key"), "the user's own key");
+    EXPECT_FALSE(fs::exists(ssh / "job-key"));
+}
+
+TEST_F(SetupJobMounts, CreatesNothingInAHomeWithoutSshDirectory) {
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    EXPECT_FALSE(fs::exists(view.inside(scratch_.home() / ".ssh")));
+    EXPECT_TRUE(fs::is_empty(scratch_.home()));
+}
+
+TEST_F(SetupJobMounts, FollowsASymlinkedSshDirectoryThatTheUserOwns) {
+    fs::create_directories(scratch_.dir() / "shared" / "ssh");
+    ASSERT_EQ(::chown((scratch_.dir() / "shared" / "ssh").c_str(), kJobUid, kJobGid), 0);
+    fs::create_directory_symlink(scratch_.dir() / "shared" / "ssh", scratch_.home() / ".ssh");
+    write_text(scratch_.paths().user_ssh_dir() / "job-key", "the per-job key");
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    // The bind covers the symlink's target. (Read through the target: /proc/<pid>/root does
+    // not resolve absolute symlinks in the child's view.)
+    EXPECT_EQ(read_text(view.inside(scratch_.dir() / "shared" / "ssh" / "job-key")),
+              "the per-job key");
+    EXPECT_FALSE(fs::exists(scratch_.dir() / "shared" / "ssh" / "job-key"));
+}
+
+TEST_F(SetupJobMounts, RefusesToCoverADirectoryTheUserDoesNotOwn) {
+    // ~/.ssh -> a root-owned directory: covering it would give the user a directory that
+    // others trust.
+    fs::create_directories(scratch_.dir() / "root-owned");
+    fs::create_directory_symlink(scratch_.dir() / "root-owned", scratch_.home() / ".ssh");
+    JobView view(plan_);
+    EXPECT_THAT(view.message(), HasSubstr("belongs to uid 0, not to the job user"));
+}
+
+TEST_F(SetupJobMounts, ShowsTheImageReadOnlyAtItsMountPoint) {
+    const fs::path image = scratch_.dir() / "images" / "img";
+    const fs::path mount_point = scratch_.dir() / "mnt" / "image";
+    fs::create_directories(image);
+    fs::create_directories(mount_point);
+    write_text(image / "release", "image 1.0\n");
+    plan_.image = image;
+    plan_.image_mount = mount_point;
+    ASSERT_TRUE(check_job_mount_plan(plan_, std::vector<fs::path>{image.parent_path()}).ok());
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    EXPECT_EQ(read_text(view.inside(mount_point / "release")), "image 1.0\n");
+    const int fd = ::open(view.inside(mount_point / "new").c_str(), O_WRONLY | O_CREAT, 0644);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_TRUE(fs::is_empty(mount_point));  // the host's mount point is untouched
+}
+
+TEST_F(SetupJobMounts, RefusesAnImageReplacedBySymlinkAfterPrepare) {
+    const fs::path image = scratch_.dir() / "images" / "img";
+    const fs::path mount_point = scratch_.dir() / "mnt" / "image";
+    fs::create_directories(scratch_.dir() / "images");
+    fs::create_directories(mount_point);
+    fs::create_directory_symlink("/root", image);
+    plan_.image = image;
+    plan_.image_mount = mount_point;
+    JobView view(plan_);
+    EXPECT_THAT(view.message(), HasSubstr("open the image"));
+}
+
+TEST_F(SetupJobMounts, DetachesNamespaceFilesCopiedFromTheHost) {
+    // Another job's persisted network namespace, as a pilot leaves it on the host.
+    const fs::path ns_dir = scratch_.dir() / "other-job-ns";
+    fs::create_directories(ns_dir);
+    ASSERT_EQ(::mount(ns_dir.c_str(), ns_dir.c_str(), nullptr, MS_BIND, nullptr), 0);
+    ASSERT_EQ(::mount(nullptr, ns_dir.c_str(), nullptr, MS_PRIVATE, nullptr), 0);
+    write_text(ns_dir / "net", "");
+    ASSERT_EQ(::mount("/proc/self/ns/net", (ns_dir / "net").c_str(), nullptr, MS_BIND, nullptr), 0);
+    {
+        JobView view(plan_);
+        EXPECT_EQ(view.message(), "ok");
+        // (Only ours is checked: other namespace files may come and go on a shared machine.)
+        EXPECT_EQ(fs_type_at(read_text("/proc/self/mountinfo"), (ns_dir / "net").string()), "nsfs");
+        EXPECT_EQ(fs_type_at(view.mountinfo(), (ns_dir / "net").string()), "");
+    }
+    EXPECT_EQ(::umount2((ns_dir / "net").c_str(), MNT_DETACH), 0);
+    EXPECT_EQ(::umount2(ns_dir.c_str(), MNT_DETACH), 0);
+}
+
+TEST_F(SetupJobMounts, LeavesTheHostsMountTableAsItWas) {
+    make_host_ssh_dir();
+    // The mounts setup touches, as the host sees them (other mounts may come and go on a
+    // shared machine).
+    const auto relevant = [&] {
+        std::vector<std::string> lines;
+        std::istringstream mountinfo(read_text("/proc/self/mountinfo"));
+        for (std::string line; std::getline(mountinfo, line);) {
+            if (line.find(" /etc ") != std::string::npos ||
+                line.find(" /tmp ") != std::string::npos ||
+                line.find(scratch_.dir().string()) != std::string::npos) {
+                lines.push_back(line);
+            }
+        }
+        return lines;
+    };
+    const std::vector<std::string> before = relevant();
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    EXPECT_EQ(relevant(), before);
+    EXPECT_NE(fs_type_at(view.mountinfo(), "/etc"),
+              fs_type_at(read_text("/proc/self/mountinfo"), "/etc"));
+}
+
+TEST_F(SetupJobMounts, NamesTheFailingStep) {
+    fs::remove_all(scratch_.paths().etc_work());
+    JobView view(plan_);
+    EXPECT_THAT(view.message(), HasSubstr("mount overlayfs on /etc"));
+}
+
+// ---- write_file_in_namespace -------------------------------------------------------------
+
+// A job mount namespace persisted as a file, the way the pilot keeps it: a bind mount of
+// /proc/<pid>/ns/mnt in a private bind-mounted directory. Removed again on destruction.
+class PersistedNamespace {
+  public:
+    PersistedNamespace(const JobMountPlan& plan, const fs::path& dir) : dir_(dir) {
+        fs::create_directories(dir_);
+        mount_or_throw(dir_.c_str(), dir_.c_str(), MS_BIND);
+        dir_mounted_ = true;
+        mount_or_throw(nullptr, dir_.c_str(), MS_PRIVATE);
+        write_text(file(), "");
+        JobView view(plan);
+        message_ = view.message();
+        if (message_ == "ok") {
+            const std::string source = "/proc/" + std::to_string(view.pid()) + "/ns/mnt";
+            mount_or_throw(source.c_str(), file().c_str(), MS_BIND);
+            file_mounted_ = true;
+        }
+    }  // the child exits here; only the file keeps the namespace alive
+    ~PersistedNamespace() {
+        if (file_mounted_) {
+            ::umount2(file().c_str(), MNT_DETACH);
+        }
+        if (dir_mounted_) {
+            ::umount2(dir_.c_str(), MNT_DETACH);
+        }
+    }
+    PersistedNamespace(const PersistedNamespace&) = delete;
+    PersistedNamespace& operator=(const PersistedNamespace&) = delete;
+
+    fs::path file() const { return dir_ / "mnt"; }
+    const std::string& message() const { return message_; }
+
+    // Reads a file as the namespace sees it (a forked child enters it).
+    std::string read(const fs::path& path) const {
+        int pipe_fds[2];
+        if (::pipe(pipe_fds) != 0) {
+            throw std::runtime_error("pipe");
+        }
+        const pid_t child = ::fork();
+        if (child == 0) {
+            ::close(pipe_fds[0]);
+            const int ns = ::open(file().c_str(), O_RDONLY);
+            if (ns < 0 || ::setns(ns, CLONE_NEWNS) != 0) {
+                ::_exit(2);
+            }
+            const std::string text = read_text(path);
+            [[maybe_unused]] ssize_t n = ::write(pipe_fds[1], text.data(), text.size());
+            ::_exit(0);
+        }
+        ::close(pipe_fds[1]);
+        std::string text;
+        std::array<char, 4096> buffer{};
+        ssize_t n;
+        while ((n = ::read(pipe_fds[0], buffer.data(), buffer.size())) > 0) {
+            text.append(buffer.data(), static_cast<std::size_t>(n));
+        }
+        ::close(pipe_fds[0]);
+        int status;
+        ::waitpid(child, &status, 0);
+        return text;
+    }
+
+  private:
+    static void mount_or_throw(const char* source, const char* target, unsigned long flags) {
+        if (::mount(source, target, nullptr, flags, nullptr) != 0) {
+            throw std::runtime_error(std::string("mount ") + target + ": " + std::strerror(errno));
+        }
+    }
+
+    fs::path dir_;
+    bool dir_mounted_ = false;
+    bool file_mounted_ = false;
+    std::string message_;
+};
+
+class WriteFileInNamespace : public SetupJobMounts {
+  protected:
+    void SetUp() override {
+        SetupJobMounts::SetUp();
+        if (IsSkipped()) {
+            return;
+        }
+        namespace_ = std::make_unique<PersistedNamespace>(plan_, scratch_.dir() / "ns");
+        ASSERT_EQ(namespace_->message(), "ok");
+    }
+    void TearDown() override { namespace_.reset(); }
+
+    std::unique_ptr<PersistedNamespace> namespace_;
+};
+
+TEST_F(WriteFileInNamespace, WritesIntoTheJobsViewAndNeverTouchesTheHostsFile) {
+    struct stat host_before {};
+    ASSERT_EQ(::stat("/etc/hosts", &host_before), 0);
+    const std::string host_text = read_text("/etc/hosts");
+
+    const std::string hosts = "10.20.0.1 node1\n10.20.0.2 node2\n";
+    ASSERT_TRUE(write_file_in_namespace(namespace_->file(), "/etc/hosts", hosts, 0644, 0, 0).ok());
+
+    EXPECT_EQ(namespace_->read("/etc/hosts"), hosts);
+    EXPECT_EQ(read_text(scratch_.paths().etc_upper() / "hosts"), hosts);
+    struct stat host_after {};
+    ASSERT_EQ(::stat("/etc/hosts", &host_after), 0);
+    EXPECT_EQ(read_text("/etc/hosts"), host_text);
+    EXPECT_EQ(host_after.st_ino, host_before.st_ino);
+    EXPECT_EQ(host_after.st_mtim.tv_nsec, host_before.st_mtim.tv_nsec);
+    EXPECT_EQ(host_after.st_ctim.tv_sec, host_before.st_ctim.tv_sec);
+    EXPECT_EQ(host_after.st_ctim.tv_nsec, host_before.st_ctim.tv_nsec);
+}
+
+TEST_F(WriteFileInNamespace, SetsModeAndOwner) {
+    const fs::path conf = "/etc/ssh/ssh_config.d/vcpilot.conf";
+    if (!fs::is_directory(conf.parent_path())) {
+        GTEST_SKIP() << "no " << conf.parent_path() << " on this host";
+    }
+    ASSERT_TRUE(
+        write_file_in_namespace(namespace_->file(), conf, "Host *\n", 0640, kJobUid, kJobGid).ok());
+    struct stat st {};
+    const fs::path upper = scratch_.paths().etc_upper() / "ssh" / "ssh_config.d" / "vcpilot.conf";
+    ASSERT_EQ(::stat(upper.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    EXPECT_EQ(st.st_uid, kJobUid);
+    EXPECT_EQ(st.st_gid, kJobGid);
+    EXPECT_EQ(namespace_->read(conf), "Host *\n");
+    EXPECT_FALSE(fs::exists(conf));
+}
+
+TEST_F(WriteFileInNamespace, ReplacesAnExistingFileAndLeavesNoTemporaryFiles) {
+    ASSERT_TRUE(
+        write_file_in_namespace(namespace_->file(), "/etc/hosts", "one\n", 0644, 0, 0).ok());
+    ASSERT_TRUE(
+        write_file_in_namespace(namespace_->file(), "/etc/hosts", "two\n", 0644, 0, 0).ok());
+    EXPECT_EQ(namespace_->read("/etc/hosts"), "two\n");
+    for (const auto& entry : fs::directory_iterator(scratch_.paths().etc_upper())) {
+        EXPECT_EQ(entry.path().filename().string().rfind(".vcpilot-", 0), std::string::npos)
+            << entry.path();
+    }
+}
+
+TEST_F(WriteFileInNamespace, RefusesARelativePath) {
+    EXPECT_THAT(error_of(write_file_in_namespace(namespace_->file(), "etc/hosts", "", 0644, 0, 0)),
+                HasSubstr("absolute"));
+}
+
+TEST_F(WriteFileInNamespace, RefusesAFileThatIsNotAMountNamespace) {
+    EXPECT_THAT(
+        error_of(write_file_in_namespace("/proc/self/ns/net", "/etc/hosts", "", 0644, 0, 0)),
+        HasSubstr("is not a mount namespace"));
+}
+
+TEST_F(WriteFileInNamespace, NamesTheStepWhenTheDirectoryIsMissing) {
+    EXPECT_THAT(
+        error_of(write_file_in_namespace(namespace_->file(), "/etc/no-such-dir/x", "", 0644, 0, 0)),
+        HasSubstr("open the parent directory"));
+}
+
+TEST_F(WriteFileInNamespace, DoesNotFollowSymlinksInTheParentPath) {
+    // Inside the job, /tmp is the user's: a symlink there must not redirect a root write.
+    ASSERT_TRUE(fs::is_directory("/etc"));
+    const fs::path link = "/tmp/vcpilot-link";
+    // Made inside the namespace: the host's /tmp is a different directory.
+    const pid_t child = ::fork();
+    if (child == 0) {
+        const int ns = ::open(namespace_->file().c_str(), O_RDONLY);
+        _exit(ns >= 0 && ::setns(ns, CLONE_NEWNS) == 0 && ::symlink("/etc", link.c_str()) == 0 ? 0
+                                                                                               : 1);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_THAT(
+        error_of(write_file_in_namespace(namespace_->file(), link / "evil", "x", 0644, 0, 0)),
+        HasSubstr("open the parent directory"));
+    EXPECT_FALSE(fs::exists(scratch_.paths().etc_upper() / "evil"));
+}
+
+}  // namespace
+}  // namespace vcpilot::pilot

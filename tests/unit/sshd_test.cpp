@@ -1,0 +1,613 @@
+#include "pilot/sshd.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/unit/expect_error.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+namespace vcpilot::pilot {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const fs::path kSshd = "/usr/sbin/sshd";
+const fs::path kSshKeygen = "/usr/bin/ssh-keygen";
+
+SshdSpec job_spec() {
+    const fs::path dir = "/run/vcpilot/node1/job1";
+    return SshdSpec{
+        .listen = IpAddress::parse("10.20.0.1").value(),
+        .port = 22,
+        .allow_user = "vcuser",
+        .host_key = dir / "sshd" / "ssh_host_ed25519_key",
+        .host_certificate = {},
+        .authorized_keys = dir / "home-ssh" / "authorized_keys",
+        .trusted_user_ca_keys = {},
+        .pid_file = dir / "sshd" / "sshd.pid",
+    };
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream stream(text);
+    for (std::string line; std::getline(stream, line);) {
+        lines.push_back(line);
+    }
+    return lines;
+}
+
+std::string read_text(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// ---- the config ----------------------------------------------------------------------------
+
+TEST(RenderSshdConfig, WritesEverySettingTheJobNeeds) {
+    const auto config = render_sshd_config(job_spec());
+    ASSERT_TRUE(config.ok()) << config.error().message;
+    EXPECT_THAT(lines_of(*config),
+                ::testing::IsSupersetOf({
+                    "Port 22",
+                    "ListenAddress 10.20.0.1",
+                    "AddressFamily inet",
+                    "HostKey /run/vcpilot/node1/job1/sshd/ssh_host_ed25519_key",
+                    "PidFile /run/vcpilot/node1/job1/sshd/sshd.pid",
+                    "LogLevel INFO",
+                    "AllowUsers vcuser",
+                    "PermitRootLogin no",
+                    "AuthenticationMethods publickey",
+                    "PubkeyAuthentication yes",
+                    "AuthorizedKeysFile /run/vcpilot/node1/job1/home-ssh/authorized_keys",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "PermitUserEnvironment no",
+                    "X11Forwarding no",
+                    "Subsystem sftp internal-sftp",
+                }));
+}
+
+TEST(RenderSshdConfig, AcceptsNoClientEnvironmentAndIncludesNothing) {
+    const std::string config = render_sshd_config(job_spec()).value();
+    EXPECT_THAT(config, Not(HasSubstr("AcceptEnv")));
+    EXPECT_THAT(config, Not(HasSubstr("Include")));
+    EXPECT_THAT(config, Not(HasSubstr("HostCertificate")));
+    EXPECT_THAT(config, Not(HasSubstr("TrustedUserCAKeys")));
+}
+
+TEST(RenderSshdConfig, LetsRootInWithKeysOnly) {
+    SshdSpec spec = job_spec();
+    spec.allow_user = "root";
+    EXPECT_THAT(lines_of(render_sshd_config(spec).value()),
+                ::testing::Contains("PermitRootLogin prohibit-password"));
+}
+
+TEST(RenderSshdConfig, AddsTheHostCertificateAndUserCaWhenGiven) {
+    SshdSpec spec = job_spec();
+    spec.host_certificate = "/run/vcpilot/node1/job1/sshd/ssh_host_ed25519_key-cert.pub";
+    spec.trusted_user_ca_keys = "/run/vcpilot/node1/job1/sshd/user_ca.pub";
+    spec.log_level = SshdLogLevel::verbose;
+    EXPECT_THAT(lines_of(render_sshd_config(spec).value()),
+                ::testing::IsSupersetOf({
+                    "HostCertificate /run/vcpilot/node1/job1/sshd/ssh_host_ed25519_key-cert.pub",
+                    "TrustedUserCAKeys /run/vcpilot/node1/job1/sshd/user_ca.pub",
+                    "LogLevel VERBOSE",
+                }));
+}
+
+TEST(RenderSshdConfig, ListensOnAnIpv6Address) {
+    SshdSpec spec = job_spec();
+    spec.listen = IpAddress::parse("fd00:20::1").value();
+    spec.port = 2222;
+    EXPECT_THAT(
+        lines_of(render_sshd_config(spec).value()),
+        ::testing::IsSupersetOf({"ListenAddress fd00:20::1", "AddressFamily inet6", "Port 2222"}));
+}
+
+TEST(RenderSshdConfig, UsesPamOnlyWhenAskedTo) {
+    SshdSpec spec = job_spec();
+    spec.use_pam = true;
+    const auto lines = lines_of(render_sshd_config(spec).value());
+    EXPECT_THAT(lines, ::testing::Contains("UsePAM yes"));
+    // PAM must not become a way to log in with a password.
+    EXPECT_THAT(lines, ::testing::IsSupersetOf({"AuthenticationMethods publickey",
+                                                "KbdInteractiveAuthentication no",
+                                                "PasswordAuthentication no"}));
+}
+
+TEST(RenderSshdConfig, RefusesUserNamesThatCouldAddLinesOrPatterns) {
+    for (const std::string& bad :
+         std::vector<std::string>{"", "vcuser\nPermitRootLogin yes", "vc user", "*", "vc?", "!root",
+                                  "user@host", "a,b", "-oops", std::string(33, 'a')}) {
+        SshdSpec spec = job_spec();
+        spec.allow_user = bad;
+        EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("allow_user: ")) << bad;
+    }
+}
+
+TEST(RenderSshdConfig, RefusesPathsThatSshdWouldReadDifferently) {
+    for (const std::string& bad : std::vector<std::string>{
+             "relative/key", "/run/key\nPasswordAuthentication yes", "/run/my key", "/run/%u/key",
+             "/run/${HOME}/key", "/run/key#1", "/run/\"key\"", "/run/../etc/key", "/run/key/"}) {
+        SshdSpec spec = job_spec();
+        spec.host_key = bad;
+        EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("host_key: ")) << bad;
+    }
+}
+
+TEST(RenderSshdConfig, NamesEveryPathField) {
+    SshdSpec spec = job_spec();
+    spec.authorized_keys = "";
+    EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("authorized_keys: required"));
+    spec = job_spec();
+    spec.pid_file = "sshd.pid";
+    EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("pid_file: "));
+    spec = job_spec();
+    spec.host_certificate = "cert";
+    EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("host_certificate: "));
+    spec = job_spec();
+    spec.trusted_user_ca_keys = "/a b";
+    EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("trusted_user_ca_keys: "));
+}
+
+TEST(RenderSshdConfig, RefusesPortZero) {
+    SshdSpec spec = job_spec();
+    spec.port = 0;
+    EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("port: "));
+}
+
+// ---- sshd itself -------------------------------------------------------------------------
+
+int run(const std::string& command) {
+    const int status = std::system(command.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Host key, authorized_keys and a place for the config, in a temp dir.
+class SshdFiles {
+  public:
+    SshdFiles() {
+        if (run(kSshKeygen.string() + " -q -t ed25519 -N '' -C test-host -f " +
+                host_key().string()) != 0) {
+            throw std::runtime_error("ssh-keygen failed");
+        }
+        temp_.write("authorized_keys", "");
+    }
+    fs::path host_key() const { return temp_.path() / "host_key"; }
+    const fs::path& dir() const { return temp_.path(); }
+
+    SshdSpec spec(const std::string& listen = "127.0.0.1") const {
+        return SshdSpec{
+            .listen = IpAddress::parse(listen).value(),
+            .port = 22,
+            .allow_user = "vcuser",
+            .host_key = host_key(),
+            .host_certificate = {},
+            .authorized_keys = dir() / "authorized_keys",
+            .trusted_user_ca_keys = {},
+            .pid_file = dir() / "sshd.pid",
+        };
+    }
+
+  private:
+    TempDir temp_;
+};
+
+class SshdBinary : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (::geteuid() != 0) {
+            GTEST_SKIP() << "needs root (sshd's privilege separation directory, namespaces)";
+        }
+        if (!fs::exists(kSshd) || !fs::exists(kSshKeygen)) {
+            GTEST_SKIP() << "OpenSSH server or ssh-keygen not installed";
+        }
+        ASSERT_TRUE(ensure_sshd_privsep_dir().ok());
+        files_ = std::make_unique<SshdFiles>();
+    }
+    std::unique_ptr<SshdFiles> files_;
+};
+
+TEST_F(SshdBinary, AcceptsTheRenderedConfig) {
+    const fs::path config = files_->dir() / "sshd_config";
+    std::ofstream(config) << render_sshd_config(files_->spec()).value();
+    EXPECT_EQ(run(kSshd.string() + " -t -f " + config.string()), 0) << read_text(config);
+}
+
+TEST_F(SshdBinary, AcceptsTheRenderedConfigWithCertificateUserCaAndPam) {
+    const fs::path ca = files_->dir() / "ca";
+    ASSERT_EQ(run(kSshKeygen.string() + " -q -t ed25519 -N '' -C test-ca -f " + ca.string()), 0);
+    ASSERT_EQ(run(kSshKeygen.string() + " -q -s " + ca.string() + " -I node1 -h -n node1 " +
+                  files_->host_key().string() + ".pub"),
+              0);
+    SshdSpec spec = files_->spec();
+    spec.host_certificate = files_->host_key().string() + "-cert.pub";
+    spec.trusted_user_ca_keys = ca.string() + ".pub";
+    spec.allow_user = "root";
+    spec.use_pam = true;
+    const fs::path config = files_->dir() / "sshd_config";
+    std::ofstream(config) << render_sshd_config(spec).value();
+    EXPECT_EQ(run(kSshd.string() + " -t -f " + config.string()), 0) << read_text(config);
+}
+
+// Fresh network, mount and UTS namespaces with loopback up, persisted as files in a private
+// bind-mounted directory (as the pilot keeps a job's); removed on destruction.
+class TestNamespaces {
+  public:
+    explicit TestNamespaces(const fs::path& dir) : dir_(dir / "ns") {
+        fs::create_directories(dir_);
+        check(::mount(dir_.c_str(), dir_.c_str(), nullptr, MS_BIND, nullptr), "bind ns dir");
+        dir_mounted_ = true;
+        check(::mount(nullptr, dir_.c_str(), nullptr, MS_PRIVATE, nullptr), "make ns dir private");
+        int ready[2], release[2];
+        check(::pipe(ready), "pipe");
+        check(::pipe(release), "pipe");
+        const pid_t child = ::fork();
+        if (child == 0) {
+            ::close(ready[0]);
+            ::close(release[1]);
+            char ok = bring_up_loopback_in_new_namespaces() ? 'y' : 'n';
+            [[maybe_unused]] ssize_t n = ::write(ready[1], &ok, 1);
+            [[maybe_unused]] ssize_t m = ::read(release[0], &ok, 1);
+            ::_exit(0);
+        }
+        ::close(ready[1]);
+        ::close(release[0]);
+        char ok = 'n';
+        [[maybe_unused]] ssize_t n = ::read(ready[0], &ok, 1);
+        ::close(ready[0]);
+        if (ok == 'y') {
+            for (const char* kind : {"net", "mnt", "uts"}) {
+                std::ofstream(dir_ / kind);
+                const std::string source = "/proc/" + std::to_string(child) + "/ns/" + kind;
+                if (::mount(source.c_str(), (dir_ / kind).c_str(), nullptr, MS_BIND, nullptr) ==
+                    0) {
+                    mounted_.push_back(dir_ / kind);
+                }
+            }
+        }
+        ::close(release[1]);
+        int status;
+        ::waitpid(child, &status, 0);
+        if (mounted_.size() != 3) {
+            throw std::runtime_error("could not create test namespaces");
+        }
+    }
+    ~TestNamespaces() {
+        for (const fs::path& file : mounted_) {
+            ::umount2(file.c_str(), MNT_DETACH);
+        }
+        if (dir_mounted_) {
+            ::umount2(dir_.c_str(), MNT_DETACH);
+        }
+    }
+    TestNamespaces(const TestNamespaces&) = delete;
+    TestNamespaces& operator=(const TestNamespaces&) = delete;
+
+    NamespaceFiles files() const { return {dir_ / "net", dir_ / "mnt", dir_ / "uts"}; }
+
+    // Connects to 127.0.0.1:port inside the namespace and returns the server's first line.
+    std::string banner(std::uint16_t port) const {
+        std::string line;
+        std::thread([&] {
+            const int ns = ::open((dir_ / "net").c_str(), O_RDONLY | O_CLOEXEC);
+            if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
+                return;  // this thread only: its network namespace dies with it
+            }
+            ::close(ns);
+            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            sockaddr_in address{};
+            address.sin_family = AF_INET;
+            address.sin_port = htons(port);
+            address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+                std::array<char, 256> buffer{};
+                const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+                line.assign(buffer.data(), n > 0 ? static_cast<std::size_t>(n) : 0);
+            }
+            ::close(fd);
+        }).join();
+        return line.substr(0, line.find('\r'));
+    }
+
+  private:
+    static void check(int result, const char* what) {
+        if (result != 0) {
+            throw std::runtime_error(std::string(what) + ": " + std::strerror(errno));
+        }
+    }
+    static bool bring_up_loopback_in_new_namespaces() {
+        if (::unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS) != 0) {
+            return false;
+        }
+        const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ifreq request{};
+        std::strcpy(request.ifr_name, "lo");
+        if (fd < 0 || ::ioctl(fd, SIOCGIFFLAGS, &request) != 0) {
+            return false;
+        }
+        request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+        return ::ioctl(fd, SIOCSIFFLAGS, &request) == 0 && ::sethostname("node1", 5) == 0;
+    }
+
+    fs::path dir_;
+    bool dir_mounted_ = false;
+    std::vector<fs::path> mounted_;
+};
+
+class SshdProcess : public SshdBinary {
+  protected:
+    void SetUp() override {
+        SshdBinary::SetUp();
+        if (IsSkipped()) {
+            return;
+        }
+        namespaces_ = std::make_unique<TestNamespaces>(files_->dir());
+        launch_.dir = files_->dir() / "sshd";
+    }
+    void TearDown() override { namespaces_.reset(); }
+
+    std::unique_ptr<TestNamespaces> namespaces_;
+    SshdLaunch launch_;
+};
+
+ino_t inode_of(const fs::path& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+TEST_F(SshdProcess, ListensInsideTheJobNamespacesWhenStartReturns) {
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    const fs::path proc = "/proc/" + std::to_string(sshd->pid());
+    const NamespaceFiles files = namespaces_->files();
+    EXPECT_EQ(inode_of(proc / "ns" / "net"), inode_of(files.net));
+    EXPECT_EQ(inode_of(proc / "ns" / "mnt"), inode_of(files.mnt));
+    EXPECT_EQ(inode_of(proc / "ns" / "uts"), inode_of(files.uts));
+    EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"));
+    EXPECT_TRUE(sshd->stop().ok());
+    EXPECT_TRUE(sshd->stop().ok());  // idempotent
+    EXPECT_EQ(namespaces_->banner(22), "");
+}
+
+TEST_F(SshdProcess, KeepsItsConfigAndLogInARootOnlyDirectory) {
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    EXPECT_EQ(fs::status(launch_.dir).permissions(), fs::perms(0700));
+    EXPECT_EQ(fs::status(launch_.dir / "sshd_config").permissions(), fs::perms(0600));
+    EXPECT_EQ(fs::status(launch_.dir / "sshd.log").permissions(), fs::perms(0600));
+    EXPECT_EQ(sshd->log_file(), launch_.dir / "sshd.log");
+    EXPECT_EQ(read_text(launch_.dir / "sshd_config"), render_sshd_config(files_->spec()).value());
+}
+
+TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
+    // sshd overwrites its environment block with its process title, so a wrapper records what
+    // it was given.
+    const fs::path seen = files_->dir() / "environment";
+    const fs::path wrapper = files_->dir() / "sshd-wrapper";
+    std::ofstream(wrapper) << "#!/bin/sh\nenv > " << seen.string() << "\nexec " << kSshd.string()
+                           << " \"$@\"\n";
+    fs::permissions(wrapper, fs::perms(0700));
+    launch_.binary = wrapper;
+
+    ::setenv("VCPILOT_SECRET", "pilot-only", 1);
+    const fs::path leaked = files_->dir() / "leaked";
+    const int leaked_fd = ::open(leaked.c_str(), O_WRONLY | O_CREAT, 0600);  // no O_CLOEXEC
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR2);
+    ::pthread_sigmask(SIG_BLOCK, &block, &old);
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    ::close(leaked_fd);
+    ::unsetenv("VCPILOT_SECRET");
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+
+    EXPECT_THAT(lines_of(read_text(seen)),
+                ::testing::IsSupersetOf({"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}));
+    EXPECT_THAT(read_text(seen), Not(HasSubstr("VCPILOT_SECRET")));
+    const fs::path proc = "/proc/" + std::to_string(sshd->pid());
+    for (const auto& entry : fs::directory_iterator(proc / "fd")) {
+        std::error_code ec;
+        EXPECT_NE(fs::read_symlink(entry.path(), ec), leaked) << entry.path();
+    }
+    std::string blocked;
+    std::istringstream status(read_text(proc / "status"));
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("SigBlk:", 0) == 0) {
+            blocked = line.substr(7);
+        }
+    }
+    const unsigned long long mask = std::stoull(blocked, nullptr, 16);
+    EXPECT_EQ(mask & (1ULL << (SIGUSR2 - 1)), 0u) << blocked;
+}
+
+TEST_F(SshdProcess, LogsEvenWhenThePilotRunsWithoutStdin) {
+    // A daemon started with stdin closed gets descriptor 0 for the next file it opens: here
+    // sshd's log, which the child must not overwrite with /dev/null.
+    const int saved_stdin = ::dup(STDIN_FILENO);
+    ::close(STDIN_FILENO);
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ::dup2(saved_stdin, STDIN_FILENO);
+    ::close(saved_stdin);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    EXPECT_THAT(read_text(sshd->log_file()), HasSubstr("Server listening on 127.0.0.1 port 22"));
+}
+
+TEST_F(SshdProcess, DiesWithTheThreadThatStartedIt) {
+    // PR_SET_PDEATHSIG follows the starting thread (see sshd.hpp).
+    pid_t pid = -1;
+    std::optional<Result<Sshd>> started;
+    std::thread([&] {
+        started.emplace(Sshd::start(files_->spec(), namespaces_->files(), launch_));
+        if (started->ok()) {
+            pid = started->value().pid();
+        }
+    }).join();
+    ASSERT_TRUE(started->ok()) << started->error().message;
+    bool exited = false;
+    for (int i = 0; i < 200 && !exited; ++i) {
+        int status;
+        exited = ::waitpid(pid, &status, WNOHANG) == pid;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(exited);
+    EXPECT_TRUE(started->value().stop().ok());  // already reaped by the test: still fine
+}
+
+TEST_F(SshdProcess, ReportsAnSshdThatExitsWithTheTailOfItsLog) {
+    SshdSpec spec = files_->spec();
+    spec.host_key = files_->dir() / "missing_key";
+    auto sshd = Sshd::start(spec, namespaces_->files(), launch_);
+    const std::string message = error_of(sshd);
+    EXPECT_THAT(message, HasSubstr("sshd exited"));
+    EXPECT_THAT(message, HasSubstr("missing_key"));
+}
+
+TEST_F(SshdProcess, FailsFastOnAnAddressTheJobDoesNotHave) {
+    auto sshd = Sshd::start(files_->spec("10.99.0.1"), namespaces_->files(), launch_);
+    EXPECT_THAT(error_of(sshd), HasSubstr("before listening on 10.99.0.1 port 22"));
+}
+
+TEST_F(SshdProcess, ReportsAFailingBeforeExecHook) {
+    launch_.before_exec = [] { return EPERM; };
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    const std::string message = error_of(sshd);
+    EXPECT_THAT(message, HasSubstr("before-exec hook"));
+    EXPECT_THAT(message, HasSubstr(std::strerror(EPERM)));
+}
+
+TEST_F(SshdProcess, RunsTheBeforeExecHookInTheChild) {
+    static int hook_fd = -1;
+    static pid_t hook_pid = 0;
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK), 0);
+    hook_fd = pipe_fds[1];
+    hook_pid = 0;
+    launch_.before_exec = [] {
+        hook_pid = ::getpid();  // changes the child's copy of memory only
+        return ::write(hook_fd, "x", 1) == 1 ? 0 : errno;
+    };
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ::close(pipe_fds[1]);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    char byte = 0;
+    EXPECT_EQ(::read(pipe_fds[0], &byte, 1), 1);
+    EXPECT_EQ(byte, 'x');
+    EXPECT_EQ(hook_pid, 0);
+    ::close(pipe_fds[0]);
+}
+
+TEST_F(SshdProcess, ListensOnIpv6) {
+    SshdSpec spec = files_->spec("::1");
+    auto sshd = Sshd::start(spec, namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    EXPECT_TRUE(sshd->stop().ok());
+}
+
+// A stand-in for sshd: records its pid, then runs `program` (which keeps that pid).
+fs::path write_fake_sshd(const fs::path& dir, const std::string& program) {
+    const fs::path script = dir / "fake-sshd";
+    std::ofstream(script) << "#!/bin/sh\necho $$ > " << (dir / "fake.pid").string() << "\nexec "
+                          << program << "\n";
+    fs::permissions(script, fs::perms(0700));
+    return script;
+}
+
+pid_t recorded_pid(const fs::path& dir) {
+    std::ifstream in(dir / "fake.pid");
+    pid_t pid = -1;
+    in >> pid;
+    return pid;
+}
+
+TEST_F(SshdProcess, GivesUpAfterTheReadyTimeoutAndLeavesNothingRunning) {
+    launch_.binary = write_fake_sshd(files_->dir(), "sleep 30");
+    launch_.ready_timeout = std::chrono::milliseconds(300);
+    const std::string message =
+        error_of(Sshd::start(files_->spec(), namespaces_->files(), launch_));
+    EXPECT_THAT(message, HasSubstr("did not listen on 127.0.0.1 port 22 within 300 ms"));
+    const pid_t pid = recorded_pid(files_->dir());
+    ASSERT_GT(pid, 0);
+    EXPECT_NE(::kill(pid, 0), 0);  // killed and reaped
+}
+
+TEST_F(SshdProcess, StopKillsAnSshdThatIgnoresSigterm) {
+    if (!fs::exists("/usr/bin/python3")) {
+        GTEST_SKIP() << "python3 not installed";
+    }
+    // Writes the pid file and listens like sshd, but ignores SIGTERM.
+    const std::string stubborn =
+        "/usr/bin/python3 -c \"import os,signal,socket,time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 22)); s.listen()\n"
+        "open('" +
+        files_->spec().pid_file.string() +
+        "', 'w').write(str(os.getpid()))\n"
+        "time.sleep(30)\"";
+    launch_.binary = write_fake_sshd(files_->dir(), stubborn);
+    launch_.stop_timeout = std::chrono::milliseconds(200);
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    const pid_t pid = sshd->pid();
+    const auto started = std::chrono::steady_clock::now();
+    EXPECT_TRUE(sshd->stop().ok());
+    EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(200));
+    EXPECT_NE(::kill(pid, 0), 0);
+}
+
+TEST_F(SshdProcess, RefusesMissingNamespaceFiles) {
+    NamespaceFiles files = namespaces_->files();
+    files.net = files_->dir() / "no-such-netns";
+    EXPECT_THAT(error_of(Sshd::start(files_->spec(), files, launch_)), HasSubstr("no-such-netns"));
+}
+
+TEST_F(SshdProcess, StopsWhenDestroyed) {
+    pid_t pid;
+    {
+        auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+        ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+        pid = sshd->pid();
+        Sshd moved = std::move(*sshd);
+        EXPECT_EQ(sshd->pid(), -1);
+        EXPECT_EQ(moved.pid(), pid);
+    }
+    EXPECT_EQ(namespaces_->banner(22), "");
+    EXPECT_NE(::kill(pid, 0), 0);
+}
+
+}  // namespace
+}  // namespace vcpilot::pilot
