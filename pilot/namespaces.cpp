@@ -115,6 +115,10 @@ void write_all(int fd, std::string_view text) {
 [[noreturn]] void be_holder(int report_fd, pid_t parent, const std::string& hostname,
                             const InsideSetup& inside) {
     std::string failure;
+    // The pilot blocks its stop signals in every thread; its children must not inherit that.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
         failure = "the pilot went away while its namespace holder started";
     } else if (::unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS) != 0) {

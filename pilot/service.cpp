@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -344,7 +345,13 @@ Status PilotService::start_sshd() {
     SshdLaunch launch;
     launch.dir = paths_.sshd_dir();
     const EscapeFilter* filter = &*filter_;
-    launch.before_exec = [filter] { return filter->apply(); };
+    launch.before_exec = [filter] {
+        // exec keeps the signal mask, and the pilot blocks its stop signals in every thread.
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        return filter->apply();
+    };
     // sshd dies with the thread that started it (PR_SET_PDEATHSIG), so a gRPC pool thread,
     // which may be retired at any time, must not be that thread.
     auto sshd = launcher_.call([&] { return Sshd::start(spec, namespaces_->files(), launch); });

@@ -48,6 +48,10 @@ struct EnterJob {
 
     template <class Executor>
     void operator()(Executor& exec) const {
+        // exec keeps the signal mask, and the pilot blocks its stop signals in every thread.
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
         int error = namespaces.enter();
         if (error == 0) {
             error = filter.apply();

@@ -21,6 +21,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "tests/unit/expect_error.hpp"
@@ -76,9 +77,10 @@ std::string fs_type_at(const std::string& mountinfo, const std::string& mount_po
 class Scratch {
   public:
     Scratch() {
+        // /run as the pilot uses; /var/tmp without root.
         std::string name = "/run/vcpilot-mounts-test-XXXXXX";
         if (::mkdtemp(name.data()) == nullptr) {
-            name = (fs::temp_directory_path() / "vcpilot-mounts-test-XXXXXX").string();
+            name = "/var/tmp/vcpilot-mounts-test-XXXXXX";
             if (::mkdtemp(name.data()) == nullptr) {
                 throw std::runtime_error("mkdtemp failed");
             }
@@ -299,13 +301,13 @@ class JobView {
             ::close(release[1]);
             std::string message = "ok";
             if (::unshare(CLONE_NEWNS) != 0) {
-                message = "unshare: " + std::string(std::strerror(errno));
+                message = "unshare: " + std::generic_category().message(errno);
             } else if (Status status = setup_job_mounts(plan); !status) {
                 message = status.error().message;
             }
             [[maybe_unused]] ssize_t n = ::write(report[1], message.data(), message.size());
             ::close(report[1]);
-            char byte;
+            char byte = 0;
             [[maybe_unused]] ssize_t m = ::read(release[0], &byte, 1);
             ::_exit(0);
         }
@@ -313,7 +315,7 @@ class JobView {
         ::close(release[0]);
         release_ = release[1];
         std::array<char, 4096> buffer{};
-        ssize_t n;
+        ssize_t n = 0;
         while ((n = ::read(report[0], buffer.data(), buffer.size())) > 0) {
             message_.append(buffer.data(), static_cast<std::size_t>(n));
         }
@@ -336,7 +338,7 @@ class JobView {
         if (release_ >= 0) {
             ::close(release_);
             release_ = -1;
-            int status;
+            int status = 0;
             ::waitpid(pid_, &status, 0);
         }
     }
@@ -575,12 +577,12 @@ class PersistedNamespace {
         ::close(pipe_fds[1]);
         std::string text;
         std::array<char, 4096> buffer{};
-        ssize_t n;
+        ssize_t n = 0;
         while ((n = ::read(pipe_fds[0], buffer.data(), buffer.size())) > 0) {
             text.append(buffer.data(), static_cast<std::size_t>(n));
         }
         ::close(pipe_fds[0]);
-        int status;
+        int status = 0;
         ::waitpid(child, &status, 0);
         return text;
     }
@@ -588,7 +590,8 @@ class PersistedNamespace {
   private:
     static void mount_or_throw(const char* source, const char* target, unsigned long flags) {
         if (::mount(source, target, nullptr, flags, nullptr) != 0) {
-            throw std::runtime_error(std::string("mount ") + target + ": " + std::strerror(errno));
+            throw std::runtime_error(std::string("mount ") + target + ": " +
+                                     std::generic_category().message(errno));
         }
     }
 

@@ -26,6 +26,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -192,6 +193,7 @@ TEST(RenderSshdConfig, RefusesPortZero) {
 // ---- sshd itself -------------------------------------------------------------------------
 
 int run(const std::string& command) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): the tests start no threads of their own here.
     const int status = std::system(command.c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -291,7 +293,7 @@ class TestNamespaces {
         ::close(ready[0]);
         if (ok == 'y') {
             for (const char* kind : {"net", "mnt", "uts"}) {
-                std::ofstream(dir_ / kind);
+                const std::ofstream touch(dir_ / kind);
                 const std::string source = "/proc/" + std::to_string(child) + "/ns/" + kind;
                 if (::mount(source.c_str(), (dir_ / kind).c_str(), nullptr, MS_BIND, nullptr) ==
                     0) {
@@ -300,7 +302,7 @@ class TestNamespaces {
             }
         }
         ::close(release[1]);
-        int status;
+        int status = 0;
         ::waitpid(child, &status, 0);
         if (mounted_.size() != 3) {
             throw std::runtime_error("could not create test namespaces");
@@ -346,7 +348,8 @@ class TestNamespaces {
   private:
     static void check(int result, const char* what) {
         if (result != 0) {
-            throw std::runtime_error(std::string(what) + ": " + std::strerror(errno));
+            throw std::runtime_error(std::string(what) + ": " +
+                                     std::generic_category().message(errno));
         }
     }
     static bool bring_up_loopback_in_new_namespaces() {
@@ -423,7 +426,7 @@ TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
     fs::permissions(wrapper, fs::perms(0700));
     launch_.binary = wrapper;
 
-    ::setenv("VCPILOT_SECRET", "pilot-only", 1);
+    ::setenv("VCPILOT_SECRET", "pilot-only", 1);  // NOLINT(concurrency-mt-unsafe): no threads
     const fs::path leaked = files_->dir() / "leaked";
     const int leaked_fd = ::open(leaked.c_str(), O_WRONLY | O_CREAT, 0600);  // no O_CLOEXEC
     sigset_t block, old;
@@ -433,7 +436,7 @@ TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     ::close(leaked_fd);
-    ::unsetenv("VCPILOT_SECRET");
+    ::unsetenv("VCPILOT_SECRET");  // NOLINT(concurrency-mt-unsafe): no threads
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
 
     EXPECT_THAT(lines_of(read_text(seen)),
@@ -480,7 +483,7 @@ TEST_F(SshdProcess, DiesWithTheThreadThatStartedIt) {
     ASSERT_TRUE(started->ok()) << started->error().message;
     bool exited = false;
     for (int i = 0; i < 200 && !exited; ++i) {
-        int status;
+        int status = 0;
         exited = ::waitpid(pid, &status, WNOHANG) == pid;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -507,7 +510,7 @@ TEST_F(SshdProcess, ReportsAFailingBeforeExecHook) {
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     const std::string message = error_of(sshd);
     EXPECT_THAT(message, HasSubstr("before-exec hook"));
-    EXPECT_THAT(message, HasSubstr(std::strerror(EPERM)));
+    EXPECT_THAT(message, HasSubstr(std::generic_category().message(EPERM)));
 }
 
 TEST_F(SshdProcess, RunsTheBeforeExecHookInTheChild) {
@@ -540,7 +543,7 @@ TEST_F(SshdProcess, ListensOnIpv6) {
 
 // A stand-in for sshd: records its pid, then runs `program` (which keeps that pid).
 fs::path write_fake_sshd(const fs::path& dir, const std::string& program) {
-    const fs::path script = dir / "fake-sshd";
+    fs::path script = dir / "fake-sshd";
     std::ofstream(script) << "#!/bin/sh\necho $$ > " << (dir / "fake.pid").string() << "\nexec "
                           << program << "\n";
     fs::permissions(script, fs::perms(0700));
@@ -596,7 +599,7 @@ TEST_F(SshdProcess, RefusesMissingNamespaceFiles) {
 }
 
 TEST_F(SshdProcess, StopsWhenDestroyed) {
-    pid_t pid;
+    pid_t pid = -1;
     {
         auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
         ASSERT_TRUE(sshd.ok()) << sshd.error().message;
