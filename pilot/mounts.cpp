@@ -273,6 +273,42 @@ Status write_host_file(const fs::path& file, std::string_view content, mode_t mo
     return {};
 }
 
+// ---- login records -----------------------------------------------------------------------
+
+// sshd records every login with a terminal in utmp, wtmp and lastlog, and failed ones in btmp.
+// These live outside /etc, so inside the job they are covered by per-job files: the host's never
+// change, and `last` or `who` inside the job show the job's own logins.
+constexpr std::array<const char*, 4> kLoginRecords = {"/var/log/wtmp", "/var/log/btmp",
+                                                      "/var/log/lastlog", "/run/utmp"};
+
+fs::path job_login_record(const JobPaths& paths, const char* host_file) {
+    return paths.root() / "login-records" / fs::path(host_file).filename();
+}
+
+// An empty per-job copy of each login record the host has, with the host file's owner and mode
+// (utmp-group programs keep working inside the job).
+Status create_job_login_records(const JobPaths& paths) {
+    if (auto ok = make_dir(paths.root() / "login-records", 0755, 0, 0); !ok) {
+        return ok;
+    }
+    for (const char* host_file : kLoginRecords) {
+        struct stat host {};
+        if (::lstat(host_file, &host) != 0 || !S_ISREG(host.st_mode)) {
+            continue;  // nothing to cover
+        }
+        const fs::path file = job_login_record(paths, host_file);
+        UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!fd) {
+            return step_error("create " + file.native(), errno);
+        }
+        if (::fchown(fd.get(), host.st_uid, host.st_gid) != 0 ||
+            ::fchmod(fd.get(), host.st_mode & 07777) != 0) {
+            return step_error("set owner and mode of " + file.native(), errno);
+        }
+    }
+    return {};
+}
+
 // ---- inside the new namespace -------------------------------------------------------------
 
 // mountinfo escapes ' ', '\t', '\n' and '\' as octal "\040" and so on.
@@ -322,7 +358,7 @@ std::vector<MountEntry> read_own_mounts() {
 }
 
 // A new mount namespace starts with a copy of every mount of the host, including namespace
-// files bound by other pilots and by `ip netns`; a copy keeps that namespace alive for as long
+// files bound by `ip netns` and the like; a copy keeps that namespace alive for as long
 // as this job lives. Nothing inside the job needs them.
 Status detach_namespace_files() {
     std::vector<MountEntry> mounts = read_own_mounts();
@@ -426,6 +462,27 @@ Status bind_image_read_only(const fs::path& image, const fs::path& mount_point) 
                 MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) {
         return step_error("remount the image at " + quote(mount_point.native(), 200) + " read-only",
                           errno);
+    }
+    return {};
+}
+
+Status cover_login_records(const JobPaths& paths) {
+    for (const char* host_file : kLoginRecords) {
+        UniqueFd source(
+            ::open(job_login_record(paths, host_file).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!source) {
+            continue;  // the host had no such file at SETUP
+        }
+        UniqueFd target(::open(host_file, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st {};
+        if (!target || ::fstat(target.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+            continue;
+        }
+        if (::mount(proc_path(source).c_str(), proc_path(target).c_str(), nullptr, MS_BIND,
+                    nullptr) != 0) {
+            return step_error(std::string("cover the host's ") + host_file + " with the job's",
+                              errno);
+        }
     }
     return {};
 }
@@ -593,6 +650,9 @@ Status prepare_job_mounts(const JobMountPlan& plan,
     if (auto ok = make_dir(paths.user_ssh_dir(), 0700, plan.uid, plan.gid); !ok) {
         return ok;
     }
+    if (auto ok = create_job_login_records(paths); !ok) {
+        return ok;
+    }
     return write_host_file(paths.etc_upper() / "hostname", plan.hostname + "\n", 0644);
 }
 
@@ -613,6 +673,9 @@ Status setup_job_mounts(const JobMountPlan& plan) {
         return ok;
     }
     if (auto ok = mount_private_tmp(plan.tmp_size_bytes); !ok) {
+        return ok;
+    }
+    if (auto ok = cover_login_records(plan.paths); !ok) {
         return ok;
     }
     if (plan.image) {

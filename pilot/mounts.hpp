@@ -45,8 +45,10 @@ Status check_job_mount_plan(const JobMountPlan& plan,
                             std::span<const std::filesystem::path> allowed_image_roots);
 
 // Host side, before the namespace exists: checks the plan, creates the /etc upper and work
-// directories (root, 0755) and the per-job ~/.ssh (the job user's, 0700), and writes the
-// /etc files known at SETUP (hostname) into the upper layer. Safe to call again.
+// directories (root, 0755), the per-job ~/.ssh (the job user's, 0700) and empty per-job login
+// records, and writes the /etc files known at SETUP (hostname) into the upper layer. The job
+// directory becomes 0711: the job user must reach its ssh directory through it. Safe to call
+// again.
 Status prepare_job_mounts(const JobMountPlan& plan,
                           std::span<const std::filesystem::path> allowed_image_roots);
 
@@ -54,23 +56,26 @@ Status prepare_job_mounts(const JobMountPlan& plan,
 // before anything of the job runs there:
 //   1. / becomes a recursive slave: nothing mounted here propagates back to the host, while
 //      the host's later mounts (autofs homes, NFS) still appear in the job;
-//   2. namespace files copied from the host's mount table (other jobs' and `ip netns` ones)
-//      are detached, so this job never keeps another namespace alive;
+//   2. namespace files copied from the host's mount table (`ip netns` ones, say) are
+//      detached, so this job never keeps another namespace alive;
 //   3. overlayfs on /etc (lower: the host's /etc);
 //   4. the per-job ~/.ssh bound over the user's ~/.ssh if that exists (it is never created);
 //      a symlinked ~/.ssh is followed but must end at a directory the job user owns;
 //   5. a tmpfs on /tmp (size, mode 1777, nosuid, nodev);
-//   6. the image bound read-only (also nosuid, nodev) at image_mount.
+//   6. per-job login records (made by prepare) over the host's wtmp, btmp, lastlog and utmp,
+//      which sshd writes for every terminal session;
+//   7. the image bound read-only (also nosuid, nodev) at image_mount.
 // Paths that a user could swap for a symlink are opened once and mounted through their file
 // descriptor. Errors name the step and the errno.
 Status setup_job_mounts(const JobMountPlan& plan);
 
 // Writes `content` to `path_inside` as the job sees it, from the host side: a forked child
-// enters the mount namespace (`mnt_ns_file`, e.g. JobPaths::mnt_ns()), creates a temporary
-// file next to the target, sets owner and mode, and renames it over the target. The parent
-// directory must exist inside and is reached without following symlinks. Async-signal-safe
-// in the child, so it may be called from the multi-threaded pilot. Files under an overlay
-// (such as /etc) land in the upper layer; the host's own file is never touched.
+// enters the mount namespace `mnt_ns_file` (/proc/<pid>/ns/mnt of a process inside, or a bind
+// mount of it), creates a temporary file next to the target, sets owner and mode, and renames
+// it over the target. The parent directory must exist inside and is reached without following
+// symlinks. Async-signal-safe in the child, so it may be called from the multi-threaded pilot.
+// Files under an overlay (such as /etc) land in the upper layer; the host's own file is never
+// touched.
 Status write_file_in_namespace(const std::filesystem::path& mnt_ns_file,
                                const std::filesystem::path& path_inside, std::string_view content,
                                mode_t mode, uid_t uid, gid_t gid);

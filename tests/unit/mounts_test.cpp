@@ -444,6 +444,34 @@ TEST_F(SetupJobMounts, RefusesToCoverADirectoryTheUserDoesNotOwn) {
     EXPECT_THAT(view.message(), HasSubstr("belongs to uid 0, not to the job user"));
 }
 
+TEST_F(SetupJobMounts, GivesTheJobItsOwnLoginRecords) {
+    // sshd writes these for every terminal session; the host's must not change.
+    JobView view(plan_);
+    ASSERT_EQ(view.message(), "ok");
+    int covered = 0;
+    for (const char* host_file : {"/var/log/wtmp", "/var/log/btmp", "/var/log/lastlog"}) {
+        struct stat host {};
+        if (::stat(host_file, &host) != 0) {
+            continue;
+        }
+        const fs::path job_file =
+            scratch_.paths().root() / "login-records" / fs::path(host_file).filename();
+        struct stat job {};
+        struct stat inside {};
+        ASSERT_EQ(::stat(job_file.c_str(), &job), 0) << job_file;
+        ASSERT_EQ(::stat(view.inside(host_file).c_str(), &inside), 0) << host_file;
+        EXPECT_EQ(inside.st_ino, job.st_ino) << host_file;
+        EXPECT_EQ(job.st_uid, host.st_uid);
+        EXPECT_EQ(job.st_gid, host.st_gid);
+        EXPECT_EQ(job.st_mode, host.st_mode);
+        EXPECT_EQ(job.st_size, 0);
+        ++covered;
+    }
+    if (covered == 0) {
+        GTEST_SKIP() << "this host keeps no login records";
+    }
+}
+
 TEST_F(SetupJobMounts, ShowsTheImageReadOnlyAtItsMountPoint) {
     const fs::path image = scratch_.dir() / "images" / "img";
     const fs::path mount_point = scratch_.dir() / "mnt" / "image";
