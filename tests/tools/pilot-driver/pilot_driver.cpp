@@ -7,6 +7,7 @@
 //   pilot-driver status SOCKET...
 //   pilot-driver shutdown SOCKET...
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <grpcpp/grpcpp.h>
 #include <iostream>
@@ -44,9 +45,15 @@ const char* state_name(vcpilot::v1::PilotState state) {
     return vcpilot::v1::PilotState_Name(state).c_str() + sizeof("PILOT_STATE_") - 1;
 }
 
+double ms_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
+}
+
 int up(const std::string& cluster, const std::string& cidr_text, unsigned vni,
-       const std::string& user, const std::string& prefix,
-       const std::vector<std::string>& sockets) {
+       const std::string& user, const std::string& prefix, const std::vector<std::string>& sockets,
+       bool timing) {
+    const auto start = std::chrono::steady_clock::now();
     auto cidr = vcpilot::Cidr::parse(cidr_text);
     if (!cidr) {
         std::fprintf(stderr, "pilot-driver: --cidr: %s\n", cidr.error().message.c_str());
@@ -95,6 +102,10 @@ int up(const std::string& cluster, const std::string& cidr_text, unsigned vni,
                     keys.nodes(static_cast<int>(i)).address().c_str(),
                     keys.nodes(static_cast<int>(i)).underlay_address().c_str(),
                     state_name(status.state()));
+    }
+    if (timing) {
+        // From the first SETUP sent to the last SET_KEYS answered READY.
+        std::printf("bringup_ms %.3f\n", ms_since(start));
     }
     return 0;
 }
@@ -158,6 +169,8 @@ int main(int argc, char** argv) {
     up_command->add_option("--vni", vni)->capture_default_str();
     up_command->add_option("--user", user)->capture_default_str();
     up_command->add_option("--name-prefix", prefix)->capture_default_str();
+    bool timing = false;
+    up_command->add_flag("--timing", timing, "print the SETUP-to-READY time in milliseconds");
     up_command->add_option("sockets", sockets, "control sockets, in node order")->required();
     auto* run_command = app.add_subcommand("run", "RUN a command on one pilot");
     run_command->add_option("socket", socket)->required();
@@ -168,7 +181,7 @@ int main(int argc, char** argv) {
     shutdown_command->add_option("sockets", sockets)->required();
     CLI11_PARSE(app, argc, argv);
     if (up_command->parsed()) {
-        return up(cluster, cidr, vni, user, prefix, sockets);
+        return up(cluster, cidr, vni, user, prefix, sockets, timing);
     }
     if (run_command->parsed()) {
         return run(socket, command);
