@@ -228,12 +228,19 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
         if (watched[0].revents != 0) {
             signalfd_siginfo info{};
             if (::read(signal_fd, &info, sizeof info) == sizeof info) {
-                service.stop(std::string("signal ") +
-                             sigabbrev_np(static_cast<int>(info.ssi_signo)));
+                const std::string reason =
+                    std::string("SIG") + sigabbrev_np(static_cast<int>(info.ssi_signo));
+                spdlog::warn("job {}: {}: tearing down", paths->job(), reason);
+                service.stop(reason);
             }
         }
         if (launcher_fd >= 0 && watched[1].revents != 0) {
-            service.stop("the launcher (pid " + std::to_string(options.launcher_pid) + ") ended");
+            const std::string reason =
+                "the launcher (pid " + std::to_string(options.launcher_pid) + ") ended";
+            spdlog::warn("job {}: {}: tearing down", paths->job(), reason);
+            service.stop(reason);
+            ::close(launcher_fd);
+            launcher_fd = -1;
         }
         if (service.status().state() == v1::PILOT_STATE_FAILED &&
             service.wait_until_stopped(std::chrono::milliseconds(0))) {
