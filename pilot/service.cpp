@@ -200,7 +200,13 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
         if (!underlay_mtu_value) {
             return invalid(Error{"vxlan.local_address: " + underlay_mtu_value.error().message});
         }
-        mtu = *underlay_mtu_value - 50;  // room for the outer IPv4, UDP and VXLAN headers
+        // Room for the outer IPv4, UDP and VXLAN headers; the job still needs IPv4's minimum.
+        if (*underlay_mtu_value < 576 + 50) {
+            return invalid(Error{"vxlan.local_address: the underlay's MTU of " +
+                                 std::to_string(*underlay_mtu_value) +
+                                 " leaves less than 576 bytes for the job; give vxlan.mtu"});
+        }
+        mtu = *underlay_mtu_value - 50;
     }
     auto filter = EscapeFilter::build(SeccompPolicy{plan->seccomp});
     if (!filter) {

@@ -36,6 +36,9 @@ expect_status 0 "$driver" status "$(sock 6001)"
 [[ $(ls "$node_dir/6001") == $'pilot.sock\nstate.json' ]] || fail "a refused SETUP left files: $(ls "$node_dir/6001")"
 pass "a SETUP naming an unknown user is refused with the field named, and nothing changes"
 
+"$driver" watch "$(sock 6001)" >/tmp/vc-pilot-watch.txt 2>&1 &
+watcher=$!
+sleep 0.2
 "$driver" up "$(sock 6001)" >/dev/null || fail "the good SETUP after a bad one failed"
 expect_status 7 "$driver" run "$(sock 6001)" -- sh -c 'echo out; echo err >&2; exit 7'
 assert_eq out "$OUT" "RUN stdout"
@@ -44,6 +47,11 @@ expect_status 1 "$driver" up "$(sock 6001)"
 [[ $ERR == *"not possible in state READY"* ]] || fail "a second SETUP: $ERR"
 pass "RUN streams stdout and stderr and returns the exit status; SETUP twice is refused"
 
+expect_status 255 "$driver" run --stdin-bytes $((5 * 1024 * 1024)) "$(sock 6001)" -- true
+[[ $ERR == *"Received message larger than max"* ]] || fail "an oversize RUN: $ERR"
+expect_status 0 "$driver" run "$(sock 6001)" -- true
+pass "an oversize message is refused and the pilot goes on serving"
+
 if runuser -u vcuser -- "$driver" status "$(sock 6001)" >/dev/null 2>&1; then
     fail "a non-root user could talk to the pilot"
 fi
@@ -51,7 +59,11 @@ pass "only root can reach the control socket"
 
 kill -TERM "$(pilot_pid 6001)"
 await_gone 6001 "$WRAPPER" "SIGTERM"
-pass "SIGTERM tears the job down and the pilot exits 0"
+wait "$watcher" || true
+assert_eq "NEW CONFIGURED KEYED READY STOPPING GONE" "$(awk '{print $1}' /tmp/vc-pilot-watch.txt | tr '\n' ' ' | sed 's/ $//')" \
+    "states seen by a watcher"
+rm -f /tmp/vc-pilot-watch.txt
+pass "SIGTERM tears the job down and the pilot exits 0; a watcher saw every state change"
 
 sleep 60 &
 launcher=$!

@@ -110,12 +110,14 @@ int up(const std::string& cluster, const std::string& cidr_text, unsigned vni,
     return 0;
 }
 
-int run(const std::string& socket, const std::vector<std::string>& argv) {
+int run(const std::string& socket, const std::vector<std::string>& argv, std::size_t stdin_bytes) {
     auto pilot = connect(socket);
     vcpilot::v1::RunRequest request;
     for (const auto& arg : argv) {
         request.add_argv(arg);
     }
+    // For tests of the message size limit: that many bytes of input.
+    request.set_stdin(std::string(stdin_bytes, 'x'));
     grpc::ClientContext context;
     auto reader = pilot->Run(&context, request);
     vcpilot::v1::RunOutput output;
@@ -134,6 +136,20 @@ int run(const std::string& socket, const std::vector<std::string>& argv) {
         return 255;
     }
     return exit_status;
+}
+
+// Prints every state the pilot reports until it is GONE (or the stream ends).
+int watch(const std::string& socket) {
+    auto pilot = connect(socket);
+    grpc::ClientContext context;
+    auto reader = pilot->Watch(&context, {});
+    vcpilot::v1::PilotStatus status;
+    while (reader->Read(&status)) {
+        std::printf("%s%s%s\n", state_name(status.state()), status.reason().empty() ? "" : " ",
+                    status.reason().c_str());
+        std::fflush(stdout);
+    }
+    return check(reader->Finish(), "WATCH " + socket) ? 0 : 1;
 }
 
 int for_each(const std::vector<std::string>& sockets, bool shutdown) {
@@ -175,6 +191,10 @@ int main(int argc, char** argv) {
     auto* run_command = app.add_subcommand("run", "RUN a command on one pilot");
     run_command->add_option("socket", socket)->required();
     run_command->add_option("command", command)->required();
+    std::size_t stdin_bytes = 0;
+    run_command->add_option("--stdin-bytes", stdin_bytes, "send that many bytes as input");
+    auto* watch_command = app.add_subcommand("watch", "print a pilot's states until GONE");
+    watch_command->add_option("socket", socket)->required();
     auto* status_command = app.add_subcommand("status", "GET_STATUS of pilots");
     status_command->add_option("sockets", sockets)->required();
     auto* shutdown_command = app.add_subcommand("shutdown", "SHUTDOWN pilots");
@@ -184,7 +204,10 @@ int main(int argc, char** argv) {
         return up(cluster, cidr, vni, user, prefix, sockets, timing);
     }
     if (run_command->parsed()) {
-        return run(socket, command);
+        return run(socket, command, stdin_bytes);
+    }
+    if (watch_command->parsed()) {
+        return watch(socket);
     }
     return for_each(sockets, shutdown_command->parsed());
 }
