@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/text.hpp"
+#include "pilot/files.hpp"
 #include "pilot/namespaces.hpp"
 
 namespace vcpilot::pilot {
@@ -233,42 +234,6 @@ Status ensure_shared_dir(const fs::path& dir) {
     }
     if (::chmod(dir.c_str(), 0755) != 0) {
         return step_error("chmod " + dir.native(), errno);
-    }
-    return {};
-}
-
-Status write_all(int fd, std::string_view content) {
-    while (!content.empty()) {
-        const ssize_t n = ::write(fd, content.data(), content.size());
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return step_error("write", errno);
-        }
-        content.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return {};
-}
-
-// Host side, in a root-owned directory: temp file + rename, so a reader never sees half a file.
-Status write_host_file(const fs::path& file, std::string_view content, mode_t mode) {
-    const fs::path temp = file.parent_path() / ("." + file.filename().native() + ".tmp");
-    ::unlink(temp.c_str());
-    UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
-    if (!fd) {
-        return step_error("create " + temp.native(), errno);
-    }
-    Status status = write_all(fd.get(), content);
-    if (status && ::fchmod(fd.get(), mode) != 0) {
-        status = step_error("chmod " + temp.native(), errno);
-    }
-    if (status && ::rename(temp.c_str(), file.c_str()) != 0) {
-        status = step_error("rename " + temp.native() + " to " + file.native(), errno);
-    }
-    if (!status) {
-        ::unlink(temp.c_str());
-        return Error{"write " + file.native() + ": " + status.error().message};
     }
     return {};
 }
@@ -653,7 +618,7 @@ Status prepare_job_mounts(const JobMountPlan& plan,
     if (auto ok = create_job_login_records(paths); !ok) {
         return ok;
     }
-    return write_host_file(paths.etc_upper() / "hostname", plan.hostname + "\n", 0644);
+    return replace_file(paths.etc_upper() / "hostname", plan.hostname + "\n", 0644, 0, 0);
 }
 
 Status setup_job_mounts(const JobMountPlan& plan) {

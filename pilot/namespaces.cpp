@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "common/text.hpp"
+#include "pilot/files.hpp"
 #include "pilot/net.hpp"
 
 namespace vcpilot::pilot {
@@ -98,19 +99,6 @@ std::string read_all(int fd) {
     }
 }
 
-void write_all(int fd, std::string_view text) {
-    while (!text.empty()) {
-        const ssize_t n = ::write(fd, text.data(), text.size());
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return;
-        }
-        text.remove_prefix(static_cast<std::size_t>(n));
-    }
-}
-
 // The holder's life: set the namespaces up, report, then wait to be killed.
 [[noreturn]] void be_holder(int report_fd, pid_t parent, const std::string& hostname,
                             const InsideSetup& inside) {
@@ -129,7 +117,7 @@ void write_all(int fd, std::string_view text) {
         failure = ok.error().message;
     }
     ::prctl(PR_SET_NAME, "vc-ns-holder");
-    write_all(report_fd, failure.empty() ? std::string_view("ok") : failure);
+    write_fully(report_fd, failure.empty() ? std::string_view("ok") : failure);
     ::close(report_fd);
     if (!failure.empty()) {
         ::_exit(1);

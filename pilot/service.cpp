@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 #include <sstream>
 
+#include "pilot/files.hpp"
 #include "pilot/keys.hpp"
 #include "pilot/mounts.hpp"
 #include "pilot/net.hpp"
@@ -77,36 +78,6 @@ Result<IpAddress> node_underlay_address() {
     return *found;
 }
 
-// Writes a file on the host side, created fresh, with owner and mode.
-Status write_host_file(const fs::path& path, std::string_view content, mode_t mode, uid_t uid,
-                       gid_t gid) {
-    const fs::path tmp = path.string() + ".tmp";
-    ::unlink(tmp.c_str());
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) {
-        return Error{"create " + tmp.string() + ": " + std::strerror(errno)};
-    }
-    bool ok = ::fchown(fd, uid, gid) == 0 && ::fchmod(fd, mode) == 0;
-    std::string_view left = content;
-    while (ok && !left.empty()) {
-        const ssize_t n = ::write(fd, left.data(), left.size());
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        ok = n > 0;
-        if (ok) {
-            left.remove_prefix(static_cast<std::size_t>(n));
-        }
-    }
-    const int error = errno;
-    ::close(fd);
-    if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-        ::unlink(tmp.c_str());
-        return Error{"write " + path.string() + ": " + std::strerror(ok ? errno : error)};
-    }
-    return {};
-}
-
 grpc::Status invalid(const Error& error) {
     return {grpc::StatusCode::INVALID_ARGUMENT, error.message};
 }
@@ -150,7 +121,7 @@ void PilotService::write_state_file() const {
     text << "state=" << state_name(status_.state()) << "\npid=" << ::getpid()
          << "\njob=" << paths_.job() << "\ncluster=" << status_.cluster_id()
          << "\nnode_name=" << status_.node_name() << "\n";
-    if (auto ok = write_host_file(paths_.state_file(), text.str(), 0600, 0, 0); !ok) {
+    if (auto ok = replace_file(paths_.state_file(), text.str(), 0600, 0, 0); !ok) {
         spdlog::warn("cannot write the state file: {}", ok.error().message);
     }
 }
@@ -322,11 +293,10 @@ Status PilotService::write_cluster_files(const std::vector<ClusterNodeView>& nod
              write_file_in_namespace(ns.mnt, "/etc/hosts", hosts, 0644, 0, 0),
              write_file_in_namespace(ns.mnt, "/etc/ssh/ssh_config.d/vcpilot.conf", ssh_config, 0644,
                                      0, 0),
-             write_host_file(ssh_dir / "known_hosts", known_hosts, 0644, user.uid, user.gid),
-             write_host_file(ssh_dir / "authorized_keys", authorized_keys, 0600, user.uid,
-                             user.gid),
-             write_host_file(paths_.job_files_dir() / "hostfile", hostfile, 0644, 0, 0),
-             write_host_file(paths_.job_files_dir() / "nodelist", nodelist, 0644, 0, 0),
+             replace_file(ssh_dir / "known_hosts", known_hosts, 0644, user.uid, user.gid),
+             replace_file(ssh_dir / "authorized_keys", authorized_keys, 0600, user.uid, user.gid),
+             replace_file(paths_.job_files_dir() / "hostfile", hostfile, 0644, 0, 0),
+             replace_file(paths_.job_files_dir() / "nodelist", nodelist, 0644, 0, 0),
          }) {
         if (!step) {
             return step;
