@@ -120,11 +120,8 @@ Status check_plan_shape(const JobMountPlan& plan) {
         if (auto ok = check_normal_absolute("image_mount", *plan.image_mount); !ok) {
             return ok;
         }
-        const fs::path& mount_point = *plan.image_mount;
-        if (mount_point == "/" || is_within(mount_point, "/tmp") ||
-            is_within(mount_point, "/proc")) {
-            return Error{"image_mount: " + quote(mount_point.native()) +
-                         " must not be /, /proc or inside /tmp (the job gets its own /tmp)"};
+        if (auto ok = check_image_mount_point(*plan.image_mount); !ok) {
+            return ok;
         }
     }
     return {};
@@ -569,6 +566,14 @@ std::string random_suffix() {
 }
 
 }  // namespace
+
+Status check_image_mount_point(const fs::path& mount_point) {
+    if (mount_point == "/" || is_within(mount_point, "/tmp") || is_within(mount_point, "/proc")) {
+        return Error{"image_mount: " + quote(mount_point.native()) +
+                     " must not be /, /proc or inside /tmp (the job gets its own /tmp)"};
+    }
+    return {};
+}
 
 Status check_job_mount_plan(const JobMountPlan& plan,
                             std::span<const std::filesystem::path> allowed_image_roots) {

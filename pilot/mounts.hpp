@@ -40,6 +40,9 @@ struct JobMountPlan {
 
 inline constexpr std::uint64_t kMinTmpSizeBytes = std::uint64_t{1} << 20;
 
+// Where an image may not appear: /, /proc, or inside /tmp (the job's own tmpfs covers it).
+Status check_image_mount_point(const std::filesystem::path& mount_point);
+
 // Checks the plan without touching anything; errors name the field ("image: ...").
 Status check_job_mount_plan(const JobMountPlan& plan,
                             std::span<const std::filesystem::path> allowed_image_roots);

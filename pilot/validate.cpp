@@ -8,6 +8,7 @@
 
 #include "common/text.hpp"
 #include "pilot/keys.hpp"
+#include "pilot/mounts.hpp"
 #include "pilot/paths.hpp"
 
 namespace vcpilot::pilot {
@@ -48,10 +49,19 @@ Result<fs::path> absolute_clean_path(std::string_view field, const std::string& 
     if (!path.is_absolute()) {
         return field_error(field, quote(text) + " must be an absolute path");
     }
-    if (path.lexically_normal() != path) {
-        return field_error(field, quote(text) + " must not contain '.', '..' or '//'");
+    // Compared as text: path equality ignores repeated separators ("//srv" == "/srv").
+    if (path.lexically_normal().native() != text || (text.size() > 1 && text.back() == '/')) {
+        return field_error(field, quote(text) +
+                                      " must be a normalized path (no '.', '..', '//' or "
+                                      "trailing '/')");
     }
     return path;
+}
+
+// 0.0.0.0 or ::, which no peer can send to (the overlay checks in net.cpp refuse it too).
+bool is_unspecified(const IpAddress& address) {
+    const auto bytes = address.bytes();
+    return std::all_of(bytes.begin(), bytes.end(), [](std::uint8_t byte) { return byte == 0; });
 }
 
 }  // namespace
@@ -121,6 +131,10 @@ Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLim
     if (*local && !(*local)->is_v4()) {
         return field_error("vxlan.local_address", "only an IPv4 underlay is supported for now");
     }
+    if (*local && is_unspecified(**local)) {
+        return field_error("vxlan.local_address",
+                           quote(vxlan.local_address()) + " is not an address of this node");
+    }
     if (vxlan.mtu() != 0 && (vxlan.mtu() < 576 || vxlan.mtu() > 9000)) {
         return field_error("vxlan.mtu", std::to_string(vxlan.mtu()) + " is not in 576..9000");
     }
@@ -155,6 +169,9 @@ Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLim
         auto mount_point = absolute_clean_path("image_mount", request.image_mount());
         if (!mount_point) {
             return mount_point.error();
+        }
+        if (auto ok = check_image_mount_point(*mount_point); !ok) {
+            return ok.error();
         }
         image = *path;
         image_mount = *mount_point;
@@ -223,6 +240,15 @@ Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest&
             in_field(where + ".underlay_address", IpAddress::parse(node.underlay_address()));
         if (!underlay) {
             return underlay.error();
+        }
+        // One overlay, one underlay family; and this node's own underlay is IPv4 (SETUP).
+        if (!underlay->is_v4()) {
+            return field_error(where + ".underlay_address",
+                               "only an IPv4 underlay is supported for now");
+        }
+        if (is_unspecified(*underlay)) {
+            return field_error(where + ".underlay_address",
+                               quote(node.underlay_address()) + " is not a node address");
         }
         auto host_key = check_public_key(where + ".host_key", node.host_key());
         if (!host_key) {

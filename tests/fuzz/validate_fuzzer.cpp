@@ -9,6 +9,10 @@
 // 10.77.0.1/24). A broken invariant is printed and abort()s, which libFuzzer reports as a crash
 // together with the input that caused it.
 //
+// Byte mutations alone rarely get past protobuf's nested length prefixes (a byte inserted into a
+// node changes the length of the node and of the message around it), so half of the mutations
+// parse the input, change one field through reflection and serialize it again.
+//
 // The seeds are in corpus/validate/. To read one:
 //   tail -c +2 FILE | protoc -I proto --decode=vcpilot.v1.SetKeysRequest vcpilot/v1/pilot.proto
 
@@ -19,8 +23,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <google/protobuf/message.h>
 #include <google/protobuf/stubs/logging.h>
+#include <limits>
+#include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <string_view>
@@ -30,6 +39,9 @@
 #include "pilot/keys.hpp"
 #include "pilot/net.hpp"
 #include "pilot/validate.hpp"
+
+// libFuzzer's mutator, for the parts of a message the structured mutation treats as bytes.
+extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
 
 namespace vcpilot::pilot {
 namespace {
@@ -227,8 +239,11 @@ bool is_host_in(const Cidr& network, const IpAddress& address) {
     return network.contains(address) && address != network.network() && address != network.last();
 }
 
-bool is_clean_absolute(const fs::path& path) {
-    return path.is_absolute() && path.lexically_normal() == path;
+// As text: std::filesystem::path equality ignores repeated separators ("//srv" == "/srv").
+bool is_normalized_absolute(const fs::path& path) {
+    const std::string& text = path.native();
+    return path.is_absolute() && path.lexically_normal().native() == text &&
+           (text == "/" || !text.ends_with('/'));
 }
 
 void check_setup_plan(const SetupPlan& plan, const v1::SetupRequest& request) {
@@ -280,12 +295,12 @@ void check_setup_plan(const SetupPlan& plan, const v1::SetupRequest& request) {
             "an image comes with its mount point and only with it");
     if (plan.image) {
         const std::string image = plan.image->string();
-        require(image == request.image() && is_clean_absolute(*plan.image) &&
+        require(image == request.image() && is_normalized_absolute(*plan.image) &&
                     (image == kImageRoot || image.starts_with(std::string(kImageRoot) + "/")),
-                "the image is a clean absolute path below an allowed root", image);
+                "the image is a normalized absolute path below an allowed root", image);
         require(plan.image_mount->string() == request.image_mount() &&
-                    is_clean_absolute(*plan.image_mount),
-                "the image mount point is a clean absolute path", plan.image_mount->string());
+                    is_normalized_absolute(*plan.image_mount),
+                "the image mount point is a normalized absolute path", plan.image_mount->string());
     }
 
     const std::uint64_t tmp_mb = request.tmp_size_mb() == 0 ? 1024 : request.tmp_size_mb();
@@ -296,10 +311,14 @@ void check_setup_plan(const SetupPlan& plan, const v1::SetupRequest& request) {
 
     // The pilot builds namespaces and mounts before create_overlay() checks the overlay: anything
     // that check refuses must already have been refused here, or SETUP fails half way.
-    const OverlaySpec overlay{
-        plan.vni,     plan.udp_port, plan.local_underlay.value_or(address_of(kNodeUnderlay)),
-        plan.address, plan.mac,      plan.mtu == 0 ? kNodeOverlayMtu : plan.mtu,
-        plan.gateway};
+    static const IpAddress node_underlay = address_of(kNodeUnderlay);
+    const OverlaySpec overlay{.vni = plan.vni,
+                              .udp_port = plan.udp_port,
+                              .local_underlay = plan.local_underlay.value_or(node_underlay),
+                              .address = plan.address,
+                              .mac = plan.mac,
+                              .mtu = plan.mtu == 0 ? kNodeOverlayMtu : plan.mtu,
+                              .gateway = plan.gateway};
     const Status overlay_ok = check_overlay_spec(overlay);
     require(overlay_ok.ok(), "a validated SETUP passes check_overlay_spec",
             overlay_ok.ok() ? "" : overlay_ok.error().message);
@@ -336,6 +355,9 @@ void check_cluster(const std::vector<ClusterNodeView>& nodes, const v1::SetKeysR
                 node.address.to_string());
         require(node.address.to_string() == asked.address(),
                 "an accepted node address is written canonically", asked.address());
+        require(node.underlay.is_v4() && node.underlay.to_string() == asked.underlay_address(),
+                "a node's underlay address is the request's, IPv4, written canonically",
+                asked.underlay_address());
         require(is_interface_mac(node.mac), "a node MAC is unicast and not zero",
                 to_string(node.mac));
         require(to_string(node.mac) == lower(asked.mac()), "a node MAC is the request's",
@@ -395,8 +417,133 @@ void fuzz_set_keys(const v1::SetKeysRequest& request) {
     check_cluster(*nodes, request, self);
 }
 
+// ---- structure-aware mutation ----
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+// Values next to the limits the checks draw: VNI, MTU, port, slots, /tmp size.
+constexpr std::uint64_t kInterestingNumbers[] = {
+    0,    1,     575,   576,      1450,      4096,       4097,       9000,
+    9001, 65535, 65536, 0xFFFFFF, 0x1000000, 0xFFFFFFFF, 1ULL << 40, ~0ULL};
+
+std::uint64_t mutate_number(std::uint64_t value, std::minstd_rand& random) {
+    switch (random() % 4) {
+        case 0:
+            return kInterestingNumbers[random() % std::size(kInterestingNumbers)];
+        case 1:
+            return value + 1;
+        case 2:
+            return value - 1;
+        default:
+            return (std::uint64_t{random()} << 32) ^ random();
+    }
+}
+
+// libFuzzer's own byte mutations (and its dictionary) on one string field.
+std::string mutate_text(std::string text) {
+    const std::size_t size = text.size();
+    text.resize(std::max<std::size_t>(2 * size, 64));
+    text.resize(LLVMFuzzerMutate(reinterpret_cast<std::uint8_t*>(text.data()), size, text.size()));
+    return text;
+}
+
+void mutate_message(Message& message, std::minstd_rand& random) {
+    const auto* descriptor = message.GetDescriptor();
+    const auto* reflection = message.GetReflection();
+    if (descriptor->field_count() == 0) {
+        return;
+    }
+    const FieldDescriptor* field = descriptor->field(
+        static_cast<int>(random() % static_cast<unsigned>(descriptor->field_count())));
+    if (field->is_repeated()) {
+        if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
+            return;  // the requests have repeated messages only
+        }
+        const int count = reflection->FieldSize(message, field);
+        const auto pick = [&] { return static_cast<int>(random() % static_cast<unsigned>(count)); };
+        switch (count == 0 ? 0 : random() % 4) {
+            case 0: {  // a new node: a copy of another, so that it gets past the early checks
+                Message* added = reflection->AddMessage(&message, field);
+                if (count > 0) {
+                    added->CopyFrom(reflection->GetRepeatedMessage(message, field, pick()));
+                }
+                return;
+            }
+            case 1:
+                reflection->SwapElements(&message, field, pick(), count - 1);
+                reflection->RemoveLast(&message, field);
+                return;
+            case 2:
+                reflection->SwapElements(&message, field, pick(), pick());
+                return;
+            default:
+                mutate_message(*reflection->MutableRepeatedMessage(&message, field, pick()),
+                               random);
+                return;
+        }
+    }
+    switch (field->cpp_type()) {
+        case FieldDescriptor::CPPTYPE_STRING:
+            reflection->SetString(&message, field,
+                                  mutate_text(reflection->GetString(message, field)));
+            return;
+        case FieldDescriptor::CPPTYPE_UINT32:
+            reflection->SetUInt32(&message, field,
+                                  static_cast<std::uint32_t>(mutate_number(
+                                      reflection->GetUInt32(message, field), random)));
+            return;
+        case FieldDescriptor::CPPTYPE_UINT64:
+            reflection->SetUInt64(&message, field,
+                                  mutate_number(reflection->GetUInt64(message, field), random));
+            return;
+        case FieldDescriptor::CPPTYPE_BOOL:
+            reflection->SetBool(&message, field, !reflection->GetBool(message, field));
+            return;
+        case FieldDescriptor::CPPTYPE_MESSAGE:
+            if (random() % 8 == 0) {
+                reflection->ClearField(&message, field);
+            } else {
+                mutate_message(*reflection->MutableMessage(&message, field), random);
+            }
+            return;
+        default:
+            return;
+    }
+}
+
+std::unique_ptr<Message> request_for(std::uint8_t selector) {
+    if ((selector & 1) == 0) {
+        return std::make_unique<v1::SetupRequest>();
+    }
+    return std::make_unique<v1::SetKeysRequest>();
+}
+
 }  // namespace
 }  // namespace vcpilot::pilot
+
+extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size,
+                                               std::size_t max_size, unsigned int seed) {
+    std::minstd_rand random(seed);
+    if (size == 0 || max_size < 2 || size - 1 > static_cast<std::size_t>(INT_MAX) ||
+        random() % 2 == 0) {
+        return LLVMFuzzerMutate(data, size, max_size);
+    }
+    auto request = vcpilot::pilot::request_for(data[0]);
+    if (!request->ParseFromArray(data + 1, static_cast<int>(size - 1))) {
+        return LLVMFuzzerMutate(data, size, max_size);
+    }
+    const unsigned rounds = 1 + random() % 3;
+    for (unsigned i = 0; i < rounds; ++i) {
+        vcpilot::pilot::mutate_message(*request, random);
+    }
+    std::string body;
+    if (!request->SerializeToString(&body) || body.size() > max_size - 1) {
+        return LLVMFuzzerMutate(data, size, max_size);
+    }
+    std::memcpy(data + 1, body.data(), body.size());
+    return body.size() + 1;
+}
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
     // Proto3 parsing logs every string that is not UTF-8; that is expected input here.

@@ -109,7 +109,34 @@ INSTANTIATE_TEST_SUITE_P(
                  "image"},
         BadSetup{"ImageWithoutMount", [](auto& r) { r.set_image("/srv/images/a"); }, "image_mount"},
         BadSetup{"MountWithoutImage", [](auto& r) { r.set_image_mount("/opt/i"); }, "image_mount"},
-        BadSetup{"HugeTmp", [](auto& r) { r.set_tmp_size_mb(1ull << 40); }, "tmp_size_mb"}),
+        BadSetup{"HugeTmp", [](auto& r) { r.set_tmp_size_mb(1ull << 40); }, "tmp_size_mb"},
+        BadSetup{"ImageDoubleSlash",
+                 [](auto& r) {
+                     r.set_image("/srv//images/a");
+                     r.set_image_mount("/opt/i");
+                 },
+                 "image"},
+        BadSetup{"ImageTrailingSlash",
+                 [](auto& r) {
+                     r.set_image("/srv/images/a/");
+                     r.set_image_mount("/opt/i");
+                 },
+                 "image"},
+        BadSetup{"ImageOverProc",
+                 [](auto& r) {
+                     r.set_image("/srv/images/a");
+                     r.set_image_mount("/proc");
+                 },
+                 "image_mount"},
+        BadSetup{"ImageInTmp",
+                 [](auto& r) {
+                     r.set_image("/srv/images/a");
+                     r.set_image_mount("/tmp/i");
+                 },
+                 "image_mount"},
+        BadSetup{"UnspecifiedUnderlay",
+                 [](auto& r) { r.mutable_vxlan()->set_local_address("0.0.0.0"); },
+                 "vxlan.local_address"}),
     [](const auto& test) { return std::string(test.param.name); });
 
 TEST(ValidateSetup, AcceptsAnImageBelowAnAllowedRoot) {
@@ -193,7 +220,13 @@ INSTANTIATE_TEST_SUITE_P(
                 },
                 "nodes[1].user_key"},
         BadKeys{"TooManySlots", [](auto& r) { r.mutable_nodes(1)->set_slots(100000); },
-                "nodes[1].slots"}),
+                "nodes[1].slots"},
+        BadKeys{"UnspecifiedUnderlay",
+                [](auto& r) { r.mutable_nodes(1)->set_underlay_address("0.0.0.0"); },
+                "nodes[1].underlay_address"},
+        BadKeys{"Ipv6Underlay",
+                [](auto& r) { r.mutable_nodes(1)->set_underlay_address("fd00::2"); },
+                "nodes[1].underlay_address"}),
     [](const auto& test) { return std::string(test.param.name); });
 
 TEST(ValidateSetKeys, RefusesMoreNodesThanTheLimit) {
