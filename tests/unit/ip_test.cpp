@@ -8,6 +8,7 @@
 
 #include "common/text.hpp"
 #include "tests/unit/expect_error.hpp"
+#include "tests/unit/literals.hpp"
 
 namespace vcpilot {
 namespace {
@@ -15,14 +16,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using namespace std::string_literals;
-
-IpAddress ip(std::string_view text) {
-    return IpAddress::parse(text).value();
-}
-
-Cidr cidr(std::string_view text) {
-    return Cidr::parse(text).value();
-}
 
 const uint128 all_ones = ~uint128{0};
 

@@ -10,20 +10,13 @@
 #include <vector>
 
 #include "tests/unit/expect_error.hpp"
+#include "tests/unit/literals.hpp"
 
 namespace vcpilot {
 namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-
-Cidr cidr(std::string_view text) {
-    return Cidr::parse(text).value();
-}
-
-AddressPool pool_of(std::vector<Cidr> pools) {
-    return AddressPool::create(std::move(pools)).value();
-}
 
 // The reference the allocator must agree with: try every aligned block of every pool in order
 // and compare it with every live block. Far too slow for real use, obviously right.

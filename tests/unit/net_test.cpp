@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tests/unit/expect_error.hpp"
+#include "tests/unit/literals.hpp"
 
 namespace vcpilot::pilot {
 namespace {
@@ -26,14 +27,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
-
-IpAddress ip(std::string_view text) {
-    return IpAddress::parse(text).value();
-}
-
-InterfaceAddress if_address(std::string_view text) {
-    return InterfaceAddress::parse(text).value();
-}
 
 // ---- parse_mac / to_string ----
 

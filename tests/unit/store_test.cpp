@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tests/unit/expect_error.hpp"
+#include "tests/unit/literals.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 namespace vcpilot {
@@ -28,14 +29,6 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-
-Cidr cidr(std::string_view text) {
-    return Cidr::parse(text).value();
-}
-
-AddressPool pool_of(std::vector<Cidr> pools) {
-    return AddressPool::create(std::move(pools)).value();
-}
 
 std::vector<Cidr> blocks_of(const std::vector<LeaseRecord>& records) {
     std::vector<Cidr> blocks;
