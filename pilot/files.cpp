@@ -10,6 +10,22 @@
 
 namespace vcpilot::pilot {
 
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+        fd_ = other.release();
+    }
+    return *this;
+}
+
+UniqueFd::~UniqueFd() {
+    if (fd_ >= 0) {
+        ::close(fd_);
+    }
+}
+
 int write_fully(int fd, std::string_view content) noexcept {
     while (!content.empty()) {
         const ssize_t n = ::write(fd, content.data(), content.size());

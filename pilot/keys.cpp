@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "common/text.hpp"
+#include "pilot/files.hpp"
 
 namespace vcpilot::pilot {
 
@@ -145,22 +146,6 @@ class NewFile {
     bool committed_ = false;
 };
 
-class Directory {
-  public:
-    explicit Directory(int fd) : fd_(fd) {}
-    ~Directory() {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-    }
-    Directory(const Directory&) = delete;
-    Directory& operator=(const Directory&) = delete;
-    int fd() const { return fd_; }
-
-  private:
-    int fd_;
-};
-
 Status check_comment(std::string_view comment) {
     if (comment.size() > kMaxKeyComment) {
         return Error{"key comment " + quote(comment) + " is longer than " +
@@ -226,15 +211,15 @@ Result<std::string> generate_ed25519_key(const fs::path& private_key, uid_t uid,
     }
 
     const fs::path dir = private_key.has_parent_path() ? private_key.parent_path() : ".";
-    const Directory directory(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (directory.fd() < 0) {
+    const UniqueFd directory(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (directory.get() < 0) {
         return Error{"cannot open directory " + show(dir) + " for key " + show(private_key) + ": " +
                      errno_text(errno)};
     }
 
     // Both names are claimed before anything is written, so a refused .pub costs no key file.
-    NewFile private_file(directory.fd(), private_name);
-    NewFile public_file(directory.fd(), public_name);
+    NewFile private_file(directory.get(), private_name);
+    NewFile public_file(directory.get(), public_name);
     if (auto ok = private_file.create(files.private_key); !ok) {
         return ok.error();
     }
@@ -247,7 +232,7 @@ Result<std::string> generate_ed25519_key(const fs::path& private_key, uid_t uid,
     if (auto ok = public_file.fill(files.public_key, public_line + "\n", uid, gid, 0644); !ok) {
         return ok.error();
     }
-    if (::fsync(directory.fd()) != 0) {
+    if (::fsync(directory.get()) != 0) {
         return Error{"cannot sync directory " + show(dir) + ": " + errno_text(errno)};
     }
     private_file.commit();

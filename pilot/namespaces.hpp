@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "pilot/files.hpp"
 #include "pilot/paths.hpp"
 
 namespace vcpilot::pilot {
@@ -31,25 +32,6 @@ struct NamespaceFiles {
     std::filesystem::path uts;
 
     static NamespaceFiles of_process(pid_t pid);
-};
-
-// An open file descriptor, closed on destruction.
-class UniqueFd {
-  public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-    UniqueFd& operator=(UniqueFd&& other) noexcept;
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd();
-
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-    explicit operator bool() const { return fd_ >= 0; }
-
-  private:
-    int fd_ = -1;
 };
 
 Result<UniqueFd> open_namespace(const std::filesystem::path& file);

@@ -16,6 +16,8 @@
 #include <system_error>
 #include <type_traits>
 
+#include "pilot/files.hpp"
+
 namespace vcpilot::pilot {
 
 namespace {
@@ -33,22 +35,6 @@ struct ContextRelease {
     void operator()(void* context) const { seccomp_release(context); }
 };
 using Context = std::unique_ptr<std::remove_pointer_t<scmp_filter_ctx>, ContextRelease>;
-
-class FileDescriptor {
-  public:
-    explicit FileDescriptor(int fd) : fd_(fd) {}
-    ~FileDescriptor() {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-    }
-    FileDescriptor(const FileDescriptor&) = delete;
-    FileDescriptor& operator=(const FileDescriptor&) = delete;
-    int get() const { return fd_; }
-
-  private:
-    int fd_;
-};
 
 // Namespace flags that unshare(2) and clone(2) must not get. CLONE_NEWTIME (0x80) is only
 // checked for unshare: in clone's first argument the low byte is the exit signal, where
@@ -126,7 +112,7 @@ Status add_rules(scmp_filter_ctx context) {
 
 // libseccomp 2.5 exports only to a file descriptor; a memfd keeps it in memory.
 Result<std::vector<sock_filter>> export_program(scmp_filter_ctx context) {
-    const FileDescriptor memory(::memfd_create("vcpilot-seccomp", MFD_CLOEXEC));
+    const UniqueFd memory(::memfd_create("vcpilot-seccomp", MFD_CLOEXEC));
     if (memory.get() < 0) {
         return Error{"seccomp filter: memfd_create: " + errno_text(errno)};
     }
