@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/store_detail.hpp"
 #include "common/text.hpp"
 
 namespace vcpilot {
@@ -50,6 +51,53 @@ constexpr std::array<const char*, LeaseStore::kSchemaVersion> kMigrations = {
         generation      INTEGER NOT NULL UNIQUE CHECK (generation > 0),
         created_unix_ms INTEGER NOT NULL
     ) STRICT;
+    )sql",
+    // 2: the coordinators' clusters. A cluster, its sites' blocks (in `leases`, cluster = id)
+    // and its nodes change together in one transaction. Node addresses are not stored: they are
+    // the site block's base + ordinal.
+    R"sql(
+    CREATE TABLE clusters (
+        id              TEXT PRIMARY KEY,
+        owner           TEXT NOT NULL CHECK (owner <> ''),
+        state           INTEGER NOT NULL,
+        reason          TEXT NOT NULL DEFAULT '',
+        key_mode        INTEGER NOT NULL,
+        vni             INTEGER UNIQUE,            -- NULL once released: VNIs are reused
+        name_prefix     TEXT NOT NULL,
+        slots           INTEGER NOT NULL,
+        image           TEXT NOT NULL DEFAULT '',
+        image_mount     TEXT NOT NULL DEFAULT '',
+        ca_seed         BLOB,                      -- the cluster CA's private key, if held here
+        created_unix_ms INTEGER NOT NULL,
+        changed_unix_ms INTEGER NOT NULL,
+        release_by_ms   INTEGER NOT NULL DEFAULT 0 -- RELEASING: give up waiting for pilots then
+    ) STRICT;
+    CREATE TABLE sites (
+        cluster TEXT NOT NULL REFERENCES clusters (id) ON DELETE CASCADE,
+        site    TEXT NOT NULL,
+        nodes   INTEGER NOT NULL CHECK (nodes > 0),
+        block   TEXT NOT NULL,
+        PRIMARY KEY (cluster, site)
+    ) STRICT;
+    CREATE TABLE nodes (
+        cluster          TEXT NOT NULL,
+        site             TEXT NOT NULL,
+        ordinal          INTEGER NOT NULL CHECK (ordinal > 0),
+        host             TEXT NOT NULL DEFAULT '',
+        job              TEXT NOT NULL DEFAULT '',
+        underlay         TEXT NOT NULL DEFAULT '',
+        host_key         TEXT NOT NULL DEFAULT '',
+        user_key         TEXT NOT NULL DEFAULT '',
+        host_certificate TEXT NOT NULL DEFAULT '',
+        user_certificate TEXT NOT NULL DEFAULT '',
+        state            INTEGER NOT NULL,
+        reason           TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (cluster, site, ordinal),
+        FOREIGN KEY (cluster, site) REFERENCES sites (cluster, site) ON DELETE CASCADE
+    ) STRICT;
+    -- A pilot (host, job) holds at most one node of a cluster.
+    CREATE UNIQUE INDEX nodes_by_pilot ON nodes (cluster, host, job) WHERE host <> '';
+    CREATE INDEX leases_by_cluster ON leases (cluster);
     )sql",
 };
 
@@ -454,5 +502,27 @@ Result<std::vector<LeaseRecord>> LeaseStore::live() {
         return db_error("cannot list the live leases", path_, error);
     }
 }
+
+namespace store_detail {
+
+Result<std::vector<LeaseRecord>> live_leases(SQLite::Database& db) { return read_live(db); }
+
+LeaseRecord insert_lease(SQLite::Database& db, const Cidr& block, const Cidr& pool,
+                         std::string_view owner, std::string_view cluster) {
+    return vcpilot::insert_lease(db, block, pool, owner, cluster);
+}
+
+Status check_name(std::string_view what, std::string_view name) {
+    return vcpilot::check_name(what, name);
+}
+
+Error db_error(std::string_view doing, const std::filesystem::path& path,
+               const SQLite::Exception& error) {
+    return vcpilot::db_error(doing, path, error);
+}
+
+std::int64_t now_unix_ms() { return vcpilot::now_unix_ms(); }
+
+}  // namespace store_detail
 
 }  // namespace vcpilot

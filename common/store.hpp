@@ -50,7 +50,7 @@ class LeaseStore {
   public:
     // The newest schema this code knows. A database with a newer one is refused: this code
     // cannot know what the newer one means, and must not write to it.
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     // Opens (creating it if missing) and migrates the store at `path`. Refuses a file that is
     // not a SQLite database, a SQLite database of another program, a damaged one, and one with
@@ -81,6 +81,10 @@ class LeaseStore {
     Result<std::vector<LeaseRecord>> live();
 
     const std::filesystem::path& path() const noexcept { return path_; }
+
+    // The connection itself, for stores that keep their own tables in this database and change
+    // them together with leases in one transaction (see store_detail.hpp).
+    SQLite::Database& database() noexcept { return *db_; }
 
   private:
     LeaseStore(std::filesystem::path path, std::unique_ptr<SQLite::Database> db);

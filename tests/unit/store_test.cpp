@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fmt/format.h>
 #include <fstream>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -129,7 +130,8 @@ TEST_F(Store, ReopenKeepsLeases) {
 TEST_F(Store, UsesWriteAheadLogging) {
     { open(); }
     EXPECT_EQ(raw_query(db_path(), "PRAGMA journal_mode"), "wal");
-    EXPECT_EQ(raw_query(db_path(), "SELECT version FROM schema_version"), "1");
+    EXPECT_EQ(raw_query(db_path(), "SELECT version FROM schema_version"),
+              std::to_string(LeaseStore::kSchemaVersion));
 }
 
 TEST_F(Store, ReleaseFreesTheBlockForReuse) {
@@ -208,10 +210,11 @@ TEST_F(Store, RefusesBadOwnersAndClusters) {
 
 TEST_F(Store, RefusesASchemaNewerThanTheCode) {
     { open(); }
-    raw_sql(db_path(), "UPDATE schema_version SET version = 2");
-    EXPECT_THAT(
-        error_of(LeaseStore::open(db_path())),
-        AllOf(HasSubstr("leases.db"), HasSubstr("schema version is 2"), HasSubstr("newer than 1")));
+    const int newer = LeaseStore::kSchemaVersion + 1;
+    raw_sql(db_path(), ("UPDATE schema_version SET version = " + std::to_string(newer)).c_str());
+    EXPECT_THAT(error_of(LeaseStore::open(db_path())),
+                AllOf(HasSubstr("leases.db"), HasSubstr(fmt::format("schema version is {}", newer)),
+                      HasSubstr(fmt::format("newer than {}", LeaseStore::kSchemaVersion))));
 }
 
 TEST_F(Store, RefusesAFileThatIsNotADatabaseAndLeavesItAlone) {

@@ -1,0 +1,587 @@
+#include "coordinator/cluster_store.hpp"
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Statement.h>
+#include <algorithm>
+#include <fmt/format.h>
+#include <random>
+#include <set>
+
+#include "common/sshcert.hpp"
+#include "common/store_detail.hpp"
+#include "common/text.hpp"
+
+namespace vcpilot::coordinator {
+
+namespace {
+
+using store_detail::db_error;
+using store_detail::now_unix_ms;
+
+constexpr std::size_t kMaxSites = 256;
+constexpr std::size_t kMaxLabel = 32;
+constexpr std::uint32_t kMaxSlots = 4096;
+constexpr std::size_t kMaxPath = 4096;
+
+bool is_label(std::string_view text) {
+    if (text.empty() || text.size() > kMaxLabel || text.front() == '-' || text.back() == '-') {
+        return false;
+    }
+    return std::all_of(text.begin(), text.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    });
+}
+
+Status check_path(std::string_view field, std::string_view path) {
+    if (path.empty()) {
+        return {};
+    }
+    if (path.size() > kMaxPath || path.front() != '/' ||
+        std::any_of(path.begin(), path.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+        return Error{fmt::format("{}: {} is not an absolute path of printable characters", field,
+                                 quote(path))};
+    }
+    return {};
+}
+
+// Cluster ids: short enough to type, random so that ids of a released cluster are not reused by
+// accident and do not reveal how many clusters others made.
+std::string new_cluster_id() {
+    static thread_local std::mt19937_64 random{std::random_device{}()};
+    return fmt::format("vc-{:08x}", static_cast<std::uint32_t>(random()));
+}
+
+ClusterRecord read_cluster_row(SQLite::Statement& row) {
+    ClusterRecord record;
+    record.id = row.getColumn(0).getString();
+    record.owner = row.getColumn(1).getString();
+    record.state = static_cast<v1::ClusterState>(row.getColumn(2).getInt());
+    record.reason = row.getColumn(3).getString();
+    record.key_mode = static_cast<v1::KeyMode>(row.getColumn(4).getInt());
+    if (!row.getColumn(5).isNull()) {
+        record.vni = static_cast<std::uint32_t>(row.getColumn(5).getInt64());
+    }
+    record.name_prefix = row.getColumn(6).getString();
+    record.slots = static_cast<std::uint32_t>(row.getColumn(7).getInt64());
+    record.image = row.getColumn(8).getString();
+    record.image_mount = row.getColumn(9).getString();
+    record.created_unix_ms = row.getColumn(10).getInt64();
+    record.changed_unix_ms = row.getColumn(11).getInt64();
+    record.release_by_ms = row.getColumn(12).getInt64();
+    return record;
+}
+
+constexpr const char* kClusterColumns =
+    "SELECT id, owner, state, reason, key_mode, vni, name_prefix, slots, image, image_mount, "
+    "created_unix_ms, changed_unix_ms, release_by_ms FROM clusters";
+
+Result<std::vector<SiteRecord>> read_sites(SQLite::Database& db, std::string_view id) {
+    SQLite::Statement query(db,
+                            "SELECT site, nodes, block FROM sites WHERE cluster = ? ORDER BY site");
+    query.bind(1, std::string(id));
+    std::vector<SiteRecord> sites;
+    while (query.executeStep()) {
+        auto block = Cidr::parse(query.getColumn(2).getString());
+        if (!block) {
+            return Error{fmt::format("cluster {}: unreadable block {} (the store is damaged)", id,
+                                     quote(query.getColumn(2).getString()))};
+        }
+        sites.push_back({query.getColumn(0).getString(),
+                         static_cast<std::uint32_t>(query.getColumn(1).getInt64()), *block});
+    }
+    return sites;
+}
+
+Result<std::vector<ClusterRecord>> read_clusters(SQLite::Database& db, SQLite::Statement& query) {
+    std::vector<ClusterRecord> clusters;
+    while (query.executeStep()) {
+        clusters.push_back(read_cluster_row(query));
+    }
+    for (auto& cluster : clusters) {
+        auto sites = read_sites(db, cluster.id);
+        if (!sites) {
+            return sites.error();
+        }
+        cluster.sites = std::move(*sites);
+    }
+    return clusters;
+}
+
+Result<std::uint32_t> free_vni(SQLite::Database& db, const CreatePolicy& policy) {
+    SQLite::Statement query(
+        db,
+        "SELECT vni FROM clusters WHERE vni IS NOT NULL AND vni >= ? AND vni <= ? ORDER BY vni");
+    query.bind(1, static_cast<std::int64_t>(policy.vni_first));
+    query.bind(2, static_cast<std::int64_t>(policy.vni_last));
+    std::uint64_t candidate = policy.vni_first;
+    while (query.executeStep()) {
+        const auto used = static_cast<std::uint64_t>(query.getColumn(0).getInt64());
+        if (used > candidate) {
+            break;
+        }
+        candidate = used + 1;
+    }
+    if (candidate > policy.vni_last) {
+        return Error{fmt::format("every VNI of {}-{} is in use by a live cluster", policy.vni_first,
+                                 policy.vni_last)};
+    }
+    return static_cast<std::uint32_t>(candidate);
+}
+
+template <typename F>
+auto guarded(std::string_view doing, const std::filesystem::path& path, F&& body)
+    -> decltype(body()) {
+    try {
+        return body();
+    } catch (const SQLite::Exception& error) {
+        return db_error(doing, path, error);
+    }
+}
+
+}  // namespace
+
+std::uint32_t ClusterRecord::node_count() const {
+    std::uint32_t total = 0;
+    for (const auto& site : sites) {
+        total += site.nodes;
+    }
+    return total;
+}
+
+std::string node_name(std::string_view prefix, std::string_view site, std::uint32_t ordinal) {
+    return fmt::format("{}-{}-{}", prefix, site, ordinal);
+}
+
+Result<IpAddress> node_address(const Cidr& block, std::uint32_t ordinal) {
+    return block.nth(ordinal);
+}
+
+Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std::string owner) {
+    ClusterSpec spec;
+    if (auto status = store_detail::check_name("owner", owner); !status) {
+        return status.error();
+    }
+    spec.owner = std::move(owner);
+    if (request.sites().empty()) {
+        return Error{"sites: a cluster needs at least one site"};
+    }
+    if (static_cast<std::size_t>(request.sites_size()) > kMaxSites) {
+        return Error{fmt::format("sites: {} sites, more than the {} allowed", request.sites_size(),
+                                 kMaxSites)};
+    }
+    spec.name_prefix = request.name_prefix().empty() ? "vc" : request.name_prefix();
+    if (!is_label(spec.name_prefix)) {
+        return Error{fmt::format(
+            "name_prefix: {} is not a lowercase host name label of at most {} characters",
+            quote(spec.name_prefix), kMaxLabel)};
+    }
+    std::set<std::string> seen;
+    for (const auto& site : request.sites()) {
+        if (!is_label(site.site())) {
+            return Error{fmt::format(
+                "sites: {} is not a site name (a lowercase label of at most {} characters)",
+                quote(site.site()), kMaxLabel)};
+        }
+        if (!seen.insert(site.site()).second) {
+            return Error{fmt::format("sites: site {} is named twice", site.site())};
+        }
+        if (site.nodes() == 0) {
+            return Error{
+                fmt::format("sites: site {} asks for 0 nodes; at least 1 is needed", site.site())};
+        }
+        if (site.nodes() > kMaxNodesPerBlock) {
+            return Error{fmt::format("sites: site {} asks for {} nodes, more than the {} allowed",
+                                     site.site(), site.nodes(), kMaxNodesPerBlock)};
+        }
+        if (!site.block().empty()) {
+            auto block = Cidr::parse(site.block());
+            if (!block) {
+                return Error{
+                    fmt::format("sites: block of site {}: {}", site.site(), block.error().message)};
+            }
+            auto needed = prefix_for_nodes(site.nodes(), block->family());
+            if (!needed) {
+                return needed.error();
+            }
+            if (block->prefix() > *needed) {
+                return Error{fmt::format(
+                    "sites: block {} of site {} holds {} nodes, fewer than the {} asked for",
+                    block->to_string(), site.site(),
+                    to_string(block->size() > 2 ? block->size() - 2 : 0), site.nodes())};
+            }
+        }
+        spec.sites.push_back(site);
+    }
+    switch (request.key_mode()) {
+        case v1::KEY_MODE_UNSPECIFIED:
+        case v1::KEY_MODE_CA:
+            spec.key_mode = v1::KEY_MODE_CA;
+            break;
+        case v1::KEY_MODE_EXCHANGE:
+            spec.key_mode = v1::KEY_MODE_EXCHANGE;
+            break;
+        default:
+            return Error{
+                fmt::format("key_mode: unknown mode {}", static_cast<int>(request.key_mode()))};
+    }
+    spec.slots = request.slots() == 0 ? 1 : request.slots();
+    if (spec.slots > kMaxSlots) {
+        return Error{
+            fmt::format("slots: {} per node, more than the {} allowed", spec.slots, kMaxSlots)};
+    }
+    if (auto status = check_path("image", request.image()); !status) {
+        return status.error();
+    }
+    if (auto status = check_path("image_mount", request.image_mount()); !status) {
+        return status.error();
+    }
+    if (request.image().empty() != request.image_mount().empty()) {
+        return Error{"image and image_mount come together: give both or neither"};
+    }
+    spec.image = request.image();
+    spec.image_mount = request.image_mount();
+    return spec;
+}
+
+Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const CreatePolicy& policy) {
+    return guarded("cannot create the cluster", store_.path(), [&]() -> Result<ClusterRecord> {
+        SQLite::Database& db = store_.database();
+        ClusterRecord record;
+        for (int attempt = 0;; ++attempt) {
+            record.id = new_cluster_id();
+            SQLite::Statement exists(db, "SELECT 1 FROM clusters WHERE id = ?");
+            exists.bind(1, record.id);
+            if (!exists.executeStep()) {
+                break;
+            }
+            if (attempt > 16) {
+                return Error{"cannot find a free cluster id"};
+            }
+        }
+        auto vni = free_vni(db, policy);
+        if (!vni) {
+            return vni.error();
+        }
+        record.owner = spec.owner;
+        record.state = v1::CLUSTER_STATE_PENDING;
+        record.key_mode = spec.key_mode;
+        record.vni = *vni;
+        record.name_prefix = spec.name_prefix;
+        record.slots = spec.slots;
+        record.image = spec.image;
+        record.image_mount = spec.image_mount;
+        record.created_unix_ms = record.changed_unix_ms = now_unix_ms();
+
+        std::optional<std::array<std::uint8_t, 32>> seed;
+        if (policy.hold_ca && spec.key_mode == v1::KEY_MODE_CA) {
+            auto ca = SshCa::generate();
+            if (!ca) {
+                return ca.error();
+            }
+            seed = ca->private_seed();
+        }
+        SQLite::Statement insert(
+            db,
+            "INSERT INTO clusters (id, owner, state, key_mode, vni, name_prefix, slots, image, "
+            "image_mount, ca_seed, created_unix_ms, changed_unix_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        insert.bind(1, record.id);
+        insert.bind(2, record.owner);
+        insert.bind(3, static_cast<int>(record.state));
+        insert.bind(4, static_cast<int>(record.key_mode));
+        insert.bind(5, static_cast<std::int64_t>(*record.vni));
+        insert.bind(6, record.name_prefix);
+        insert.bind(7, static_cast<std::int64_t>(record.slots));
+        insert.bind(8, record.image);
+        insert.bind(9, record.image_mount);
+        if (seed) {
+            insert.bind(10, seed->data(), static_cast<int>(seed->size()));
+        } else {
+            insert.bind(10);
+        }
+        insert.bind(11, record.created_unix_ms);
+        insert.bind(12, record.changed_unix_ms);
+        insert.exec();
+
+        for (const auto& site : spec.sites) {
+            std::optional<Cidr> chosen;
+            if (policy.pool == nullptr) {
+                auto given = Cidr::parse(site.block());
+                if (!given) {
+                    return Error{fmt::format("site {} has no block", site.site())};
+                }
+                chosen = *given;
+            } else {
+                auto live = store_detail::live_leases(db);
+                if (!live) {
+                    return live.error();
+                }
+                std::vector<Lease> leases;
+                for (const auto& lease : *live) {
+                    leases.push_back(lease.lease);
+                }
+                if (!site.block().empty()) {
+                    chosen = *Cidr::parse(site.block());
+                    if (auto ok = policy.pool->check_explicit(*chosen, leases); !ok) {
+                        return Error{fmt::format("site {}: {}", site.site(), ok.error().message)};
+                    }
+                } else {
+                    auto prefix = prefix_for_nodes(site.nodes(), policy.pool->family());
+                    if (!prefix) {
+                        return prefix.error();
+                    }
+                    auto allocated = policy.pool->allocate(*prefix, leases);
+                    if (!allocated) {
+                        return Error{fmt::format("site {} ({} nodes): {}", site.site(),
+                                                 site.nodes(), allocated.error().message)};
+                    }
+                    chosen = *allocated;
+                }
+                store_detail::insert_lease(db, *chosen, *policy.pool->pool_of(*chosen), spec.owner,
+                                           record.id);
+            }
+            SQLite::Statement add_site(
+                db, "INSERT INTO sites (cluster, site, nodes, block) VALUES (?, ?, ?, ?)");
+            add_site.bind(1, record.id);
+            add_site.bind(2, site.site());
+            add_site.bind(3, static_cast<std::int64_t>(site.nodes()));
+            const Cidr block = *chosen;
+            add_site.bind(4, block.to_string());
+            add_site.exec();
+            SQLite::Statement add_node(
+                db, "INSERT INTO nodes (cluster, site, ordinal, state) VALUES (?, ?, ?, ?)");
+            for (std::uint32_t ordinal = 1; ordinal <= site.nodes(); ++ordinal) {
+                add_node.bind(1, record.id);
+                add_node.bind(2, site.site());
+                add_node.bind(3, static_cast<std::int64_t>(ordinal));
+                add_node.bind(4, static_cast<int>(v1::PILOT_STATE_NEW));
+                add_node.exec();
+                add_node.reset();
+            }
+            record.sites.push_back({site.site(), site.nodes(), block});
+        }
+        std::sort(record.sites.begin(), record.sites.end(),
+                  [](const SiteRecord& a, const SiteRecord& b) { return a.site < b.site; });
+        return record;
+    });
+}
+
+Result<std::optional<ClusterRecord>> ClusterStore::find(std::string_view id) {
+    return guarded("cannot read a cluster", store_.path(),
+                   [&]() -> Result<std::optional<ClusterRecord>> {
+                       SQLite::Statement query(store_.database(),
+                                               std::string(kClusterColumns) + " WHERE id = ?");
+                       query.bind(1, std::string(id));
+                       auto clusters = read_clusters(store_.database(), query);
+                       if (!clusters) {
+                           return clusters.error();
+                       }
+                       if (clusters->empty()) {
+                           return std::optional<ClusterRecord>{};
+                       }
+                       return std::optional<ClusterRecord>{std::move(clusters->front())};
+                   });
+}
+
+Result<std::vector<ClusterRecord>> ClusterStore::list(std::string_view owner,
+                                                      bool include_released) {
+    return guarded("cannot list clusters", store_.path(),
+                   [&]() -> Result<std::vector<ClusterRecord>> {
+                       std::string sql = std::string(kClusterColumns) +
+                                         " WHERE (?1 = '' OR owner = ?1) AND (?2 OR state <> ?3)"
+                                         " ORDER BY created_unix_ms, id";
+                       SQLite::Statement query(store_.database(), sql);
+                       query.bind(1, std::string(owner));
+                       query.bind(2, include_released ? 1 : 0);
+                       query.bind(3, static_cast<int>(v1::CLUSTER_STATE_RELEASED));
+                       return read_clusters(store_.database(), query);
+                   });
+}
+
+Result<std::vector<ClusterRecord>> ClusterStore::in_states(
+    const std::vector<v1::ClusterState>& states) {
+    return guarded("cannot list clusters", store_.path(),
+                   [&]() -> Result<std::vector<ClusterRecord>> {
+                       std::string sql = std::string(kClusterColumns) + " WHERE state IN (";
+                       for (std::size_t i = 0; i < states.size(); ++i) {
+                           sql += fmt::format("{}{}", i ? "," : "", static_cast<int>(states[i]));
+                       }
+                       sql += ") ORDER BY created_unix_ms, id";
+                       SQLite::Statement query(store_.database(), sql);
+                       return read_clusters(store_.database(), query);
+                   });
+}
+
+namespace {
+
+constexpr const char* kNodeColumns =
+    "SELECT site, ordinal, host, job, underlay, host_key, user_key, host_certificate, "
+    "user_certificate, state, reason FROM nodes";
+
+NodeRecord read_node_row(SQLite::Statement& row) {
+    NodeRecord node;
+    node.site = row.getColumn(0).getString();
+    node.ordinal = static_cast<std::uint32_t>(row.getColumn(1).getInt64());
+    node.host = row.getColumn(2).getString();
+    node.job = row.getColumn(3).getString();
+    node.underlay = row.getColumn(4).getString();
+    node.host_key = row.getColumn(5).getString();
+    node.user_key = row.getColumn(6).getString();
+    node.host_certificate = row.getColumn(7).getString();
+    node.user_certificate = row.getColumn(8).getString();
+    node.state = static_cast<v1::PilotState>(row.getColumn(9).getInt());
+    node.reason = row.getColumn(10).getString();
+    return node;
+}
+
+}  // namespace
+
+Result<std::vector<NodeRecord>> ClusterStore::nodes(std::string_view id) {
+    return guarded("cannot read the nodes", store_.path(),
+                   [&]() -> Result<std::vector<NodeRecord>> {
+                       SQLite::Statement query(
+                           store_.database(),
+                           std::string(kNodeColumns) + " WHERE cluster = ? ORDER BY site, ordinal");
+                       query.bind(1, std::string(id));
+                       std::vector<NodeRecord> nodes;
+                       while (query.executeStep()) {
+                           nodes.push_back(read_node_row(query));
+                       }
+                       return nodes;
+                   });
+}
+
+Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view host,
+                                        std::string_view job, std::string_view underlay) {
+    return guarded("cannot attach the pilot", store_.path(), [&]() -> Result<NodeRecord> {
+        SQLite::Database& db = store_.database();
+        SQLite::Statement mine(
+            db, std::string(kNodeColumns) + " WHERE cluster = ? AND host = ? AND job = ?");
+        mine.bind(1, std::string(id));
+        mine.bind(2, std::string(host));
+        mine.bind(3, std::string(job));
+        NodeRecord node;
+        if (mine.executeStep()) {
+            node = read_node_row(mine);
+        } else {
+            SQLite::Statement free_node(
+                db, std::string(kNodeColumns) +
+                        " WHERE cluster = ? AND host = '' ORDER BY site, ordinal LIMIT 1");
+            free_node.bind(1, std::string(id));
+            if (!free_node.executeStep()) {
+                return Error{fmt::format(
+                    "every node of cluster {} is already held by a pilot; {} (job {}) is one "
+                    "too many",
+                    id, host, job)};
+            }
+            node = read_node_row(free_node);
+            node.host = host;
+            node.job = job;
+        }
+        node.underlay = underlay;
+        if (auto ok = update_node(id, node); !ok) {
+            return ok.error();
+        }
+        return node;
+    });
+}
+
+Status ClusterStore::update_node(std::string_view id, const NodeRecord& node) {
+    return guarded("cannot update a node", store_.path(), [&]() -> Status {
+        SQLite::Statement update(
+            store_.database(),
+            "UPDATE nodes SET host = ?, job = ?, underlay = ?, host_key = ?, user_key = ?, "
+            "host_certificate = ?, user_certificate = ?, state = ?, reason = ? "
+            "WHERE cluster = ? AND site = ? AND ordinal = ?");
+        update.bind(1, node.host);
+        update.bind(2, node.job);
+        update.bind(3, node.underlay);
+        update.bind(4, node.host_key);
+        update.bind(5, node.user_key);
+        update.bind(6, node.host_certificate);
+        update.bind(7, node.user_certificate);
+        update.bind(8, static_cast<int>(node.state));
+        update.bind(9, node.reason);
+        update.bind(10, std::string(id));
+        update.bind(11, node.site);
+        update.bind(12, static_cast<std::int64_t>(node.ordinal));
+        if (update.exec() != 1) {
+            return Error{
+                fmt::format("cluster {} has no node {} of site {}", id, node.ordinal, node.site)};
+        }
+        return {};
+    });
+}
+
+Status ClusterStore::set_state(std::string_view id, v1::ClusterState state, std::string_view reason,
+                               std::int64_t release_by_ms) {
+    return guarded("cannot change a cluster's state", store_.path(), [&]() -> Status {
+        SQLite::Statement update(store_.database(),
+                                 "UPDATE clusters SET state = ?, reason = ?, changed_unix_ms = ?, "
+                                 "release_by_ms = ? WHERE id = ?");
+        update.bind(1, static_cast<int>(state));
+        update.bind(2, std::string(reason));
+        update.bind(3, now_unix_ms());
+        update.bind(4, release_by_ms);
+        update.bind(5, std::string(id));
+        if (update.exec() != 1) {
+            return Error{fmt::format("there is no cluster {}", id)};
+        }
+        return {};
+    });
+}
+
+Status ClusterStore::finish_release(std::string_view id) {
+    return guarded("cannot release a cluster", store_.path(), [&]() -> Status {
+        SQLite::Database& db = store_.database();
+        for (const char* sql :
+             {"DELETE FROM leases WHERE cluster = ?", "DELETE FROM sites WHERE cluster = ?"}) {
+            SQLite::Statement remove(db, sql);
+            remove.bind(1, std::string(id));
+            remove.exec();
+        }
+        SQLite::Statement update(db,
+                                 "UPDATE clusters SET state = ?, vni = NULL, ca_seed = NULL, "
+                                 "changed_unix_ms = ?, release_by_ms = 0 WHERE id = ?");
+        update.bind(1, static_cast<int>(v1::CLUSTER_STATE_RELEASED));
+        update.bind(2, now_unix_ms());
+        update.bind(3, std::string(id));
+        if (update.exec() != 1) {
+            return Error{fmt::format("there is no cluster {}", id)};
+        }
+        return {};
+    });
+}
+
+Result<std::optional<std::array<std::uint8_t, 32>>> ClusterStore::ca_seed(std::string_view id) {
+    using Seed = std::optional<std::array<std::uint8_t, 32>>;
+    return guarded("cannot read the cluster's CA", store_.path(), [&]() -> Result<Seed> {
+        SQLite::Statement query(store_.database(), "SELECT ca_seed FROM clusters WHERE id = ?");
+        query.bind(1, std::string(id));
+        if (!query.executeStep() || query.getColumn(0).isNull()) {
+            return Seed{};
+        }
+        const auto column = query.getColumn(0);
+        if (column.getBytes() != 32) {
+            return Error{fmt::format("cluster {}: the stored CA key is damaged", id)};
+        }
+        std::array<std::uint8_t, 32> seed{};
+        std::copy_n(static_cast<const std::uint8_t*>(column.getBlob()), 32, seed.begin());
+        return Seed{seed};
+    });
+}
+
+Status ClusterStore::prune_released(std::int64_t before_unix_ms) {
+    return guarded("cannot prune released clusters", store_.path(), [&]() -> Status {
+        SQLite::Statement remove(store_.database(),
+                                 "DELETE FROM clusters WHERE state = ? AND changed_unix_ms < ?");
+        remove.bind(1, static_cast<int>(v1::CLUSTER_STATE_RELEASED));
+        remove.bind(2, before_unix_ms);
+        remove.exec();
+        return {};
+    });
+}
+
+}  // namespace vcpilot::coordinator

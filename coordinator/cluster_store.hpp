@@ -1,0 +1,127 @@
+// The coordinators' record of virtual clusters: a cluster, the blocks of its sites and its
+// nodes, kept in the lease store's database so that a cluster and its leases change together.
+//
+// Nothing here opens a transaction: the caller (the coordinator's single writer) holds one write
+// transaction per batch of requests and a savepoint per request, so a batch is one fsync and a
+// refused request changes nothing. Every method reports failures, SQLite's included, as values.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/ip.hpp"
+#include "common/ipam.hpp"
+#include "common/result.hpp"
+#include "common/store.hpp"
+#include "vcpilot/v1/coordinator.pb.h"
+
+namespace vcpilot::coordinator {
+
+struct SiteRecord {
+    std::string site;
+    std::uint32_t nodes = 0;
+    Cidr block;
+};
+
+struct ClusterRecord {
+    std::string id;
+    std::string owner;
+    v1::ClusterState state = v1::CLUSTER_STATE_PENDING;
+    std::string reason;
+    v1::KeyMode key_mode = v1::KEY_MODE_CA;
+    std::optional<std::uint32_t> vni;  // none once released
+    std::string name_prefix;
+    std::uint32_t slots = 1;
+    std::string image;
+    std::string image_mount;
+    std::vector<SiteRecord> sites;
+    std::int64_t created_unix_ms = 0;
+    std::int64_t changed_unix_ms = 0;
+    std::int64_t release_by_ms = 0;
+
+    std::uint32_t node_count() const;
+};
+
+struct NodeRecord {
+    std::string site;
+    std::uint32_t ordinal = 0;
+    std::string host;  // the pilot holding this node: physical host and job; empty = free
+    std::string job;
+    std::string underlay;
+    std::string host_key;
+    std::string user_key;
+    std::string host_certificate;
+    std::string user_certificate;
+    v1::PilotState state = v1::PILOT_STATE_NEW;
+    std::string reason;
+};
+
+// A validated request to create a cluster.
+struct ClusterSpec {
+    std::string owner;
+    std::vector<v1::SiteRequest> sites;
+    v1::KeyMode key_mode = v1::KEY_MODE_CA;
+    std::string name_prefix = "vc";
+    std::uint32_t slots = 1;
+    std::string image;
+    std::string image_mount;
+};
+
+// Where a coordinator takes a new cluster's resources from.
+struct CreatePolicy {
+    const AddressPool* pool = nullptr;  // blocks are leased from here
+    std::uint32_t vni_first = 1;        // VNIs are the lowest free in [first, last]
+    std::uint32_t vni_last = 16777215;
+    bool hold_ca = false;  // generate and keep the cluster's CA key here
+};
+
+// Checks a CreateClusterRequest's fields (not whether the sites exist, which only the
+// coordinator knows) and returns the spec; the error names the field.
+Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std::string owner);
+
+// The virtual hostname of node `ordinal` of `site`, and its address.
+std::string node_name(std::string_view prefix, std::string_view site, std::uint32_t ordinal);
+Result<IpAddress> node_address(const Cidr& block, std::uint32_t ordinal);
+
+class ClusterStore {
+  public:
+    explicit ClusterStore(LeaseStore store) : store_(std::move(store)) {}
+
+    LeaseStore& leases() noexcept { return store_; }
+
+    // Creates the cluster: id, VNI, one leased block per site (explicit or sized to its nodes),
+    // node rows, and the CA key if the policy says so. Refuses overlapping explicit blocks, a
+    // pool too small, no free VNI.
+    Result<ClusterRecord> create(const ClusterSpec& spec, const CreatePolicy& policy);
+
+    Result<std::optional<ClusterRecord>> find(std::string_view id);
+    // Clusters of `owner` (every owner's when empty), released ones only if asked, oldest first.
+    Result<std::vector<ClusterRecord>> list(std::string_view owner, bool include_released);
+    // Clusters in one of `states`.
+    Result<std::vector<ClusterRecord>> in_states(const std::vector<v1::ClusterState>& states);
+    Result<std::vector<NodeRecord>> nodes(std::string_view id);
+
+    // Gives the pilot (host, job) a node of the cluster: the one it already holds, else the
+    // lowest free ordinal. Refuses when every node is taken.
+    Result<NodeRecord> attach(std::string_view id, std::string_view host, std::string_view job,
+                              std::string_view underlay);
+    // Writes every field of `node` but its site and ordinal.
+    Status update_node(std::string_view id, const NodeRecord& node);
+    Status set_state(std::string_view id, v1::ClusterState state, std::string_view reason,
+                     std::int64_t release_by_ms = 0);
+    // Frees the cluster's leases and VNI, forgets its nodes; the cluster stays, RELEASED.
+    Status finish_release(std::string_view id);
+    // The cluster CA's private key seed, when this coordinator holds it.
+    Result<std::optional<std::array<std::uint8_t, 32>>> ca_seed(std::string_view id);
+    // Forgets released clusters changed before `before_unix_ms`.
+    Status prune_released(std::int64_t before_unix_ms);
+
+  private:
+    LeaseStore store_;
+};
+
+}  // namespace vcpilot::coordinator

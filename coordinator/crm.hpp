@@ -1,0 +1,55 @@
+// vc-crmd's engine: the Crm service of one site (see proto/vcpilot/v1/coordinator.proto).
+//
+// One writer thread owns the store and every decision. gRPC reactors only authenticate, parse
+// and post work to it; the writer applies a batch of work items in one transaction (a savepoint
+// each, so a refused item changes nothing), commits once, and only then answers callers and
+// sends commands to pilots. A reply or a command therefore never announces anything the store
+// does not already hold, and a burst of pilot reports costs one fsync, not one each.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/ipam.hpp"
+#include "common/result.hpp"
+#include "coordinator/cluster_store.hpp"
+#include "vcpilot/v1/coordinator.grpc.pb.h"
+
+namespace vcpilot::coordinator {
+
+struct CrmOptions {
+    std::string site;                 // this site's name
+    std::optional<AddressPool> pool;  // the site's own range (a site without a GRC)
+    std::uint32_t vni_first = 1;
+    std::uint32_t vni_last = 16777215;
+    std::string munge_socket;  // empty = libmunge's default
+    // Pilots attaching over TCP must come from an address their host name resolves to.
+    bool check_pilot_address = true;
+    // How long a release waits for pilots to confirm they stopped before it frees the blocks.
+    std::chrono::milliseconds release_timeout{30000};
+    // Certificates are valid from a little before their signing (clock skew between nodes)
+    // until this long after.
+    std::chrono::hours certificate_lifetime{24 * 30};
+};
+
+class CrmServer {
+  public:
+    // Takes the store, reconciles it (resumes releases that were under way) and starts the
+    // writer thread. The service is then ready to register with a grpc::ServerBuilder.
+    static Result<std::unique_ptr<CrmServer>> start(CrmOptions options, ClusterStore store);
+    ~CrmServer();
+
+    grpc::Service* service();
+    // Ends every stream and stops the writer; call after the grpc::Server has shut down.
+    void stop();
+
+    struct Impl;
+
+  private:
+    explicit CrmServer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+    std::unique_ptr<grpc::Service> service_;
+};
+
+}  // namespace vcpilot::coordinator

@@ -1,0 +1,457 @@
+// The CRM as its clients see it: a real vc-crmd engine behind a real gRPC server on a unix
+// socket, a private munged, vcctl's client code and simulated pilots.
+#include "coordinator/crm.hpp"
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <set>
+
+#include "common/sshcert.hpp"
+#include "coordinator/auth.hpp"
+#include "coordinator/client.hpp"
+#include "coordinator/sim_pilot.hpp"
+#include "literals.hpp"
+#include "temp_dir.hpp"
+#include "test_munged.hpp"
+
+namespace vcpilot::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+constexpr uid_t kNobody = 65534;
+
+class CrmTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (!TestMunged::available()) {
+            GTEST_SKIP() << "needs root and munged (scripts/install-deps.sh installs it)";
+        }
+        munged_ = std::make_unique<TestMunged>();
+        start();
+    }
+    void TearDown() override { stop(); }
+
+    void start() {
+        CrmOptions options;
+        options.site = "a";
+        options.pool = pool_of({cidr("10.20.0.0/24")});
+        options.vni_first = 100;
+        options.vni_last = 199;
+        options.munge_socket = munged_->socket();
+        options.release_timeout = release_timeout_;
+        auto store = LeaseStore::open(dir_.path() / "state.db").value();
+        crm_ = CrmServer::start(std::move(options), ClusterStore(std::move(store))).value();
+        grpc::ServerBuilder builder;
+        builder.AddListeningPort(target(), grpc::InsecureServerCredentials());
+        builder.RegisterService(crm_->service());
+        builder.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+        server_ = builder.BuildAndStart();
+        ASSERT_TRUE(server_);
+    }
+    void stop() {
+        if (server_) {
+            server_->Shutdown(std::chrono::system_clock::now() + 1s);
+            server_.reset();
+        }
+        crm_.reset();
+    }
+
+    std::string target() const { return "unix:" + (dir_.path() / "crm.sock").string(); }
+    CrmClient client() const { return CrmClient::connect({target(), munged_->socket()}).value(); }
+
+    v1::Cluster create(std::uint32_t nodes, v1::KeyMode mode = v1::KEY_MODE_CA) {
+        v1::CreateClusterRequest request;
+        auto* site = request.add_sites();
+        site->set_site("a");
+        site->set_nodes(nodes);
+        request.set_key_mode(mode);
+        auto c = client();
+        v1::Cluster cluster;
+        auto context = c.context("CreateCluster").value();
+        const auto status = c.stub().CreateCluster(context.get(), request, &cluster);
+        EXPECT_TRUE(status.ok()) << status.error_message();
+        return cluster;
+    }
+
+    grpc::Status get(const std::string& id, v1::Cluster* cluster) {
+        auto c = client();
+        v1::ClusterRef ref;
+        ref.set_id(id);
+        auto context = c.context("GetCluster").value();
+        return c.stub().GetCluster(context.get(), ref, cluster);
+    }
+
+    grpc::Status release(const std::string& id, v1::Cluster* cluster) {
+        auto c = client();
+        v1::ClusterRef ref;
+        ref.set_id(id);
+        auto context = c.context("ReleaseCluster").value();
+        return c.stub().ReleaseCluster(context.get(), ref, cluster);
+    }
+
+    // Waits (bounded) until the cluster is in `state`.
+    v1::Cluster wait_for(const std::string& id, v1::ClusterState state) {
+        v1::Cluster cluster;
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (get(id, &cluster).ok() && cluster.state() == state) {
+                break;
+            }
+            std::this_thread::sleep_for(5ms);
+        }
+        return cluster;
+    }
+
+    std::vector<SimPilotSpec> pilots(const std::string& cluster, std::size_t count,
+                                     std::size_t first = 1) {
+        std::vector<SimPilotSpec> specs;
+        for (std::size_t i = first; i < first + count; ++i) {
+            SimPilotSpec spec;
+            spec.cluster = cluster;
+            spec.host = "node" + std::to_string(i);
+            spec.underlay = "172.16.1." + std::to_string(10 + i);
+            spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", cluster,
+                                                       spec.host, spec.job),
+                                           munged_->socket())
+                                  .value();
+            spec.host_key = SshCa::generate().value().public_key_line("host");
+            spec.user_key = SshCa::generate().value().public_key_line("user");
+            specs.push_back(std::move(spec));
+        }
+        return specs;
+    }
+
+    std::unique_ptr<SimPilotFleet> fleet(std::vector<SimPilotSpec> specs) {
+        auto out = std::make_unique<SimPilotFleet>(separate_channels(target(), specs.size()),
+                                                   std::move(specs));
+        out->start();
+        return out;
+    }
+
+    std::chrono::milliseconds release_timeout_ = 5s;
+    TempDir dir_;
+    std::unique_ptr<TestMunged> munged_;
+    std::unique_ptr<CrmServer> crm_;
+    std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_F(CrmTest, PilotsGetSetupThenTheViewAndTheClusterBecomesReady) {
+    const auto cluster = create(3);
+    EXPECT_EQ(cluster.state(), v1::CLUSTER_STATE_PENDING);
+    EXPECT_EQ(cluster.vni(), 100U);
+    auto pilots_ = fleet(pilots(cluster.id(), 3));
+    ASSERT_EQ(pilots_->wait_ready(3, 10s), 3U);
+    const auto ready = wait_for(cluster.id(), v1::CLUSTER_STATE_READY);
+    ASSERT_EQ(ready.state(), v1::CLUSTER_STATE_READY);
+    ASSERT_EQ(ready.nodes_size(), 3);
+    EXPECT_EQ(ready.sites(0).ready(), 3U);
+
+    // Ordinals go in the order pilots attach; find node 1's pilot.
+    std::set<std::string> names;
+    std::size_t one = 0;
+    for (std::size_t i = 0; i < 3; ++i) {
+        names.insert(pilots_->outcome(i).setup.node_name());
+        if (pilots_->outcome(i).setup.node_name() == "vc-a-1") {
+            one = i;
+        }
+    }
+    EXPECT_THAT(names, ::testing::ElementsAre("vc-a-1", "vc-a-2", "vc-a-3"));
+    const auto first = pilots_->outcome(one);
+    EXPECT_EQ(first.setup.address(), "10.20.0.1/29");  // 3 nodes need a /29
+    EXPECT_EQ(first.setup.vxlan().vni(), 100U);
+    EXPECT_EQ(first.setup.vxlan().local_address(), "172.16.1." + std::to_string(11 + one));
+    EXPECT_EQ(first.setup.user(), "root");
+    // The view: one site, underlays packed in ordinal order, a CA and this node's certificates.
+    ASSERT_EQ(first.view.sites_size(), 1);
+    EXPECT_EQ(first.view.sites(0).block(), "10.20.0.0/29");
+    EXPECT_EQ(first.view.sites(0).underlay().size(), 12U);
+    EXPECT_EQ(first.view.sites(0).host_keys_size(), 0);
+    EXPECT_THAT(first.view.ca_key(), HasSubstr("ssh-ed25519 "));
+    EXPECT_THAT(first.view.host_certificate(), HasSubstr("ssh-ed25519-cert-v01@openssh.com "));
+    EXPECT_NE(first.view.host_certificate(),
+              pilots_->outcome((one + 1) % 3).view.host_certificate());
+    EXPECT_EQ(first.view.ca_key(), pilots_->outcome((one + 2) % 3).view.ca_key());
+}
+
+TEST_F(CrmTest, ExchangeModeSendsEveryKeyAndNoCa) {
+    const auto cluster = create(2, v1::KEY_MODE_EXCHANGE);
+    auto specs = pilots(cluster.id(), 2);
+    const std::string second_host_key = specs[1].host_key;
+    auto pilots_ = fleet(std::move(specs));
+    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    const auto view = pilots_->outcome(0).view;
+    EXPECT_TRUE(view.ca_key().empty());
+    EXPECT_TRUE(view.host_certificate().empty());
+    ASSERT_EQ(view.sites(0).host_keys_size(), 2);
+    // In ordinal order, which follows the order the pilots attached in.
+    EXPECT_THAT(view.sites(0).host_keys(), ::testing::Contains(second_host_key));
+    EXPECT_EQ(view.sites(0).user_keys_size(), 2);
+}
+
+TEST_F(CrmTest, ReleaseStopsThePilotsAndFreesTheBlock) {
+    const auto cluster = create(2);
+    auto pilots_ = fleet(pilots(cluster.id(), 2));
+    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    v1::Cluster released;
+    ASSERT_TRUE(release(cluster.id(), &released).ok());
+    ASSERT_TRUE(pilots_->wait_done(10s));
+    EXPECT_TRUE(pilots_->outcome(0).got_shutdown);
+    EXPECT_TRUE(pilots_->outcome(1).got_shutdown);
+    EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
+    // The block and VNI are free again.
+    const auto next = create(2);
+    EXPECT_EQ(next.sites(0).block(), cluster.sites(0).block());
+    EXPECT_EQ(next.vni(), cluster.vni());
+}
+
+TEST_F(CrmTest, ReleaseWithoutPilotsIsImmediate) {
+    const auto cluster = create(4);
+    v1::Cluster released;
+    ASSERT_TRUE(release(cluster.id(), &released).ok());
+    EXPECT_EQ(released.state(), v1::CLUSTER_STATE_RELEASED);
+}
+
+TEST_F(CrmTest, AFailingPilotFailsTheClusterWithItsReason) {
+    const auto cluster = create(2);
+    auto specs = pilots(cluster.id(), 2);
+    specs[1].state_after_view = v1::PILOT_STATE_FAILED;
+    specs[1].failure_reason = "sshd would not start";
+    auto pilots_ = fleet(std::move(specs));
+    pilots_->wait_ready(2, 10s);
+    const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
+    EXPECT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
+    EXPECT_THAT(failed.reason(), AllOf(HasSubstr("node vc-a-"), HasSubstr("sshd would not start")));
+}
+
+TEST_F(CrmTest, PilotsAreRefusedWithoutTheRightCredential) {
+    const auto cluster = create(2);
+    auto specs = pilots(cluster.id(), 4);
+    specs[0].credential = "";  // none
+    specs[1].credential = munged_->credential_as(
+        kNobody, "vcpilot-attach\n" + cluster.id() + "\nnode2\n1");  // not root
+    specs[2].credential = munge_encode("vcpilot-attach\nvc-other\nnode3\n1",
+                                       munged_->socket())
+                              .value();      // another cluster
+    specs[3].credential = "MUNGE:garbage:";  // malformed
+    auto pilots_ = fleet(std::move(specs));
+    ASSERT_TRUE(pilots_->wait_done(10s));
+    for (std::size_t i = 0; i < 4; ++i) {
+        const auto outcome = pilots_->outcome(i);
+        EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << i;
+        EXPECT_FALSE(outcome.got_setup) << i;
+    }
+    EXPECT_THAT(pilots_->outcome(1).final_status.error_message(), HasSubstr("not root"));
+    // Nothing changed: no node is held.
+    v1::Cluster after;
+    ASSERT_TRUE(get(cluster.id(), &after).ok());
+    for (const auto& node : after.nodes()) {
+        EXPECT_TRUE(node.host().empty());
+    }
+}
+
+TEST_F(CrmTest, AnExtraPilotOrAnUnknownClusterIsRefused) {
+    const auto cluster = create(1);
+    auto specs = pilots(cluster.id(), 2);
+    auto stray = pilots("vc-00000000", 1, 7);
+    specs.push_back(stray[0]);
+    auto pilots_ = fleet(std::move(specs));
+    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
+    // Which of the first two gets the one node depends on who attaches first.
+    const std::size_t winner = pilots_->outcome(0).got_view ? 0 : 1;
+    const std::size_t loser = 1 - winner;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while ((!pilots_->outcome(loser).done || !pilots_->outcome(2).done) &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(5ms);
+    }
+    EXPECT_EQ(pilots_->outcome(loser).final_status.error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(pilots_->outcome(loser).final_status.error_message(), HasSubstr("one too many"));
+    EXPECT_FALSE(pilots_->outcome(loser).got_setup);
+    EXPECT_THAT(pilots_->outcome(2).final_status.error_message(), HasSubstr("no cluster"));
+    EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
+}
+
+TEST_F(CrmTest, CallsWithoutOrWithTheWrongCredentialAreRefused) {
+    v1::ListClustersRequest request;
+    v1::ListClustersResponse response;
+    auto c = client();
+    {
+        grpc::ClientContext context;  // no credential at all
+        const auto status = c.stub().ListClusters(&context, request, &response);
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+        EXPECT_THAT(status.error_message(), HasSubstr("no MUNGE credential"));
+    }
+    {
+        // A credential made for another method cannot be spent here.
+        auto context = c.context("GetCluster").value();
+        const auto status = c.stub().ListClusters(context.get(), request, &response);
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    }
+    {
+        // Nor can one be spent twice.
+        const auto credential =
+            munge_encode(munge_payload_for("ListClusters"), munged_->socket()).value();
+        grpc::ClientContext first, second;
+        first.AddMetadata(kMungeMetadata, credential);
+        second.AddMetadata(kMungeMetadata, credential);
+        EXPECT_TRUE(c.stub().ListClusters(&first, request, &response).ok());
+        EXPECT_EQ(c.stub().ListClusters(&second, request, &response).error_code(),
+                  grpc::StatusCode::UNAUTHENTICATED);
+    }
+}
+
+TEST_F(CrmTest, UsersSeeAndChangeOnlyTheirOwnClusters) {
+    const auto roots = create(1);
+    auto c = client();
+    auto as_nobody = [&](const std::string& method) {
+        auto context = std::make_unique<grpc::ClientContext>();
+        context->AddMetadata(kMungeMetadata,
+                             munged_->credential_as(kNobody, munge_payload_for(method)));
+        return context;
+    };
+    v1::ClusterRef ref;
+    ref.set_id(roots.id());
+    v1::Cluster cluster;
+    auto status = c.stub().GetCluster(as_nobody("GetCluster").get(), ref, &cluster);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+    status = c.stub().ReleaseCluster(as_nobody("ReleaseCluster").get(), ref, &cluster);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+    v1::ListClustersRequest list;
+    v1::ListClustersResponse listed;
+    ASSERT_TRUE(c.stub().ListClusters(as_nobody("ListClusters").get(), list, &listed).ok());
+    EXPECT_EQ(listed.clusters_size(), 0);
+    list.set_all(true);
+    EXPECT_EQ(c.stub().ListClusters(as_nobody("ListClusters").get(), list, &listed).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+    // Root's cluster is untouched.
+    ASSERT_TRUE(get(roots.id(), &cluster).ok());
+    EXPECT_EQ(cluster.state(), v1::CLUSTER_STATE_PENDING);
+    // And nobody's own cluster is theirs: created, seen, released.
+    v1::CreateClusterRequest request;
+    request.add_sites()->set_site("a");
+    request.mutable_sites(0)->set_nodes(1);
+    ASSERT_TRUE(c.stub().CreateCluster(as_nobody("CreateCluster").get(), request, &cluster).ok());
+    EXPECT_EQ(cluster.owner(), "nobody");
+    ref.set_id(cluster.id());
+    EXPECT_TRUE(c.stub().ReleaseCluster(as_nobody("ReleaseCluster").get(), ref, &cluster).ok());
+}
+
+TEST_F(CrmTest, BadCreateRequestsChangeNothing) {
+    auto c = client();
+    auto attempt = [&](v1::CreateClusterRequest request) {
+        v1::Cluster cluster;
+        auto context = c.context("CreateCluster").value();
+        return c.stub().CreateCluster(context.get(), request, &cluster);
+    };
+    v1::CreateClusterRequest request;
+    auto* site = request.add_sites();
+    site->set_site("a");
+    site->set_nodes(0);
+    EXPECT_EQ(attempt(request).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    site->set_nodes(1000);  // more than a /24 holds
+    auto status = attempt(request);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(status.error_message(), HasSubstr("10.20.0.0/24"));
+    site->set_nodes(2);
+    site->set_site("b");
+    status = attempt(request);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("unknown site 'b'"));
+    site->set_site("a");
+    site->set_block("10.20.0.0/29");
+    ASSERT_TRUE(attempt(request).ok());
+    site->set_block("10.20.0.4/30");  // inside the first
+    status = attempt(request);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(status.error_message(), HasSubstr("overlaps"));
+    // Oversize: refused by the transport before it reaches the CRM.
+    request.set_name_prefix(std::string(5 * 1024 * 1024, 'x'));
+    EXPECT_EQ(attempt(request).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    v1::ListClustersRequest list;
+    v1::ListClustersResponse listed;
+    auto context = c.context("ListClusters").value();
+    ASSERT_TRUE(c.stub().ListClusters(context.get(), list, &listed).ok());
+    EXPECT_EQ(listed.clusters_size(), 1);
+}
+
+TEST_F(CrmTest, WatchStreamsEveryChangeUntilReleased) {
+    const auto cluster = create(2);
+    auto c = client();
+    auto context = c.context("WatchCluster", 20s).value();
+    v1::ClusterRef ref;
+    ref.set_id(cluster.id());
+    auto reader = c.stub().WatchCluster(context.get(), ref);
+    v1::Cluster seen;
+    ASSERT_TRUE(reader->Read(&seen));
+    EXPECT_EQ(seen.state(), v1::CLUSTER_STATE_PENDING);
+    auto pilots_ = fleet(pilots(cluster.id(), 2));
+    std::vector<v1::ClusterState> states;
+    bool released = false;
+    while (reader->Read(&seen)) {
+        states.push_back(seen.state());
+        if (seen.state() == v1::CLUSTER_STATE_READY && !released) {
+            v1::Cluster ignored;
+            ASSERT_TRUE(release(cluster.id(), &ignored).ok());
+            released = true;
+        }
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    ASSERT_FALSE(states.empty());
+    EXPECT_EQ(states.back(), v1::CLUSTER_STATE_RELEASED);
+    EXPECT_NE(std::find(states.begin(), states.end(), v1::CLUSTER_STATE_READY), states.end());
+}
+
+TEST_F(CrmTest, RunGoesToTheFirstNodeAndExecToEveryNode) {
+    const auto cluster = create(3);
+    auto pilots_ = fleet(pilots(cluster.id(), 3));
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
+    auto c = client();
+    for (const bool every : {false, true}) {
+        auto context = c.context(every ? "Exec" : "Run").value();
+        v1::ClusterCommandRequest request;
+        request.set_id(cluster.id());
+        request.mutable_command()->add_argv("hostname");
+        auto reader =
+            every ? c.stub().Exec(context.get(), request) : c.stub().Run(context.get(), request);
+        v1::NodeOutput output;
+        std::set<std::string> nodes;
+        int exits = 0;
+        while (reader->Read(&output)) {
+            nodes.insert(output.node());
+            exits += output.output().has_exit_status() ? 1 : 0;
+        }
+        EXPECT_TRUE(reader->Finish().ok());
+        EXPECT_EQ(exits, every ? 3 : 1);
+        EXPECT_EQ(nodes.size(), every ? 3U : 1U);
+    }
+}
+
+TEST_F(CrmTest, ARestartedCrmResumesAReleaseAndKeepsItsClusters) {
+    const auto kept = create(2);
+    const auto releasing = create(1);
+    auto pilots_ = fleet(pilots(releasing.id(), 1));
+    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
+    // Stop the CRM while the pilot has not confirmed the release yet: simulate by releasing,
+    // then stopping before the pilot's GONE arrives is racy; instead, stop with the pilot
+    // attached and release after the restart with no pilot coming back.
+    pilots_->cancel();
+    pilots_->wait_done(5s);
+    stop();
+    release_timeout_ = 300ms;
+    start();
+    v1::Cluster cluster;
+    ASSERT_TRUE(get(kept.id(), &cluster).ok());
+    EXPECT_EQ(cluster.state(), v1::CLUSTER_STATE_PENDING);
+    ASSERT_TRUE(release(releasing.id(), &cluster).ok());
+    EXPECT_EQ(wait_for(releasing.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
+}
+
+}  // namespace
+}  // namespace vcpilot::coordinator
