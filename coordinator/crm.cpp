@@ -23,6 +23,7 @@
 #include "common/text.hpp"
 #include "coordinator/auth.hpp"
 #include "coordinator/streams.hpp"
+#include "coordinator/writer.hpp"
 
 namespace vcpilot::coordinator {
 
@@ -71,19 +72,13 @@ struct CrmServer::Impl {
     const CrmOptions options;
     ClusterStore store;  // the writer thread's alone
 
-    // A unit of work for the writer. `apply` runs inside the batch's transaction, in a savepoint
-    // of its own: when it fails, its changes are rolled back and its effects dropped. `reply`
-    // runs after the batch committed (or failed to), with apply's outcome.
-    struct Work {
-        std::function<Status(std::vector<std::function<void()>>& effects)> apply;
-        std::function<void(const Status&)> reply;
-    };
-
-    std::mutex queue_mutex;
-    std::condition_variable queue_changed;
-    std::deque<Work> queue;
-    bool stopping = false;
-    std::thread writer;
+    Writer writer{store.leases().database(), store.leases().path(),
+                  WriterHooks{[this](Effects&) { expire_releases(); }, [this] { after_batch(); },
+                              [this] {
+                                  cas.clear();
+                                  dirty.clear();
+                              },
+                              [this] { return next_release_deadline(); }}};
 
     // Writer-thread state. None of it is a fact the store lacks: links and watchers are open
     // connections, deadlines and CAs are derived from stored rows.
@@ -99,45 +94,29 @@ struct CrmServer::Impl {
     std::map<std::uint64_t, Command> commands;
     std::uint64_t next_command = 1;
 
-    void post(Work work) {
-        std::unique_lock lock(queue_mutex);
-        if (stopping) {
-            lock.unlock();
-            if (work.reply) {
-                work.reply(Error{"the CRM is shutting down"});
-            }
-            return;
-        }
-        queue.push_back(std::move(work));
-        lock.unlock();
-        queue_changed.notify_one();
-    }
-
-    void run();
-    void run_batch(std::deque<Work>& batch);
+    void post(Work work) { writer.post(std::move(work)); }
+    std::optional<std::int64_t> next_release_deadline() const;
     void after_batch();
     void expire_releases();
 
     // Handlers, on the writer thread inside a transaction.
     Status hello(const std::shared_ptr<PilotLink>& link, const v1::PilotHello& hello,
-                 const std::string& underlay, std::vector<std::function<void()>>& effects);
+                 const std::string& underlay, Effects& effects);
     Status keys(const std::shared_ptr<PilotLink>& link, const v1::PilotKeys& keys,
-                std::vector<std::function<void()>>& effects);
+                Effects& effects);
     Status pilot_status(const std::shared_ptr<PilotLink>& link, const v1::PilotStatus& status,
-                        std::vector<std::function<void()>>& effects);
+                        Effects& effects);
     void pilot_output(const std::shared_ptr<PilotLink>& link, const v1::PilotCommandOutput& out,
-                      std::vector<std::function<void()>>& effects);
-    Status closed(const std::shared_ptr<PilotLink>& link,
-                  std::vector<std::function<void()>>& effects);
+                      Effects& effects);
+    Status closed(const std::shared_ptr<PilotLink>& link, Effects& effects);
     // Checks what can be checked without the store; the error names the field.
     Result<ClusterSpec> check_create(const v1::CreateClusterRequest& request,
                                      const Caller& caller) const;
     Result<ClusterRecord> create(const ClusterSpec& spec);
     Result<ClusterRecord> owned_cluster(const std::string& id, const Caller& caller);
-    Status begin_release(const ClusterRecord& cluster, std::string_view reason,
-                         std::vector<std::function<void()>>& effects);
-    Status maybe_finish_release(const std::string& id, std::vector<std::function<void()>>& effects);
-    Status send_views(const ClusterRecord& cluster, std::vector<std::function<void()>>& effects);
+    Status begin_release(const ClusterRecord& cluster, std::string_view reason, Effects& effects);
+    Status maybe_finish_release(const std::string& id, Effects& effects);
+    Status send_views(const ClusterRecord& cluster, Effects& effects);
     Result<v1::Cluster> describe(const ClusterRecord& cluster, bool with_nodes);
     Result<SshCa*> ca_of(const std::string& id);
     std::vector<std::shared_ptr<PilotLink>> links_of(const std::string& id);
@@ -293,8 +272,7 @@ Result<ClusterRecord> CrmServer::Impl::owned_cluster(const std::string& id, cons
 }
 
 Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::PilotHello& hello,
-                              const std::string& underlay,
-                              std::vector<std::function<void()>>& effects) {
+                              const std::string& underlay, Effects& effects) {
     auto found = store.find(hello.cluster_id());
     if (!found) {
         return found.error();
@@ -352,7 +330,7 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
 }
 
 Status CrmServer::Impl::keys(const std::shared_ptr<PilotLink>& link, const v1::PilotKeys& keys,
-                             std::vector<std::function<void()>>& effects) {
+                             Effects& effects) {
     if (!link->attached) {
         return Error{"keys before hello"};
     }
@@ -435,8 +413,7 @@ Status CrmServer::Impl::keys(const std::shared_ptr<PilotLink>& link, const v1::P
 
 // The barrier: every node has reported its keys. Each attached pilot that has not had the view
 // on its current stream gets it now (one that attaches later gets it when it reports its keys).
-Status CrmServer::Impl::send_views(const ClusterRecord& cluster,
-                                   std::vector<std::function<void()>>& effects) {
+Status CrmServer::Impl::send_views(const ClusterRecord& cluster, Effects& effects) {
     auto nodes = store.nodes(cluster.id);
     if (!nodes) {
         return nodes.error();
@@ -494,8 +471,7 @@ Status CrmServer::Impl::send_views(const ClusterRecord& cluster,
 }
 
 Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
-                                     const v1::PilotStatus& status,
-                                     std::vector<std::function<void()>>& effects) {
+                                     const v1::PilotStatus& status, Effects& effects) {
     if (!link->attached) {
         return Error{"status before hello"};
     }
@@ -543,8 +519,7 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
 }
 
 void CrmServer::Impl::pilot_output(const std::shared_ptr<PilotLink>& link,
-                                   const v1::PilotCommandOutput& out,
-                                   std::vector<std::function<void()>>& effects) {
+                                   const v1::PilotCommandOutput& out, Effects& effects) {
     auto command = commands.find(out.request());
     if (command == commands.end()) {
         return;
@@ -573,8 +548,7 @@ void CrmServer::Impl::pilot_output(const std::shared_ptr<PilotLink>& link,
     });
 }
 
-Status CrmServer::Impl::closed(const std::shared_ptr<PilotLink>& link,
-                               std::vector<std::function<void()>>& effects) {
+Status CrmServer::Impl::closed(const std::shared_ptr<PilotLink>& link, Effects& effects) {
     // Commands that were running on this pilot end for it.
     for (auto it = commands.begin(); it != commands.end();) {
         auto pending = it->second.pending.find(link);
@@ -631,7 +605,7 @@ Status CrmServer::Impl::closed(const std::shared_ptr<PilotLink>& link,
 }
 
 Status CrmServer::Impl::begin_release(const ClusterRecord& cluster, std::string_view reason,
-                                      std::vector<std::function<void()>>& effects) {
+                                      Effects& effects) {
     const std::int64_t deadline = now_unix_ms() + options.release_timeout.count();
     if (auto ok = store.set_state(cluster.id, v1::CLUSTER_STATE_RELEASING, reason, deadline); !ok) {
         return ok;
@@ -647,8 +621,7 @@ Status CrmServer::Impl::begin_release(const ClusterRecord& cluster, std::string_
 }
 
 // A releasing cluster is released once no pilot of it is attached any more.
-Status CrmServer::Impl::maybe_finish_release(const std::string& id,
-                                             std::vector<std::function<void()>>&) {
+Status CrmServer::Impl::maybe_finish_release(const std::string& id, Effects&) {
     if (!links_of(id).empty()) {
         return {};
     }
@@ -661,83 +634,12 @@ Status CrmServer::Impl::maybe_finish_release(const std::string& id,
     return {};
 }
 
-void CrmServer::Impl::run() {
-    for (;;) {
-        std::deque<Work> batch;
-        {
-            std::unique_lock lock(queue_mutex);
-            auto next = std::optional<std::int64_t>{};
-            for (const auto& [id, deadline] : release_deadlines) {
-                next = next ? std::min(*next, deadline) : deadline;
-            }
-            auto ready = [this] { return stopping || !queue.empty(); };
-            if (next) {
-                const auto wait =
-                    std::chrono::milliseconds(std::max<std::int64_t>(0, *next - now_unix_ms()));
-                queue_changed.wait_for(lock, wait, ready);
-            } else {
-                queue_changed.wait(lock, ready);
-            }
-            if (stopping && queue.empty()) {
-                return;
-            }
-            batch.swap(queue);
-        }
-        run_batch(batch);
+std::optional<std::int64_t> CrmServer::Impl::next_release_deadline() const {
+    std::optional<std::int64_t> next;
+    for (const auto& [id, deadline] : release_deadlines) {
+        next = next ? std::min(*next, deadline) : deadline;
     }
-}
-
-void CrmServer::Impl::run_batch(std::deque<Work>& batch) {
-    SQLite::Database& db = store.leases().database();
-    std::vector<std::function<void()>> effects;
-    std::vector<Status> outcomes(batch.size());
-    Status committed;
-    try {
-        db.exec("BEGIN IMMEDIATE");
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-            db.exec("SAVEPOINT work");
-            std::vector<std::function<void()>> own;
-            const auto dirty_before = dirty;
-            try {
-                outcomes[i] = batch[i].apply ? batch[i].apply(own) : Status{};
-            } catch (const SQLite::Exception& error) {
-                outcomes[i] =
-                    store_detail::db_error("cannot apply a change", store.leases().path(), error);
-            }
-            if (outcomes[i]) {
-                db.exec("RELEASE work");
-                std::move(own.begin(), own.end(), std::back_inserter(effects));
-            } else {
-                db.exec("ROLLBACK TO work");
-                db.exec("RELEASE work");
-                dirty = dirty_before;
-            }
-        }
-        expire_releases();
-        db.exec("COMMIT");
-    } catch (const SQLite::Exception& error) {
-        committed = store_detail::db_error("cannot commit", store.leases().path(), error);
-        spdlog::error("{}", committed.error().message);
-        try {
-            db.exec("ROLLBACK");
-        } catch (const SQLite::Exception&) {
-        }
-        effects.clear();
-        // In-memory caches may now be ahead of the store: drop what is derived.
-        cas.clear();
-    }
-    for (auto& effect : effects) {
-        effect();
-    }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (batch[i].reply) {
-            batch[i].reply(committed ? outcomes[i] : committed);
-        }
-    }
-    if (committed) {
-        after_batch();
-    }
-    dirty.clear();
+    return next;
 }
 
 // Releases whose pilots did not confirm in time end anyway: the blocks are freed, and a pilot
@@ -796,6 +698,7 @@ void CrmServer::Impl::after_batch() {
             watchers.erase(watching);
         }
     }
+    dirty.clear();
 }
 
 // ---- the service ----
@@ -1045,8 +948,7 @@ class CrmService final : public v1::Crm::CallbackService {
                                          const v1::ClusterRef* request,
                                          v1::Cluster* response) override {
         return lookup(context, "GetCluster", request->id(),
-                      [this, response](ClusterRecord& cluster,
-                                       std::vector<std::function<void()>>&) -> Status {
+                      [this, response](ClusterRecord& cluster, Effects&) -> Status {
                           auto described = crm_.describe(cluster, true);
                           if (!described) {
                               return described.error();
@@ -1061,8 +963,7 @@ class CrmService final : public v1::Crm::CallbackService {
                                              v1::Cluster* response) override {
         return lookup(
             context, "ReleaseCluster", request->id(),
-            [this, response](ClusterRecord& cluster,
-                             std::vector<std::function<void()>>& effects) -> Status {
+            [this, response](ClusterRecord& cluster, Effects& effects) -> Status {
                 if (cluster.state != v1::CLUSTER_STATE_RELEASED &&
                     cluster.state != v1::CLUSTER_STATE_RELEASING) {
                     if (auto ok = crm_.begin_release(cluster, "released by its owner", effects);
@@ -1246,8 +1147,7 @@ Result<std::unique_ptr<CrmServer>> CrmServer::start(CrmOptions options, ClusterS
     if (!releasing->empty()) {
         spdlog::info("resuming the release of {} cluster(s)", releasing->size());
     }
-    auto* raw = impl.get();
-    raw->writer = std::thread([raw] { raw->run(); });
+    impl->writer.start();
     auto server = std::unique_ptr<CrmServer>(new CrmServer(std::move(impl)));
     return server;
 }
@@ -1260,15 +1160,9 @@ grpc::Service* CrmServer::service() {
 }
 
 void CrmServer::stop() {
-    if (!impl_ || !impl_->writer.joinable()) {
-        return;
+    if (impl_) {
+        impl_->writer.stop();
     }
-    {
-        std::lock_guard lock(impl_->queue_mutex);
-        impl_->stopping = true;
-    }
-    impl_->queue_changed.notify_one();
-    impl_->writer.join();
 }
 
 }  // namespace vcpilot::coordinator
