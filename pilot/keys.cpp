@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <libssh/libssh.h>
 #include <memory>
+#include <optional>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -71,6 +73,98 @@ bool is_padded_base64(std::string_view text) {
     return std::all_of(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(data),
                        is_base64_char);
 }
+
+constexpr std::string_view kBase64Alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string encode_base64(std::string_view bytes) {
+    std::string text;
+    text.reserve((bytes.size() + 2) / 3 * 4);
+    for (std::size_t i = 0; i < bytes.size(); i += 3) {
+        const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
+        std::uint32_t group = 0;
+        for (std::size_t j = 0; j < 3; ++j) {
+            group = (group << 8) | (j < n ? static_cast<std::uint8_t>(bytes[i + j]) : 0U);
+        }
+        for (std::size_t j = 0; j < 4; ++j) {
+            text += j <= n ? kBase64Alphabet[(group >> (18 - 6 * j)) & 0x3f] : '=';
+        }
+    }
+    return text;
+}
+
+// Strict base64 as OpenSSH writes it: padded, nothing but the alphabet, and canonical (the
+// unused low bits of the last character are zero), so that one blob has exactly one spelling.
+std::optional<std::string> decode_base64(std::string_view text) {
+    if (!is_padded_base64(text)) {
+        return std::nullopt;
+    }
+    std::string bytes;
+    bytes.reserve(text.size() / 4 * 3);
+    std::uint32_t group = 0;
+    int bits = 0;
+    for (const char c : text) {
+        if (c == '=') {
+            break;
+        }
+        group = (group << 6) | static_cast<std::uint32_t>(kBase64Alphabet.find(c));
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            bytes += static_cast<char>((group >> bits) & 0xff);
+        }
+    }
+    if (encode_base64(bytes) != text) {
+        return std::nullopt;
+    }
+    return bytes;
+}
+
+// Reads the SSH wire encoding (RFC 4251 section 5) of a key or certificate blob. Any read past
+// the end fails and every later read fails too, so a parser checks ok() once at the end of a
+// group of reads.
+class WireReader {
+  public:
+    explicit WireReader(std::string_view blob) : rest_(blob) {}
+
+    std::uint32_t u32() {
+        if (!take(4)) {
+            return 0;
+        }
+        std::uint32_t value = 0;
+        for (int i = 0; i < 4; ++i) {
+            value = (value << 8) | static_cast<std::uint8_t>(taken_[static_cast<std::size_t>(i)]);
+        }
+        return value;
+    }
+    std::uint64_t u64() {
+        const std::uint64_t high = u32();
+        return (high << 32) | u32();
+    }
+    std::string_view string() {
+        const std::uint32_t length = u32();
+        return take(length) ? taken_ : std::string_view{};
+    }
+
+    bool ok() const { return ok_; }
+    bool at_end() const { return ok_ && rest_.empty(); }
+
+  private:
+    bool take(std::size_t n) {
+        if (!ok_ || rest_.size() < n) {
+            ok_ = false;
+            taken_ = {};
+            return false;
+        }
+        taken_ = rest_.substr(0, n);
+        rest_.remove_prefix(n);
+        return true;
+    }
+
+    std::string_view rest_;
+    std::string_view taken_;
+    bool ok_ = true;
+};
 
 // A file this module is creating in `dir_fd`. Until commit() it is removed again when the object
 // goes away, but only if the name still refers to the inode we created: the directory may belong
@@ -155,6 +249,69 @@ Status check_comment(std::string_view comment) {
         return Error{"key comment " + quote(comment) + " may hold only printable ASCII"};
     }
     return {};
+}
+
+// The checks every key or certificate line from the network passes before it is parsed: size,
+// no private key, printable ASCII on one line, the expected type, then its base64 field.
+Result<std::string_view> key_data_of(const std::string& prefix, std::string_view line,
+                                     std::string_view expected_type, std::string_view what) {
+    if (line.size() > kMaxPublicKeyLine) {
+        return Error{prefix + std::string(what) + " is " + std::to_string(line.size()) +
+                     " bytes, more than the limit of " + std::to_string(kMaxPublicKeyLine)};
+    }
+    if (line.empty()) {
+        return Error{prefix + std::string(what) + " is empty"};
+    }
+    // Checked before anything that could echo the input: a private key must not reach a log.
+    // "b3BlbnNzaC1rZXktdjE" is "openssh-key-v1", the body of an OpenSSH private key file.
+    if (line.find("PRIVATE KEY") != std::string_view::npos ||
+        line.find("b3BlbnNzaC1rZXktdjE") != std::string_view::npos) {
+        return Error{prefix + "this is a private key, not a " + std::string(what) +
+                     "; give the one-line contents of the .pub file (private keys never leave "
+                     "their node)"};
+    }
+    if (const auto bad = std::find_if_not(line.begin(), line.end(), is_printable_ascii);
+        bad != line.end()) {
+        return Error{prefix + std::string(what) + " must be one line of printable ASCII; byte " +
+                     std::to_string(bad - line.begin()) + " is " +
+                     quote(std::string_view(&*bad, 1))};
+    }
+    const std::string_view type = line.substr(0, line.find(' '));
+    if (type != expected_type) {
+        return Error{prefix + std::string(what) + " type " + quote(type, 40) +
+                     " is not accepted; only " + std::string(expected_type) +
+                     " is (the pilots use ed25519 keys only)"};
+    }
+    std::string_view rest = line.substr(type.size());
+    rest.remove_prefix(std::min(rest.find_first_not_of(' '), rest.size()));
+    const std::string_view data = rest.substr(0, rest.find(' '));
+    if (data.empty()) {
+        return Error{prefix + std::string(what) + " has no key data; expected '" +
+                     std::string(expected_type) + " <base64> [comment]'"};
+    }
+    if (!is_padded_base64(data)) {
+        return Error{prefix + "key data " + quote(data) + " is not valid base64"};
+    }
+    return data;
+}
+
+// The raw 32 bytes of an ed25519 public key line; nothing for anything else.
+std::optional<std::string> ed25519_key_bytes(std::string_view line) {
+    auto data = key_data_of({}, line, kKeyType, "public key");
+    if (!data) {
+        return std::nullopt;
+    }
+    const auto blob = decode_base64(*data);
+    if (!blob) {
+        return std::nullopt;
+    }
+    WireReader reader(*blob);
+    const std::string_view type = reader.string();
+    const std::string_view key = reader.string();
+    if (!reader.at_end() || type != kKeyType || key.size() != 32) {
+        return std::nullopt;
+    }
+    return std::string(key);
 }
 
 }  // namespace
@@ -242,57 +399,22 @@ Result<std::string> generate_ed25519_key(const fs::path& private_key, uid_t uid,
 
 Result<std::string> check_public_key(std::string_view field, std::string_view line) {
     const std::string prefix = std::string(field) + ": ";
-    if (line.size() > kMaxPublicKeyLine) {
-        return Error{prefix + "public key is " + std::to_string(line.size()) +
-                     " bytes, more than the limit of " + std::to_string(kMaxPublicKeyLine)};
+    auto data = key_data_of(prefix, line, kKeyType, "public key");
+    if (!data) {
+        return data.error();
     }
-    if (line.empty()) {
-        return Error{prefix + "public key is empty"};
-    }
-    // Checked before anything that could echo the input: a private key must not reach a log.
-    // "b3BlbnNzaC1rZXktdjE" is "openssh-key-v1", the body of an OpenSSH private key file.
-    if (line.find("PRIVATE KEY") != std::string_view::npos ||
-        line.find("b3BlbnNzaC1rZXktdjE") != std::string_view::npos) {
-        return Error{prefix +
-                     "this is a private key, not a public one; give the one-line contents of the "
-                     ".pub file (private keys never leave their node)"};
-    }
-    if (const auto bad = std::find_if_not(line.begin(), line.end(), is_printable_ascii);
-        bad != line.end()) {
-        return Error{prefix + "public key must be one line of printable ASCII; byte " +
-                     std::to_string(bad - line.begin()) + " is " +
-                     quote(std::string_view(&*bad, 1))};
-    }
-
-    const std::size_t type_end = line.find(' ');
-    const std::string_view type = line.substr(0, type_end);
-    if (type != kKeyType) {
-        return Error{prefix + "key type " + quote(type, 40) + " is not accepted; only " +
-                     std::string(kKeyType) + " keys are (the pilots generate ed25519 keys)"};
-    }
-    std::string_view rest = line.substr(type.size());
-    rest.remove_prefix(std::min(rest.find_first_not_of(' '), rest.size()));
-    const std::string_view data = rest.substr(0, rest.find(' '));
-    if (data.empty()) {
-        return Error{prefix + "public key has no key data; expected '" + std::string(kKeyType) +
-                     " <base64> [comment]'"};
-    }
-    if (!is_padded_base64(data)) {
-        return Error{prefix + "key data " + quote(data) + " is not valid base64"};
-    }
-
-    const std::string data_text(data);
+    const std::string data_text(*data);
     ssh_key imported = nullptr;
     if (ssh_pki_import_pubkey_base64(data_text.c_str(), SSH_KEYTYPE_ED25519, &imported) != SSH_OK ||
         imported == nullptr) {
         ssh_key_free(imported);
-        return Error{prefix + "key data " + quote(data) + " is not an " + std::string(kKeyType) +
-                     " public key (truncated or corrupted?)"};
+        return Error{prefix + "key data " + quote(data_text) + " is not an " +
+                     std::string(kKeyType) + " public key (truncated or corrupted?)"};
     }
     const SshKey key(imported);
     if (ssh_key_type(key.get()) != SSH_KEYTYPE_ED25519 || ssh_key_is_private(key.get()) != 0) {
-        return Error{prefix + "key data " + quote(data) + " is not an " + std::string(kKeyType) +
-                     " public key"};
+        return Error{prefix + "key data " + quote(data_text) + " is not an " +
+                     std::string(kKeyType) + " public key"};
     }
     // libssh reads the key from the front of the blob; the same key written back must give the
     // same text, which rules out trailing bytes and non-canonical encodings.
@@ -301,14 +423,118 @@ Result<std::string> check_public_key(std::string_view field, std::string_view li
         if (exported != nullptr) {
             ssh_string_free_char(exported);
         }
-        return Error{prefix + "libssh could not re-export key " + quote(data)};
+        return Error{prefix + "libssh could not re-export key " + quote(data_text)};
     }
     const SshString canonical(exported);
     if (data_text != canonical.get()) {
-        return Error{prefix + "key data " + quote(data) +
+        return Error{prefix + "key data " + quote(data_text) +
                      " holds extra or non-canonical bytes after the ed25519 key"};
     }
     return std::string(kKeyType) + " " + data_text;
+}
+
+Result<std::string> check_certificate(std::string_view field, std::string_view line,
+                                      const CertificateExpectation& expected) {
+    const std::string prefix = std::string(field) + ": ";
+    auto data = key_data_of(prefix, line, kCertificateType, "certificate");
+    if (!data) {
+        return data.error();
+    }
+    const auto blob = decode_base64(*data);
+    if (!blob) {
+        return Error{prefix + "certificate data " + quote(*data) + " is not valid base64"};
+    }
+    const auto malformed = [&](std::string_view what) {
+        return Error{prefix + "not a well-formed " + std::string(kCertificateType) +
+                     " certificate (" + std::string(what) + ")"};
+    };
+    WireReader reader(*blob);
+    const std::string_view type = reader.string();
+    const std::string_view nonce = reader.string();
+    const std::string_view key = reader.string();
+    const std::uint64_t serial = reader.u64();
+    const std::uint32_t role = reader.u32();
+    const std::string_view key_id = reader.string();
+    const std::string_view principals = reader.string();
+    const std::uint64_t valid_after = reader.u64();
+    const std::uint64_t valid_before = reader.u64();
+    [[maybe_unused]] const std::string_view options = reader.string();
+    [[maybe_unused]] const std::string_view extensions = reader.string();
+    [[maybe_unused]] const std::string_view reserved = reader.string();
+    const std::string_view signature_key = reader.string();
+    const std::string_view signature = reader.string();
+    static_cast<void>(serial);
+    static_cast<void>(key_id);
+    if (!reader.ok()) {
+        return malformed("truncated");
+    }
+    if (!reader.at_end()) {
+        return malformed("bytes after the signature");
+    }
+    if (type != kCertificateType) {
+        return malformed("its blob says it is a " + quote(type, 40));
+    }
+    // OpenSSH writes a 32-byte nonce; it only has to be there, and be of sane size.
+    if (nonce.empty() || nonce.size() > 256) {
+        return malformed("nonce of " + std::to_string(nonce.size()) + " bytes");
+    }
+    if (key.size() != 32) {
+        return malformed("certified key of " + std::to_string(key.size()) + " bytes, not 32");
+    }
+    if (signature.empty()) {
+        return malformed("no signature");
+    }
+    if (role != static_cast<std::uint32_t>(CertificateRole::user) &&
+        role != static_cast<std::uint32_t>(CertificateRole::host)) {
+        return malformed("unknown certificate type " + std::to_string(role));
+    }
+
+    const auto role_name = [](std::uint32_t value) {
+        return value == static_cast<std::uint32_t>(CertificateRole::host) ? "a host" : "a user";
+    };
+    if (role != static_cast<std::uint32_t>(expected.role)) {
+        return Error{prefix + "this is " + role_name(role) + " certificate; " +
+                     role_name(static_cast<std::uint32_t>(expected.role)) +
+                     " certificate is needed here"};
+    }
+    auto own_key = ed25519_key_bytes(expected.certified_key);
+    if (!own_key || key != *own_key) {
+        return Error{prefix + "certifies another key than this node's " +
+                     (expected.role == CertificateRole::host ? "host key" : "user key") +
+                     " (signed for another node or an earlier pilot?)"};
+    }
+    WireReader signer(signature_key);
+    const std::string_view signer_type = signer.string();
+    const std::string_view signer_key = signer.string();
+    if (!signer.at_end() || signer_type != kKeyType) {
+        return malformed("the signing key is not an ed25519 key");
+    }
+    auto ca_key = ed25519_key_bytes(expected.ca_key);
+    if (!ca_key || signer_key != *ca_key) {
+        return Error{prefix + "was not signed by the cluster's CA (ca_key)"};
+    }
+    bool has_principal = false;
+    WireReader names(principals);
+    while (names.ok() && !names.at_end()) {
+        const std::string_view name = names.string();
+        has_principal = has_principal || (names.ok() && name == expected.principal);
+    }
+    if (!names.ok()) {
+        return malformed("truncated list of principals");
+    }
+    if (!has_principal) {
+        return Error{prefix + "is not valid for " + quote(expected.principal) +
+                     " (not among its principals)"};
+    }
+    const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(expected.now_unix, 0));
+    if (valid_before <= valid_after) {
+        return malformed("its validity interval is empty");
+    }
+    if (valid_before <= now) {
+        return Error{prefix + "expired at " + std::to_string(valid_before) +
+                     " (seconds since the epoch; now is " + std::to_string(now) + ")"};
+    }
+    return std::string(kCertificateType) + " " + std::string(*data);
 }
 
 }  // namespace vcpilot::pilot

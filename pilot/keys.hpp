@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -53,5 +54,33 @@ Result<std::string> generate_ed25519_key(const std::filesystem::path& private_ke
 // normalised line "ssh-ed25519 <base64>" without the comment. Errors start with `field` and never
 // repeat key material (a private key pasted by mistake is named as such, not echoed).
 Result<std::string> check_public_key(std::string_view field, std::string_view line);
+
+// The only certificate type the pilots accept: an ed25519 key certified by an ed25519 CA.
+inline constexpr std::string_view kCertificateType = "ssh-ed25519-cert-v01@openssh.com";
+
+// OpenSSH's certificate types (PROTOCOL.certkeys): who the certified key proves to be.
+enum class CertificateRole : std::uint32_t { user = 1, host = 2 };
+
+// What a certificate from the network must be to be of use on this node. Key lines are
+// "ssh-ed25519 <base64>[ comment]" as check_public_key() accepts them.
+struct CertificateExpectation {
+    CertificateRole role = CertificateRole::user;
+    std::string_view certified_key;  // this node's own key that the certificate must certify
+    std::string_view ca_key;         // the key that must have signed it
+    std::string_view principal;      // a name it must be valid for (user or host name)
+    std::int64_t now_unix = 0;       // it must not have expired by then
+};
+
+// Validates an OpenSSH certificate line that came from the network,
+// "ssh-ed25519-cert-v01@openssh.com <base64>[ comment]", with the same rules for the line as
+// check_public_key(). The blob is parsed completely (PROTOCOL.certkeys: type, nonce, key,
+// serial, role, key id, principals, validity, options, extensions, reserved, signature key,
+// signature; nothing left over) and must match `expected`: the role, the certified key, the CA
+// that signed it, the principal, an unexpired validity interval. The signature itself is left to
+// ssh and sshd, which check it on every use; what is checked here are the mistakes that would
+// otherwise only show up as a refused login. Returns the normalised line
+// "ssh-ed25519-cert-v01@openssh.com <base64>" without the comment. Errors start with `field`.
+Result<std::string> check_certificate(std::string_view field, std::string_view line,
+                                      const CertificateExpectation& expected);
 
 }  // namespace vcpilot::pilot

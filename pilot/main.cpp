@@ -1,6 +1,8 @@
 // vc-pilot: the per-job, per-node NodeManager of a vcpilot virtual cluster.
 //
 //   vc-pilot serve --job ID [--node NAME] [--launcher-pid PID]   serve the job's control socket
+//                  [--cluster ID --crm ADDRESS [--munge-socket PATH] [--host NAME]
+//                   [--underlay ADDR] [--crm-timeout SECONDS]]   ... and attach to the site's CRM
 //   vc-pilot cleanup --job ID [--node NAME]                      remove all a job left behind
 #include <fcntl.h>
 #include <poll.h>
@@ -23,6 +25,7 @@
 #include <thread>
 
 #include "common/log.hpp"
+#include "pilot/agent.hpp"
 #include "pilot/namespaces.hpp"
 #include "pilot/paths.hpp"
 #include "pilot/service.hpp"
@@ -41,18 +44,50 @@ struct CommonOptions {
     std::string log_level = "info";
 };
 
-struct ServeOptions {
-    int launcher_pid = 0;
-    std::vector<std::string> image_roots;
-    int teardown_grace_ms = 3000;
-};
-
 std::string this_host() {
     char name[256] = {};
     if (::gethostname(name, sizeof name - 1) != 0) {
         return {};
     }
     return name;
+}
+
+struct ServeOptions {
+    int launcher_pid = 0;
+    std::vector<std::string> image_roots;
+    int teardown_grace_ms = 3000;
+    // The site coordinator to attach to; empty: none, the pilot is driven over its socket only.
+    std::string crm;
+    std::string cluster;
+    std::string munge_socket;
+    std::string host;
+    std::string underlay;
+    int crm_timeout_s = 60;
+};
+
+// The agent's options from the command line, checked.
+Result<AgentOptions> agent_options(const ServeOptions& options, const JobPaths& paths) {
+    if (auto ok = check_job_id("--cluster", options.cluster); !ok) {
+        return ok.error();
+    }
+    AgentOptions agent;
+    agent.target = options.crm;
+    agent.cluster_id = options.cluster;
+    agent.job_id = paths.job();
+    agent.host = options.host.empty() ? this_host() : options.host;
+    if (auto ok = check_job_id("--host", agent.host); !ok) {
+        return ok.error();
+    }
+    if (!options.underlay.empty()) {
+        auto underlay = IpAddress::parse(options.underlay);
+        if (!underlay) {
+            return Error{"--underlay: " + underlay.error().message};
+        }
+        agent.underlay_address = underlay->to_string();
+    }
+    agent.credential = munge_credentials(options.munge_socket);
+    agent.give_up_after = std::chrono::seconds(options.crm_timeout_s);
+    return agent;
 }
 
 Result<JobPaths> job_paths(const CommonOptions& options) {
@@ -141,6 +176,16 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
         spdlog::error("{}", paths.error().message);
         return 2;
     }
+    std::optional<AgentOptions> agent_settings;
+    if (!options.crm.empty()) {
+        auto settings = agent_options(options, *paths);
+        if (!settings) {
+            spdlog::error("{}", settings.error().message);
+            return 2;
+        }
+        agent_settings = std::move(*settings);
+    }
+
     if (auto pid = live_pilot_of(*paths)) {
         spdlog::error("a pilot for job {} is already running on {} (pid {})", paths->job(),
                       paths->node(), *pid);
@@ -215,6 +260,13 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     std::thread acceptor(accept_loop, *listen_fd, stop_pipe[0], server.get());
     spdlog::info("job {} on {}: listening on {}", paths->job(), paths->node(),
                  paths->socket().string());
+    // Started once the socket serves: a command from the CRM and one over the socket meet the
+    // same service, which serialises them.
+    std::unique_ptr<CrmAgent> agent;
+    if (agent_settings) {
+        agent = std::make_unique<CrmAgent>(service, std::move(*agent_settings));
+        agent->start();
+    }
 
     pollfd watched[2] = {{signal_fd, POLLIN, 0}, {launcher_fd, POLLIN, 0}};
     for (;;) {
@@ -247,6 +299,13 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
             break;
         }
     }
+    bool agent_gave_up = false;
+    if (agent) {
+        // Time for the last status (GONE) to reach the CRM before the stream is cancelled.
+        agent->stop(std::chrono::seconds(2));
+        agent_gave_up = agent->failure().has_value();
+        agent.reset();
+    }
     // Let the SHUTDOWN call that ended us get its answer.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     ::close(stop_pipe[1]);
@@ -254,7 +313,7 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     ::close(stop_pipe[0]);
     ::close(*listen_fd);
     server->Wait();
-    return service.status().state() == v1::PILOT_STATE_GONE ? 0 : 1;
+    return service.status().state() == v1::PILOT_STATE_GONE && !agent_gave_up ? 0 : 1;
 }
 
 int cleanup(const CommonOptions& common, int grace_ms) {
@@ -313,6 +372,31 @@ int main(int argc, char** argv) {
         ->add_option("--teardown-grace-ms", serve_options.teardown_grace_ms,
                      "how long job processes get between SIGTERM and SIGKILL")
         ->check(CLI::Range(0, 60000));
+    CLI::Option* crm_option = serve_command->add_option(
+        "--crm", serve_options.crm,
+        "attach to the site's CRM at this gRPC address (unix:/path or host:port)");
+    CLI::Option* cluster_option =
+        serve_command->add_option("--cluster", serve_options.cluster, "the cluster this job joins");
+    crm_option->needs(cluster_option);
+    cluster_option->needs(crm_option);
+    serve_command
+        ->add_option("--munge-socket", serve_options.munge_socket,
+                     "munged's socket for the CRM credential (default: libmunge's)")
+        ->needs(crm_option);
+    serve_command
+        ->add_option("--host", serve_options.host,
+                     "this node's name as the site knows it (default: the hostname)")
+        ->needs(crm_option);
+    serve_command
+        ->add_option("--underlay", serve_options.underlay,
+                     "this node's overlay endpoint address (default: the CRM sees it)")
+        ->needs(crm_option);
+    serve_command
+        ->add_option("--crm-timeout", serve_options.crm_timeout_s,
+                     "tear down after this many seconds in a row without a CRM")
+        ->check(CLI::Range(1, 86400))
+        ->capture_default_str()
+        ->needs(crm_option);
     CLI::App* cleanup_command =
         app.add_subcommand("cleanup", "remove every namespace, mount, process and file of a job");
     add_common(cleanup_command);

@@ -712,6 +712,75 @@ bool contains(const std::vector<Entry>& entries, const Entry& entry) {
     return std::find(entries.begin(), entries.end(), entry) != entries.end();
 }
 
+// ---- on-link routes ----
+
+// The routes set_onlink_routes() makes and manages: main table, scope link, protocol static,
+// through eth0. The kernel's prefix route for eth0's address has protocol kernel, and the
+// default route scope universe, so neither is ever mistaken for one of these.
+bool is_managed_onlink_route(rtnl_route* route, int ifindex) {
+    if (rtnl_route_get_table(route) != RT_TABLE_MAIN ||
+        rtnl_route_get_scope(route) != RT_SCOPE_LINK ||
+        rtnl_route_get_protocol(route) != RTPROT_STATIC ||
+        rtnl_route_get_type(route) != RTN_UNICAST || rtnl_route_get_nnexthops(route) != 1) {
+        return false;
+    }
+    rtnl_nexthop* hop = rtnl_route_nexthop_n(route, 0);
+    return hop != nullptr && rtnl_route_nh_get_ifindex(hop) == ifindex &&
+           rtnl_route_nh_get_gateway(hop) == nullptr;
+}
+
+std::optional<Cidr> cidr_of(const nl_addr* address) {
+    auto ip = ip_of(address);
+    if (!ip) {
+        return std::nullopt;
+    }
+    auto block = Cidr::from(*ip, static_cast<int>(nl_addr_get_prefixlen(address)));
+    return block ? std::optional<Cidr>(*block) : std::nullopt;
+}
+
+Result<std::vector<Cidr>> read_onlink_routes(RouteSocket& job, int ifindex) {
+    nl_cache* raw = nullptr;
+    auto status = job.run("list the routes of the job network namespace", [&](nl_sock* sk) {
+        return rtnl_route_alloc_cache(sk, AF_UNSPEC, 0, &raw);
+    });
+    if (!status) {
+        return status.error();
+    }
+    CachePtr cache(raw);
+    std::vector<Cidr> blocks;
+    for (nl_object* object = nl_cache_get_first(cache.get()); object != nullptr;
+         object = nl_cache_get_next(object)) {
+        auto* route = reinterpret_cast<rtnl_route*>(object);
+        if (!is_managed_onlink_route(route, ifindex)) {
+            continue;
+        }
+        if (auto block = cidr_of(rtnl_route_get_dst(route))) {
+            blocks.push_back(*block);
+        }
+    }
+    return blocks;
+}
+
+RoutePtr onlink_route_request(int ifindex, const Cidr& block) {
+    RoutePtr route(allocated(rtnl_route_alloc()));
+    NlAddrPtr destination = to_nl_addr(block.network());
+    nl_addr_set_prefixlen(destination.get(), block.prefix());
+    NexthopPtr hop(allocated(rtnl_route_nh_alloc()));
+    rtnl_route_nh_set_ifindex(hop.get(), ifindex);
+    rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+    rtnl_route_set_protocol(route.get(), RTPROT_STATIC);
+    rtnl_route_set_scope(route.get(), RT_SCOPE_LINK);
+    // Family and type are valid constants and the destination is of that family: none of these
+    // can fail.
+    (void)rtnl_route_set_family(
+        route.get(),
+        static_cast<std::uint8_t>(block.family() == IpFamily::v4 ? AF_INET : AF_INET6));
+    (void)rtnl_route_set_type(route.get(), RTN_UNICAST);
+    (void)rtnl_route_set_dst(route.get(), destination.get());
+    rtnl_route_add_nexthop(route.get(), hop.release());  // the route owns it now
+    return route;
+}
+
 }  // namespace
 
 // ---- MAC addresses ----
@@ -1012,6 +1081,69 @@ Status set_overlay_peers(int job_netns_fd, std::span<const OverlayPeer> peers) {
         }
     }
     return {};
+}
+
+Status set_onlink_routes(int job_netns_fd, std::span<const Cidr> blocks) {
+    if (auto status = check_other_namespace(job_netns_fd); !status) {
+        return status;
+    }
+    auto job = open_socket_in(job_netns_fd, "job");
+    if (!job) {
+        return job.error();
+    }
+    auto device = find_overlay_device(*job);
+    if (!device) {
+        return device.error();
+    }
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+        if (!device->addresses.empty() &&
+            blocks[i].family() != device->addresses.front().family()) {
+            return Error{fmt::format("blocks[{}]: {} is not of {}'s address family", i,
+                                     blocks[i].to_string(), kOverlayInterface)};
+        }
+    }
+    auto current = read_onlink_routes(*job, device->ifindex);
+    if (!current) {
+        return current.error();
+    }
+    for (const Cidr& block : *current) {
+        if (std::find(blocks.begin(), blocks.end(), block) != blocks.end()) {
+            continue;
+        }
+        RoutePtr request = onlink_route_request(device->ifindex, block);
+        auto status =
+            job->run(fmt::format("delete the on-link route to {} in the job network namespace",
+                                 block.to_string()),
+                     [&](nl_sock* sk) { return rtnl_route_delete(sk, request.get(), 0); });
+        if (!status && job->last_errno() != ESRCH && job->last_errno() != ENOENT) {
+            return status;
+        }
+    }
+    for (const Cidr& block : blocks) {
+        RoutePtr request = onlink_route_request(device->ifindex, block);
+        if (auto status = job->run(
+                fmt::format("add an on-link route to {} via {} in the job network namespace",
+                            block.to_string(), kOverlayInterface),
+                [&](nl_sock* sk) {
+                    return rtnl_route_add(sk, request.get(), NLM_F_CREATE | NLM_F_REPLACE);
+                });
+            !status) {
+            return status;
+        }
+    }
+    return {};
+}
+
+Result<std::vector<Cidr>> onlink_routes(int job_netns_fd) {
+    auto job = open_socket_in(job_netns_fd, "job");
+    if (!job) {
+        return job.error();
+    }
+    auto device = find_overlay_device(*job);
+    if (!device) {
+        return device.error();
+    }
+    return read_onlink_routes(*job, device->ifindex);
 }
 
 Result<OverlayForwarding> overlay_forwarding(int job_netns_fd) {

@@ -77,6 +77,17 @@ Status create_overlay(int job_netns_fd, const OverlaySpec& spec);
 // Idempotent; after a failure part way, calling it again with the same list converges.
 Status set_overlay_peers(int job_netns_fd, std::span<const OverlayPeer> peers);
 
+// Makes the on-link routes through eth0 in the job namespace exactly `blocks`: one route per
+// block in the main table, scope link, protocol static (blocks of the cluster network outside
+// eth0's own prefix, such as other sites' blocks, reached without a gateway: the overlay carries
+// them and the peers' permanent neighbour entries resolve them). Routes of blocks no longer
+// listed are removed; the prefix route of eth0's own address and the default route are not
+// touched. Every block must be of eth0's address family. Idempotent.
+Status set_onlink_routes(int job_netns_fd, std::span<const Cidr> blocks);
+
+// The blocks set_onlink_routes() has routed on eth0, in the kernel's order.
+Result<std::vector<Cidr>> onlink_routes(int job_netns_fd);
+
 // eth0's forwarding state as the kernel reports it, for tests and status reports.
 struct FdbEntry {
     MacAddress mac;      // all zeros: the flood list

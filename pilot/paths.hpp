@@ -39,6 +39,21 @@ class JobPaths {
     std::filesystem::path user_ssh_dir() const { return root_ / "home-ssh"; }
     // sshd's host key, config and pid file, root-only.
     std::filesystem::path sshd_dir() const { return root_ / "sshd"; }
+    std::filesystem::path host_key() const { return sshd_dir() / "ssh_host_ed25519_key"; }
+    // Certificate mode: the host key's certificate, where sshd and ssh-keygen look for it, and
+    // the cluster CA that sshd trusts for users.
+    std::filesystem::path host_certificate() const {
+        return sshd_dir() / "ssh_host_ed25519_key-cert.pub";
+    }
+    std::filesystem::path trusted_user_ca_keys() const {
+        return sshd_dir() / "trusted_user_ca_keys";
+    }
+    // The job user's per-job key and, in certificate mode, its certificate, which ssh loads by
+    // itself from next to the key.
+    std::filesystem::path user_key() const { return user_ssh_dir() / "id_ed25519"; }
+    std::filesystem::path user_certificate() const {
+        return user_ssh_dir() / "id_ed25519-cert.pub";
+    }
     // Files the job reads: hostfile, node list.
     std::filesystem::path job_files_dir() const { return root_ / "job"; }
 

@@ -106,6 +106,10 @@ void PilotService::set_state(v1::PilotState state, const std::string& reason) {
         status_.set_reason(reason);
         status_.set_changed_unix_ms(now_unix_ms());
         ++version_;
+        recent_changes_.push_back({version_, status_});
+        if (recent_changes_.size() > kKeptChanges) {
+            recent_changes_.pop_front();
+        }
         if (state != v1::PILOT_STATE_GONE) {
             write_state_file();
         }
@@ -129,6 +133,24 @@ void PilotService::write_state_file() const {
 v1::PilotStatus PilotService::status() const {
     std::lock_guard lock(status_mutex_);
     return status_;
+}
+
+StatusChange PilotService::current_status() const {
+    std::lock_guard lock(status_mutex_);
+    return {version_, status_};
+}
+
+std::vector<StatusChange> PilotService::changes_after(std::uint64_t version,
+                                                      std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(status_mutex_);
+    changed_.wait_for(lock, timeout, [&] { return version_ > version; });
+    std::vector<StatusChange> changes;
+    for (const StatusChange& change : recent_changes_) {
+        if (change.version > version) {
+            changes.push_back(change);
+        }
+    }
+    return changes;
 }
 
 void PilotService::reap_holder() {
@@ -207,13 +229,12 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
         return fail_setup("creating " + paths_.sshd_dir().string());
     }
     const std::string comment = plan->node_name + "." + plan->cluster_id;
-    auto host_key =
-        generate_ed25519_key(paths_.sshd_dir() / "ssh_host_ed25519_key", 0, 0, "host " + comment);
+    auto host_key = generate_ed25519_key(paths_.host_key(), 0, 0, "host " + comment);
     if (!host_key) {
         return fail_setup("generating the host key: " + host_key.error().message);
     }
-    auto user_key = generate_ed25519_key(paths_.user_ssh_dir() / "id_ed25519", plan->user.uid,
-                                         plan->user.gid, plan->user.name + "@" + comment);
+    auto user_key = generate_ed25519_key(paths_.user_key(), plan->user.uid, plan->user.gid,
+                                         plan->user.name + "@" + comment);
     if (!user_key) {
         return fail_setup("generating the user key: " + user_key.error().message);
     }
@@ -263,23 +284,42 @@ grpc::Status PilotService::GetKeys(grpc::ServerContext*, const v1::GetKeysReques
     return grpc::Status::OK;
 }
 
-Status PilotService::write_cluster_files(const std::vector<ClusterNodeView>& nodes) {
+namespace {
+
+// Removes a file the other key mode wrote; one that is not there is fine.
+Status remove_file(const fs::path& path) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        return Error{"remove " + path.string() + ": " + std::strerror(errno)};
+    }
+    return {};
+}
+
+}  // namespace
+
+Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
     const auto& user = plan_->user;
     std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
     std::string known_hosts, authorized_keys, hostfile, nodelist;
-    for (const auto& node : nodes) {
+    for (const auto& node : cluster.nodes) {
         const std::string address = node.address.to_string();
         hosts += address + "\t" + node.name + "\n";
-        known_hosts += node.name + "," + address + " " + node.host_key + "\n";
-        authorized_keys += node.user_key + "\n";
+        if (!cluster.certificates) {
+            known_hosts += node.name + "," + address + " " + node.host_key + "\n";
+            authorized_keys += node.user_key + "\n";
+        }
         hostfile += node.name + " slots=" + std::to_string(node.slots) + "\n";
         nodelist += node.name + "\n";
+    }
+    if (cluster.certificates) {
+        // One line trusts every host the CA certified. The job's ~/.ssh is its own (a per-job
+        // directory mounted over the user's), so '*' reaches no host outside the cluster.
+        known_hosts = "@cert-authority * " + cluster.certificates->ca_key + "\n";
     }
     const fs::path ssh_dir = paths_.user_ssh_dir();
     // The client configuration works whether or not the user has a ~/.ssh on the host.
     const std::string ssh_config = "# written by vc-pilot for job " + paths_.job() +
-                                   "\nHost *\n    IdentityFile " +
-                                   (ssh_dir / "id_ed25519").string() + "\n    UserKnownHostsFile " +
+                                   "\nHost *\n    IdentityFile " + paths_.user_key().string() +
+                                   "\n    UserKnownHostsFile " +
                                    (ssh_dir / "known_hosts").string() +
                                    "\n    StrictHostKeyChecking yes\n    CheckHostIP no\n";
     std::error_code ec;
@@ -302,22 +342,54 @@ Status PilotService::write_cluster_files(const std::vector<ClusterNodeView>& nod
             return step;
         }
     }
+    if (!cluster.certificates) {
+        for (const fs::path& stale : {paths_.user_certificate(), paths_.host_certificate(),
+                                      paths_.trusted_user_ca_keys()}) {
+            if (auto ok = remove_file(stale); !ok) {
+                return ok;
+            }
+        }
+        return {};
+    }
+    const CertificateTrust& trust = *cluster.certificates;
+    // ssh finds the user's certificate next to the key; sshd is told where the others are.
+    for (const auto& step : {
+             replace_file(paths_.user_certificate(), trust.user_certificate + "\n", 0644, user.uid,
+                          user.gid),
+             replace_file(paths_.host_certificate(), trust.host_certificate + "\n", 0644, 0, 0),
+             replace_file(paths_.trusted_user_ca_keys(), trust.ca_key + "\n", 0644, 0, 0),
+         }) {
+        if (!step) {
+            return step;
+        }
+    }
     return {};
 }
 
-Status PilotService::start_sshd() {
-    if (sshd_) {
+Status PilotService::start_sshd(const std::optional<CertificateTrust>& certificates) {
+    const auto sshd_reads_the_same = [&] {
+        if (sshd_certificates_.has_value() != certificates.has_value()) {
+            return false;
+        }
+        // The user's certificate is ssh's business, and sshd reads TrustedUserCAKeys on every
+        // login; the host certificate and the mode it reads once, at start.
+        return !certificates ||
+               (sshd_certificates_->ca_key == certificates->ca_key &&
+                sshd_certificates_->host_certificate == certificates->host_certificate);
+    };
+    if (sshd_ && sshd_reads_the_same()) {
         return {};
     }
-    const SshdSpec spec{.listen = plan_->address.address(),
-                        .port = 22,
-                        .allow_user = plan_->user.name,
-                        .host_key = paths_.sshd_dir() / "ssh_host_ed25519_key",
-                        .host_certificate = {},
-                        .authorized_keys = paths_.user_ssh_dir() / "authorized_keys",
-                        .trusted_user_ca_keys = {},
-                        .pid_file = paths_.sshd_dir() / "sshd.pid",
-                        .log_level = SshdLogLevel::info};
+    if (sshd_) {
+        spdlog::info("job {}: restarting sshd for new host certificates or key mode", paths_.job());
+        if (auto ok = sshd_->stop(); !ok) {
+            return ok;
+        }
+        sshd_.reset();
+        sshd_certificates_.reset();
+    }
+    const SshdSpec spec =
+        job_sshd_spec(paths_, plan_->address.address(), plan_->user.name, certificates.has_value());
     SshdLaunch launch;
     launch.dir = paths_.sshd_dir();
     const EscapeFilter* filter = &*filter_;
@@ -335,6 +407,7 @@ Status PilotService::start_sshd() {
         return sshd.error();
     }
     sshd_ = std::move(*sshd);
+    sshd_certificates_ = certificates;
     return {};
 }
 
@@ -346,15 +419,15 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
         state != v1::PILOT_STATE_READY) {
         return wrong_state("SET_KEYS", state);
     }
-    auto nodes = validate_set_keys(*request, *plan_);
-    if (!nodes) {
-        return invalid(nodes.error());
+    auto cluster = validate_set_keys(*request, *plan_, OwnKeys{host_key_, user_key_});
+    if (!cluster) {
+        return invalid(cluster.error());
     }
-    if (auto ok = write_cluster_files(*nodes); !ok) {
+    if (auto ok = write_cluster_files(*cluster); !ok) {
         return {grpc::StatusCode::INTERNAL, "writing the cluster's files: " + ok.error().message};
     }
     std::vector<OverlayPeer> peers;
-    for (const auto& node : *nodes) {
+    for (const auto& node : cluster->nodes) {
         if (node.name != plan_->node_name) {
             peers.push_back({node.underlay, node.address, node.mac});
         }
@@ -366,10 +439,14 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
     if (auto ok = set_overlay_peers(netns->get(), peers); !ok) {
         return {grpc::StatusCode::INTERNAL, "setting the overlay's peers: " + ok.error().message};
     }
+    if (auto ok = set_onlink_routes(netns->get(), cluster->onlink_blocks); !ok) {
+        return {grpc::StatusCode::INTERNAL,
+                "routing the other sites' blocks: " + ok.error().message};
+    }
     if (state == v1::PILOT_STATE_CONFIGURED) {
         set_state(v1::PILOT_STATE_KEYED);
     }
-    if (auto ok = start_sshd(); !ok) {
+    if (auto ok = start_sshd(cluster->certificates); !ok) {
         const std::string reason = "starting sshd: " + ok.error().message;
         set_state(v1::PILOT_STATE_FAILED, reason);
         return {grpc::StatusCode::INTERNAL, reason};
@@ -381,28 +458,34 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
     return grpc::Status::OK;
 }
 
-grpc::Status PilotService::run_command(grpc::ServerContext* context, const v1::RunRequest& request,
-                                       grpc::ServerWriter<v1::RunOutput>* writer) {
+grpc::Status PilotService::run_command(const v1::RunRequest& request, bool as_root,
+                                       const RunOutputSink& sink) {
+    const char* command_name = as_root ? "EXEC" : "RUN";
     std::optional<SetupPlan> plan_copy;
     NamespaceFiles files;
     {
-        // RUN does not hold the operation lock while the command runs: commands may run
-        // concurrently, and SHUTDOWN must be able to stop them.
+        // Commands do not hold the operation lock while they run: several may run at once, and
+        // SHUTDOWN must be able to stop them.
         std::lock_guard operation(operation_mutex_);
         if (const auto state = status().state(); state != v1::PILOT_STATE_READY) {
-            return wrong_state("RUN", state);
+            return wrong_state(command_name, state);
         }
         plan_copy = plan_;
         files = namespaces_->files();
     }
     const SetupPlan& plan = *plan_copy;
+    UserIdentity user = plan.user;
+    if (as_root) {
+        auto root = lookup_user("root");
+        user = root ? *root : UserIdentity{"root", 0, 0, "/root"};
+    }
     JobCommand command;
     command.argv.assign(request.argv().begin(), request.argv().end());
     command.env = {
         {"PATH", "/usr/local/bin:/usr/bin:/bin"},
-        {"HOME", plan.user.home.string()},
-        {"USER", plan.user.name},
-        {"LOGNAME", plan.user.name},
+        {"HOME", user.home.string()},
+        {"USER", user.name},
+        {"LOGNAME", user.name},
         {"SHELL", "/bin/sh"},
         {"VC_CLUSTER_ID", plan.cluster_id},
         {"VC_NODE_NAME", plan.node_name},
@@ -410,48 +493,59 @@ grpc::Status PilotService::run_command(grpc::ServerContext* context, const v1::R
         {"VC_HOSTFILE", (paths_.job_files_dir() / "hostfile").string()},
         {"VC_NODELIST", (paths_.job_files_dir() / "nodelist").string()},
     };
+    if (as_root) {
+        command.env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    }
     for (const auto& [name, value] : request.env()) {
         command.env[name] = value;
     }
     if (auto ok = check_job_command(command.argv, command.env); !ok) {
         return invalid(ok.error());
     }
-    command.cwd = request.cwd().empty() ? plan.user.home : fs::path(request.cwd());
+    command.cwd = request.cwd().empty() ? user.home : fs::path(request.cwd());
     command.stdin_data = request.stdin();
     auto namespaces = JobNamespaceFds::open(files);
     if (!namespaces) {
         return {grpc::StatusCode::INTERNAL, namespaces.error().message};
     }
-    const auto sink = [&](OutputStream stream, std::string_view data) {
-        if (context->IsCancelled()) {
-            return false;
-        }
+    const auto output_sink = [&](OutputStream stream, std::string_view data) {
         v1::RunOutput output;
         if (stream == OutputStream::out) {
             output.set_stdout(std::string(data));
         } else {
             output.set_stderr(std::string(data));
         }
-        return writer->Write(output);
+        return sink(output);
     };
-    auto exit_status = run_job_command(command, plan.user, *namespaces, *filter_, sink);
+    auto exit_status = run_job_command(command, user, *namespaces, *filter_, output_sink);
     if (!exit_status) {
         return invalid(exit_status.error());
     }
     v1::RunOutput last;
     last.set_exit_status(*exit_status);
-    writer->Write(last);
+    sink(last);
     return grpc::Status::OK;
 }
 
+namespace {
+
+// The RPCs' sink: the stream to the caller, while the caller is still there.
+RunOutputSink rpc_sink(grpc::ServerContext* context, grpc::ServerWriter<v1::RunOutput>* writer) {
+    return [context, writer](const v1::RunOutput& output) {
+        return !context->IsCancelled() && writer->Write(output);
+    };
+}
+
+}  // namespace
+
 grpc::Status PilotService::Run(grpc::ServerContext* context, const v1::RunRequest* request,
                                grpc::ServerWriter<v1::RunOutput>* writer) {
-    return run_command(context, *request, writer);
+    return run_command(*request, false, rpc_sink(context, writer));
 }
 
 grpc::Status PilotService::Exec(grpc::ServerContext* context, const v1::RunRequest* request,
                                 grpc::ServerWriter<v1::RunOutput>* writer) {
-    return run_command(context, *request, writer);
+    return run_command(*request, true, rpc_sink(context, writer));
 }
 
 void PilotService::stop(const std::string& reason) {
@@ -466,6 +560,7 @@ void PilotService::stop(const std::string& reason) {
             spdlog::warn("stopping sshd: {}", ok.error().message);
         }
         sshd_.reset();
+        sshd_certificates_.reset();
     }
     const auto teardown = teardown_job(paths_, options_.teardown_grace, TeardownScope::everything);
     reap_holder();

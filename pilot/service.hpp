@@ -6,10 +6,14 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "pilot/launcher.hpp"
 #include "pilot/namespaces.hpp"
@@ -24,6 +28,16 @@ namespace vcpilot::pilot {
 struct PilotOptions {
     SetupLimits limits;
     std::chrono::milliseconds teardown_grace{3000};
+};
+
+// Receives a RUN or EXEC command's output, message by message, the exit status last. Returns
+// false when nobody listens any more, which stops the command.
+using RunOutputSink = std::function<bool(const v1::RunOutput&)>;
+
+// One state change: the status after it, and its number (they count up from 1).
+struct StatusChange {
+    std::uint64_t version = 0;
+    v1::PilotStatus status;
 };
 
 class PilotService final : public v1::Pilot::Service {
@@ -51,18 +65,31 @@ class PilotService final : public v1::Pilot::Service {
     // if something could not be removed. Idempotent.
     void stop(const std::string& reason);
     v1::PilotStatus status() const;
+    // The status and the number of the last change, for a caller that then follows changes.
+    StatusChange current_status() const;
+    // Every state change after `version`, in order, waiting up to `timeout` for the first; empty
+    // if none came. Only the most recent changes are kept: a caller that fell far behind gets
+    // the newest of them.
+    std::vector<StatusChange> changes_after(std::uint64_t version,
+                                            std::chrono::milliseconds timeout) const;
     // Blocks until the state is GONE or FAILED-after-stop, or the timeout passes.
     bool wait_until_stopped(std::chrono::milliseconds timeout) const;
+    // Whether stop() has begun: the pilot will never serve a job again.
+    bool stopping() const { return stopped_; }
+
+    // RUN (as the job user) or EXEC (`as_root`) of `request` inside the job, its output handed
+    // to `sink` until the command ends or `sink` returns false. For the Run and Exec RPCs and
+    // for commands that come from the coordinator; several may run at once.
+    grpc::Status run_command(const v1::RunRequest& request, bool as_root,
+                             const RunOutputSink& sink);
 
   private:
     void set_state(v1::PilotState state, const std::string& reason = {});
     void write_state_file() const;  // with mutex_ held
     grpc::Status fail_setup(const std::string& reason);
     void reap_holder();
-    grpc::Status run_command(grpc::ServerContext* context, const v1::RunRequest& request,
-                             grpc::ServerWriter<v1::RunOutput>* writer);
-    Status write_cluster_files(const std::vector<ClusterNodeView>& nodes);
-    Status start_sshd();
+    Status write_cluster_files(const ClusterPlan& cluster);
+    Status start_sshd(const std::optional<CertificateTrust>& certificates);
 
     const JobPaths paths_;
     const PilotOptions options_;
@@ -75,6 +102,9 @@ class PilotService final : public v1::Pilot::Service {
     std::optional<EscapeFilter> filter_;
     std::optional<JobNamespaces> namespaces_;
     std::optional<Sshd> sshd_;
+    // What the running sshd was started with: a change of mode or of host certificate needs a
+    // restart, since sshd reads its host certificate once.
+    std::optional<CertificateTrust> sshd_certificates_;
     LauncherThread launcher_;
     std::atomic<bool> stopped_ = false;
 
@@ -82,7 +112,9 @@ class PilotService final : public v1::Pilot::Service {
     mutable std::mutex status_mutex_;
     mutable std::condition_variable changed_;
     v1::PilotStatus status_;
-    std::uint64_t version_ = 0;  // counts state changes, for Watch
+    std::uint64_t version_ = 0;                // counts state changes, for Watch
+    std::deque<StatusChange> recent_changes_;  // the last kKeptChanges, for changes_after()
+    static constexpr std::size_t kKeptChanges = 64;
 };
 
 }  // namespace vcpilot::pilot

@@ -341,6 +341,20 @@ void prepare_child(const ChildSetup& setup) {
 
 }  // namespace
 
+SshdSpec job_sshd_spec(const JobPaths& paths, const IpAddress& listen, const std::string& user,
+                       bool certificates) {
+    return SshdSpec{
+        .listen = listen,
+        .port = 22,
+        .allow_user = user,
+        .host_key = paths.host_key(),
+        .host_certificate = certificates ? paths.host_certificate() : fs::path{},
+        .authorized_keys = paths.user_ssh_dir() / "authorized_keys",
+        .trusted_user_ca_keys = certificates ? paths.trusted_user_ca_keys() : fs::path{},
+        .pid_file = paths.sshd_dir() / "sshd.pid",
+        .log_level = SshdLogLevel::info};
+}
+
 Status check_sshd_spec(const SshdSpec& spec) {
     if (spec.port == 0) {
         return Error{"port: must be 1 to 65535"};

@@ -42,6 +42,12 @@ struct SshdSpec {
     bool use_pam = false;
 };
 
+// The sshd of a job: listening on the job address, port 22, for `user` only, with the job's
+// host key and the job user's per-job authorized_keys; in certificate mode also with the host
+// certificate and the cluster CA as TrustedUserCAKeys (JobPaths names every file).
+SshdSpec job_sshd_spec(const JobPaths& paths, const IpAddress& listen, const std::string& user,
+                       bool certificates);
+
 // Checks every field; errors name it ("allow_user: ...").
 Status check_sshd_spec(const SshdSpec& spec);
 

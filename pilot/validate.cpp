@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <set>
+#include <utility>
 
 #include "common/text.hpp"
 #include "pilot/keys.hpp"
@@ -200,8 +202,69 @@ Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLim
                      !request.seccomp().disabled()};
 }
 
-Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest& request,
-                                                       const SetupPlan& self) {
+namespace {
+
+// On-link blocks, checked, in address order.
+Result<std::vector<Cidr>> validate_onlink_blocks(const v1::SetKeysRequest& request,
+                                                 const Cidr& own) {
+    if (static_cast<std::size_t>(request.onlink_blocks_size()) > kMaxOnlinkBlocks) {
+        return field_error("onlink_blocks", std::to_string(request.onlink_blocks_size()) +
+                                                " blocks, over the limit of " +
+                                                std::to_string(kMaxOnlinkBlocks));
+    }
+    std::vector<std::pair<Cidr, int>> blocks;
+    for (int i = 0; i < request.onlink_blocks_size(); ++i) {
+        const std::string where = "onlink_blocks[" + std::to_string(i) + "]";
+        const std::string& text = request.onlink_blocks(i);
+        auto block = in_field(where, Cidr::parse(text));
+        if (!block) {
+            return block.error();
+        }
+        if (block->family() != own.family()) {
+            return field_error(where, quote(text) + " is not of the job network's family (" +
+                                          (own.family() == IpFamily::v4 ? "IPv4" : "IPv6") + ")");
+        }
+        if (block->overlaps(own)) {
+            return field_error(where,
+                               quote(text) + " overlaps this node's own prefix " + own.to_string());
+        }
+        blocks.emplace_back(*block, i);
+    }
+    // CIDR blocks either nest or are disjoint; in address order, a block overlaps an earlier one
+    // exactly when it starts at or before the furthest end seen so far.
+    std::sort(blocks.begin(), blocks.end());
+    std::vector<Cidr> sorted;
+    sorted.reserve(blocks.size());
+    std::optional<std::pair<IpAddress, int>> furthest;  // end address, index of its block
+    for (const auto& [block, index] : blocks) {
+        if (furthest && block.network() <= furthest->first) {
+            return field_error("onlink_blocks[" + std::to_string(index) + "]",
+                               quote(request.onlink_blocks(index)) + " overlaps onlink_blocks[" +
+                                   std::to_string(furthest->second) + "]");
+        }
+        furthest = std::pair{block.last(), index};
+        sorted.push_back(block);
+    }
+    return sorted;
+}
+
+// A host address of `block`: inside it, and for IPv4 neither its network nor its broadcast
+// address.
+bool is_host_address_in(const Cidr& block, const IpAddress& address) {
+    if (!block.contains(address)) {
+        return false;
+    }
+    if (block.prefix() >= address.max_prefix() - 1) {
+        return true;  // /31 and /32 (and IPv6 /127, /128) have no network or broadcast address
+    }
+    return address != block.network() && (!address.is_v4() || address != block.last());
+}
+
+enum class KeyMode { exchange, certificates };
+
+Result<std::vector<ClusterNodeView>> validate_nodes(const v1::SetKeysRequest& request,
+                                                    const SetupPlan& self, KeyMode mode,
+                                                    const std::vector<Cidr>& onlink_blocks) {
     if (request.nodes_size() == 0) {
         return field_error("nodes", "the cluster has no nodes");
     }
@@ -226,11 +289,15 @@ Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest&
         if (!address) {
             return address.error();
         }
-        if (!network.contains(*address) || *address == network.network() ||
-            *address == network.last()) {
-            return field_error(
-                where + ".address",
-                quote(node.address()) + " is not a host address in " + network.to_string());
+        const bool in_network = is_host_address_in(network, *address);
+        const bool on_link =
+            std::any_of(onlink_blocks.begin(), onlink_blocks.end(),
+                        [&](const Cidr& block) { return is_host_address_in(block, *address); });
+        if (!in_network && !on_link) {
+            return field_error(where + ".address",
+                               quote(node.address()) + " is not a host address in " +
+                                   network.to_string() +
+                                   (onlink_blocks.empty() ? "" : " nor in an on-link block"));
         }
         auto mac = parse_mac(where + ".mac", node.mac());
         if (!mac) {
@@ -250,13 +317,22 @@ Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest&
             return field_error(where + ".underlay_address",
                                quote(node.underlay_address()) + " is not a node address");
         }
-        auto host_key = check_public_key(where + ".host_key", node.host_key());
-        if (!host_key) {
-            return host_key.error();
-        }
-        auto user_key = check_public_key(where + ".user_key", node.user_key());
-        if (!user_key) {
-            return user_key.error();
+        std::string host_key, user_key;
+        if (mode == KeyMode::exchange) {
+            auto host = check_public_key(where + ".host_key", node.host_key());
+            if (!host) {
+                return host.error();
+            }
+            auto user = check_public_key(where + ".user_key", node.user_key());
+            if (!user) {
+                return user.error();
+            }
+            host_key = std::move(*host);
+            user_key = std::move(*user);
+        } else if (!node.host_key().empty() || !node.user_key().empty()) {
+            return field_error(
+                where + (node.host_key().empty() ? ".user_key" : ".host_key"),
+                "given together with ca_key; in certificate mode the nodes carry no keys");
         }
         if (node.slots() > 4096) {
             return field_error(where + ".slots", std::to_string(node.slots()) + " is over 4096");
@@ -282,13 +358,78 @@ Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest&
             return field_error(where + ".address",
                                quote(node.address()) + " is this node's address");
         }
-        nodes.push_back({node.name(), *address, *mac, *underlay, *host_key, *user_key,
-                         node.slots() == 0 ? 1 : node.slots()});
+        nodes.push_back({node.name(), *address, *mac, *underlay, std::move(host_key),
+                         std::move(user_key), node.slots() == 0 ? 1 : node.slots()});
     }
     if (!found_self) {
         return field_error("nodes", "this node, " + quote(self.node_name) + ", is not in the list");
     }
     return nodes;
+}
+
+Result<CertificateTrust> validate_certificates(const v1::SetKeysRequest& request,
+                                               const SetupPlan& self, const OwnKeys& own) {
+    auto ca_key = check_public_key("ca_key", request.ca_key());
+    if (!ca_key) {
+        return ca_key.error();
+    }
+    const std::int64_t now = std::time(nullptr);
+    auto host = check_certificate("host_certificate", request.host_certificate(),
+                                  {.role = CertificateRole::host,
+                                   .certified_key = own.host_key,
+                                   .ca_key = *ca_key,
+                                   .principal = self.node_name,
+                                   .now_unix = now});
+    if (!host) {
+        return host.error();
+    }
+    auto user = check_certificate("user_certificate", request.user_certificate(),
+                                  {.role = CertificateRole::user,
+                                   .certified_key = own.user_key,
+                                   .ca_key = *ca_key,
+                                   .principal = self.user.name,
+                                   .now_unix = now});
+    if (!user) {
+        return user.error();
+    }
+    return CertificateTrust{*ca_key, *host, *user};
+}
+
+}  // namespace
+
+Result<ClusterPlan> validate_set_keys(const v1::SetKeysRequest& request, const SetupPlan& self,
+                                      const OwnKeys& own) {
+    auto onlink_blocks = validate_onlink_blocks(request, self.address.network());
+    if (!onlink_blocks) {
+        return onlink_blocks.error();
+    }
+    const KeyMode mode = request.ca_key().empty() ? KeyMode::exchange : KeyMode::certificates;
+    if (mode == KeyMode::exchange) {
+        if (!request.host_certificate().empty()) {
+            return field_error("host_certificate", "given without ca_key");
+        }
+        if (!request.user_certificate().empty()) {
+            return field_error("user_certificate", "given without ca_key");
+        }
+    }
+    auto nodes = validate_nodes(request, self, mode, *onlink_blocks);
+    if (!nodes) {
+        return nodes.error();
+    }
+    ClusterPlan plan{std::move(*nodes), std::nullopt, std::move(*onlink_blocks)};
+    if (mode == KeyMode::certificates) {
+        auto trust = validate_certificates(request, self, own);
+        if (!trust) {
+            return trust.error();
+        }
+        plan.certificates = std::move(*trust);
+    }
+    return plan;
+}
+
+Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest& request,
+                                                       const SetupPlan& self) {
+    return validate_nodes(request, self, KeyMode::exchange, {});
 }
 
 }  // namespace vcpilot::pilot

@@ -66,10 +66,44 @@ struct ClusterNodeView {
 };
 
 inline constexpr std::size_t kMaxClusterNodes = 4096;
+// Blocks of other sites routed on-link; one per site, so this is generous.
+inline constexpr std::size_t kMaxOnlinkBlocks = 4096;
 
-// Every node of the cluster, checked against each other and against this node's own plan:
-// names, addresses and MACs unique, addresses inside this node's prefix, this node present
-// with the address and MAC it was set up with, keys that parse.
+// This node's own public key lines (GET_KEYS), which its certificates must certify.
+struct OwnKeys {
+    std::string host_key;
+    std::string user_key;
+};
+
+// Certificate mode: every node trusts one cluster CA, for hosts and for users, and carries its
+// own two certificates; nobody holds any other node's key.
+struct CertificateTrust {
+    std::string ca_key;            // "ssh-ed25519 <base64>"
+    std::string host_certificate;  // "ssh-ed25519-cert-v01@openssh.com <base64>"
+    std::string user_certificate;
+};
+
+struct ClusterPlan {
+    // In certificate mode every node's host_key and user_key are empty.
+    std::vector<ClusterNodeView> nodes;
+    std::optional<CertificateTrust> certificates;  // none: exchange mode
+    std::vector<Cidr> onlink_blocks;
+};
+
+// A whole SET_KEYS request, checked against itself and against this node's plan and keys:
+// - onlink_blocks: at most kMaxOnlinkBlocks CIDRs of the job's address family, overlapping
+//   neither this node's prefix nor each other;
+// - nodes: names, addresses and MACs unique, each address a host address of this node's prefix
+//   or of an on-link block, this node present with the address and MAC it was set up with;
+// - keys: with ca_key, certificate mode: the nodes carry no keys, and the two certificates
+//   certify `own`'s keys, were signed by the CA and are valid for this node's name and the job
+//   user; without it, exchange mode: every node carries a host and a user key that parse.
+Result<ClusterPlan> validate_set_keys(const v1::SetKeysRequest& request, const SetupPlan& self,
+                                      const OwnKeys& own);
+
+// The node list of an exchange-mode request whose nodes all live in this node's prefix, as
+// SET_KEYS was before certificates and on-link blocks: ca_key, the certificates and
+// onlink_blocks are not looked at. Kept for the fuzzer, which checks exactly that contract.
 Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest& request,
                                                        const SetupPlan& self);
 
