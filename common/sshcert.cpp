@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 #include <utility>
 
+#include "common/sshwire.hpp"
 #include "common/text.hpp"
 
 namespace vcpilot {
@@ -42,91 +43,8 @@ Error openssl_failure(std::string_view what) {
     return Error{fmt::format("{}: {}", what, take_openssl_error())};
 }
 
-// ---- SSH wire encoding (RFC 4251 section 5) ----
-
-void put_u32(std::string& out, std::uint32_t value) {
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        out += static_cast<char>((value >> shift) & 0xff);
-    }
-}
-
-void put_u64(std::string& out, std::uint64_t value) {
-    for (int shift = 56; shift >= 0; shift -= 8) {
-        out += static_cast<char>((value >> shift) & 0xff);
-    }
-}
-
-void put_string(std::string& out, std::string_view bytes) {
-    put_u32(out, static_cast<std::uint32_t>(bytes.size()));
-    out += bytes;
-}
-
 std::string_view as_chars(std::span<const std::uint8_t> bytes) {
     return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
-// Reads SSH strings off the front of a blob; every read is bounds-checked.
-class WireReader {
-  public:
-    explicit WireReader(std::string_view blob) : rest_(blob) {}
-
-    bool read_string(std::string_view& out) {
-        if (rest_.size() < 4) {
-            return false;
-        }
-        std::uint32_t length = 0;
-        for (int i = 0; i < 4; ++i) {
-            length = (length << 8) | static_cast<unsigned char>(rest_[i]);
-        }
-        rest_.remove_prefix(4);
-        if (length > rest_.size()) {
-            return false;
-        }
-        out = rest_.substr(0, length);
-        rest_.remove_prefix(length);
-        return true;
-    }
-
-    std::size_t remaining() const noexcept { return rest_.size(); }
-
-  private:
-    std::string_view rest_;
-};
-
-std::string encode_base64(std::string_view bytes) {
-    std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');  // + 1: EVP_EncodeBlock's NUL
-    const int written = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                        reinterpret_cast<const unsigned char*>(bytes.data()),
-                                        static_cast<int>(bytes.size()));
-    out.resize(static_cast<std::size_t>(written));
-    return out;
-}
-
-// Strict base64: only the one canonical encoding of some bytes is accepted. EVP_DecodeBlock alone
-// tolerates surrounding whitespace and counts padding as zero bytes, so its result is re-encoded
-// and must reproduce the input exactly; that also refuses stray '=' and non-zero padding bits.
-Result<std::string> decode_base64_strict(std::string_view text) {
-    if (text.empty() || text.size() % 4 != 0) {
-        return Error{fmt::format("the key data is not base64 ({} characters, not a multiple of 4)",
-                                 text.size())};
-    }
-    std::string out(text.size() / 4 * 3, '\0');
-    const int decoded = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                        reinterpret_cast<const unsigned char*>(text.data()),
-                                        static_cast<int>(text.size()));
-    if (decoded < 0) {
-        ERR_clear_error();
-        return Error{"the key data is not valid base64"};
-    }
-    const std::size_t padding = text.ends_with("==") ? 2 : text.ends_with('=') ? 1 : 0;
-    if (static_cast<std::size_t>(decoded) < padding) {
-        return Error{"the key data is not valid base64"};
-    }
-    out.resize(static_cast<std::size_t>(decoded) - padding);
-    if (encode_base64(out) != text) {
-        return Error{"the key data is not canonical base64"};
-    }
-    return out;
 }
 
 bool is_printable_ascii(std::string_view text) {
@@ -400,16 +318,16 @@ Result<std::array<std::uint8_t, 32>> parse_ed25519_public_key(std::string_view l
         return refuse(blob.error().message);
     }
     WireReader reader(*blob);
-    std::string_view blob_type;
-    std::string_view key;
-    if (!reader.read_string(blob_type)) {
+    const std::string_view blob_type = reader.string();
+    if (!reader.ok()) {
         return refuse("the key blob is truncated before its type");
     }
     if (blob_type != kSshEd25519) {
         return refuse(fmt::format("the key blob is of type {}, the line says {}",
                                   quote(blob_type, 40), kSshEd25519));
     }
-    if (!reader.read_string(key)) {
+    const std::string_view key = reader.string();
+    if (!reader.ok()) {
         return refuse("the key blob is truncated inside the key");
     }
     if (key.size() != kEd25519KeyLength) {

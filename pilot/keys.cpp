@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "common/sshwire.hpp"
 #include "common/text.hpp"
 #include "pilot/files.hpp"
 
@@ -73,98 +74,6 @@ bool is_padded_base64(std::string_view text) {
     return std::all_of(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(data),
                        is_base64_char);
 }
-
-constexpr std::string_view kBase64Alphabet =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string encode_base64(std::string_view bytes) {
-    std::string text;
-    text.reserve((bytes.size() + 2) / 3 * 4);
-    for (std::size_t i = 0; i < bytes.size(); i += 3) {
-        const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
-        std::uint32_t group = 0;
-        for (std::size_t j = 0; j < 3; ++j) {
-            group = (group << 8) | (j < n ? static_cast<std::uint8_t>(bytes[i + j]) : 0U);
-        }
-        for (std::size_t j = 0; j < 4; ++j) {
-            text += j <= n ? kBase64Alphabet[(group >> (18 - 6 * j)) & 0x3f] : '=';
-        }
-    }
-    return text;
-}
-
-// Strict base64 as OpenSSH writes it: padded, nothing but the alphabet, and canonical (the
-// unused low bits of the last character are zero), so that one blob has exactly one spelling.
-std::optional<std::string> decode_base64(std::string_view text) {
-    if (!is_padded_base64(text)) {
-        return std::nullopt;
-    }
-    std::string bytes;
-    bytes.reserve(text.size() / 4 * 3);
-    std::uint32_t group = 0;
-    int bits = 0;
-    for (const char c : text) {
-        if (c == '=') {
-            break;
-        }
-        group = (group << 6) | static_cast<std::uint32_t>(kBase64Alphabet.find(c));
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            bytes += static_cast<char>((group >> bits) & 0xff);
-        }
-    }
-    if (encode_base64(bytes) != text) {
-        return std::nullopt;
-    }
-    return bytes;
-}
-
-// Reads the SSH wire encoding (RFC 4251 section 5) of a key or certificate blob. Any read past
-// the end fails and every later read fails too, so a parser checks ok() once at the end of a
-// group of reads.
-class WireReader {
-  public:
-    explicit WireReader(std::string_view blob) : rest_(blob) {}
-
-    std::uint32_t u32() {
-        if (!take(4)) {
-            return 0;
-        }
-        std::uint32_t value = 0;
-        for (int i = 0; i < 4; ++i) {
-            value = (value << 8) | static_cast<std::uint8_t>(taken_[static_cast<std::size_t>(i)]);
-        }
-        return value;
-    }
-    std::uint64_t u64() {
-        const std::uint64_t high = u32();
-        return (high << 32) | u32();
-    }
-    std::string_view string() {
-        const std::uint32_t length = u32();
-        return take(length) ? taken_ : std::string_view{};
-    }
-
-    bool ok() const { return ok_; }
-    bool at_end() const { return ok_ && rest_.empty(); }
-
-  private:
-    bool take(std::size_t n) {
-        if (!ok_ || rest_.size() < n) {
-            ok_ = false;
-            taken_ = {};
-            return false;
-        }
-        taken_ = rest_.substr(0, n);
-        rest_.remove_prefix(n);
-        return true;
-    }
-
-    std::string_view rest_;
-    std::string_view taken_;
-    bool ok_ = true;
-};
 
 // A file this module is creating in `dir_fd`. Until commit() it is removed again when the object
 // goes away, but only if the name still refers to the inode we created: the directory may belong
@@ -301,7 +210,7 @@ std::optional<std::string> ed25519_key_bytes(std::string_view line) {
     if (!data) {
         return std::nullopt;
     }
-    const auto blob = decode_base64(*data);
+    const auto blob = decode_base64_strict(*data);
     if (!blob) {
         return std::nullopt;
     }
@@ -440,7 +349,7 @@ Result<std::string> check_certificate(std::string_view field, std::string_view l
     if (!data) {
         return data.error();
     }
-    const auto blob = decode_base64(*data);
+    const auto blob = decode_base64_strict(*data);
     if (!blob) {
         return Error{prefix + "certificate data " + quote(*data) + " is not valid base64"};
     }

@@ -643,6 +643,25 @@ Result<OverlayDevice> find_overlay_device(RouteSocket& job) {
     return device;
 }
 
+// The job namespace's netlink socket and its overlay device, which every change to the
+// overlay's routes and forwarding starts from.
+struct JobOverlay {
+    RouteSocket socket;
+    OverlayDevice device;
+};
+
+Result<JobOverlay> open_job_overlay(int job_netns_fd) {
+    auto job = open_socket_in(job_netns_fd, "job");
+    if (!job) {
+        return job.error();
+    }
+    auto device = find_overlay_device(*job);
+    if (!device) {
+        return device.error();
+    }
+    return JobOverlay{std::move(*job), std::move(*device)};
+}
+
 Result<OverlayForwarding> read_forwarding(RouteSocket& job, int ifindex) {
     OverlayForwarding forwarding;
     auto fdb = dump_neighbours(job, AF_BRIDGE, "FDB entries");
@@ -988,43 +1007,41 @@ Status set_overlay_peers(int job_netns_fd, std::span<const OverlayPeer> peers) {
     if (auto status = check_other_namespace(job_netns_fd); !status) {
         return status;
     }
-    auto job = open_socket_in(job_netns_fd, "job");
-    if (!job) {
-        return job.error();
+    auto overlay = open_job_overlay(job_netns_fd);
+    if (!overlay) {
+        return overlay.error();
     }
-    auto device = find_overlay_device(*job);
-    if (!device) {
-        return device.error();
-    }
+    RouteSocket& job = overlay->socket;
+    const OverlayDevice& device = overlay->device;
 
     OverlayForwarding wanted;
     for (std::size_t i = 0; i < peers.size(); ++i) {
         const OverlayPeer& peer = peers[i];
-        const bool is_self = std::find(device->addresses.begin(), device->addresses.end(),
-                                       peer.address) != device->addresses.end();
+        const bool is_self = std::find(device.addresses.begin(), device.addresses.end(),
+                                       peer.address) != device.addresses.end();
         if (is_self) {
-            if (peer.mac != device->mac) {
+            if (peer.mac != device.mac) {
                 return Error{fmt::format(
                     "peers[{}]: {} is this node's address, but its MAC {} is not {}'s {}", i,
                     peer.address.to_string(), to_string(peer.mac), kOverlayInterface,
-                    to_string(device->mac))};
+                    to_string(device.mac))};
             }
             continue;
         }
-        if (peer.mac == device->mac) {
+        if (peer.mac == device.mac) {
             return Error{
                 fmt::format("peers[{}].mac: {} is this node's own MAC", i, to_string(peer.mac))};
         }
-        if (!device->addresses.empty() &&
-            peer.address.family() != device->addresses.front().family()) {
+        if (!device.addresses.empty() &&
+            peer.address.family() != device.addresses.front().family()) {
             return Error{fmt::format("peers[{}].address: {} is {}, the overlay is {}", i,
                                      peer.address.to_string(), family_name(peer.address),
-                                     family_name(device->addresses.front()))};
+                                     family_name(device.addresses.front()))};
         }
-        if (device->local_underlay && peer.underlay.family() != device->local_underlay->family()) {
+        if (device.local_underlay && peer.underlay.family() != device.local_underlay->family()) {
             return Error{fmt::format("peers[{}].underlay: {} is {}, this node's underlay is {}", i,
                                      peer.underlay.to_string(), family_name(peer.underlay),
-                                     family_name(*device->local_underlay))};
+                                     family_name(*device.local_underlay))};
         }
         const FdbEntry flood{MacAddress{}, peer.underlay};
         if (!contains(wanted.fdb, flood)) {
@@ -1034,14 +1051,14 @@ Status set_overlay_peers(int job_netns_fd, std::span<const OverlayPeer> peers) {
         wanted.neighbours.push_back({peer.address, peer.mac});
     }
 
-    auto current = read_forwarding(*job, device->ifindex);
+    auto current = read_forwarding(job, device.ifindex);
     if (!current) {
         return current.error();
     }
     // Stale entries go first, so that a MAC that moved to another node is re-created cleanly.
     for (const FdbEntry& entry : current->fdb) {
         if (!contains(wanted.fdb, entry)) {
-            if (auto status = delete_entry(*job, fdb_request(device->ifindex, entry), entry);
+            if (auto status = delete_entry(job, fdb_request(device.ifindex, entry), entry);
                 !status) {
                 return status;
             }
@@ -1052,7 +1069,7 @@ Status set_overlay_peers(int job_netns_fd, std::span<const OverlayPeer> peers) {
             std::any_of(wanted.neighbours.begin(), wanted.neighbours.end(),
                         [&](const NeighbourEntry& w) { return w.address == entry.address; });
         if (!still_a_peer) {
-            if (auto status = delete_entry(*job, neighbour_request(device->ifindex, entry), entry);
+            if (auto status = delete_entry(job, neighbour_request(device.ifindex, entry), entry);
                 !status) {
                 return status;
             }
@@ -1061,21 +1078,21 @@ Status set_overlay_peers(int job_netns_fd, std::span<const OverlayPeer> peers) {
     for (const FdbEntry& entry : wanted.fdb) {
         // The all-zeros entry holds a list of destinations: append to it. A unicast MAC has one.
         const int flags = NLM_F_CREATE | (is_zero(entry.mac) ? NLM_F_APPEND : NLM_F_REPLACE);
-        NeighPtr request = fdb_request(device->ifindex, entry);
+        NeighPtr request = fdb_request(device.ifindex, entry);
         if (auto status =
-                job->run(fmt::format("add {} in the job network namespace", describe(entry)),
-                         [&](nl_sock* sk) { return rtnl_neigh_add(sk, request.get(), flags); });
+                job.run(fmt::format("add {} in the job network namespace", describe(entry)),
+                        [&](nl_sock* sk) { return rtnl_neigh_add(sk, request.get(), flags); });
             !status) {
             return status;
         }
     }
     for (const NeighbourEntry& entry : wanted.neighbours) {
-        NeighPtr request = neighbour_request(device->ifindex, entry);
+        NeighPtr request = neighbour_request(device.ifindex, entry);
         if (auto status =
-                job->run(fmt::format("add {} in the job network namespace", describe(entry)),
-                         [&](nl_sock* sk) {
-                             return rtnl_neigh_add(sk, request.get(), NLM_F_CREATE | NLM_F_REPLACE);
-                         });
+                job.run(fmt::format("add {} in the job network namespace", describe(entry)),
+                        [&](nl_sock* sk) {
+                            return rtnl_neigh_add(sk, request.get(), NLM_F_CREATE | NLM_F_REPLACE);
+                        });
             !status) {
             return status;
         }
@@ -1087,22 +1104,19 @@ Status set_onlink_routes(int job_netns_fd, std::span<const Cidr> blocks) {
     if (auto status = check_other_namespace(job_netns_fd); !status) {
         return status;
     }
-    auto job = open_socket_in(job_netns_fd, "job");
-    if (!job) {
-        return job.error();
+    auto overlay = open_job_overlay(job_netns_fd);
+    if (!overlay) {
+        return overlay.error();
     }
-    auto device = find_overlay_device(*job);
-    if (!device) {
-        return device.error();
-    }
+    RouteSocket& job = overlay->socket;
+    const OverlayDevice& device = overlay->device;
     for (std::size_t i = 0; i < blocks.size(); ++i) {
-        if (!device->addresses.empty() &&
-            blocks[i].family() != device->addresses.front().family()) {
+        if (!device.addresses.empty() && blocks[i].family() != device.addresses.front().family()) {
             return Error{fmt::format("blocks[{}]: {} is not of {}'s address family", i,
                                      blocks[i].to_string(), kOverlayInterface)};
         }
     }
-    auto current = read_onlink_routes(*job, device->ifindex);
+    auto current = read_onlink_routes(job, device.ifindex);
     if (!current) {
         return current.error();
     }
@@ -1110,18 +1124,18 @@ Status set_onlink_routes(int job_netns_fd, std::span<const Cidr> blocks) {
         if (std::find(blocks.begin(), blocks.end(), block) != blocks.end()) {
             continue;
         }
-        RoutePtr request = onlink_route_request(device->ifindex, block);
+        RoutePtr request = onlink_route_request(device.ifindex, block);
         auto status =
-            job->run(fmt::format("delete the on-link route to {} in the job network namespace",
-                                 block.to_string()),
-                     [&](nl_sock* sk) { return rtnl_route_delete(sk, request.get(), 0); });
-        if (!status && job->last_errno() != ESRCH && job->last_errno() != ENOENT) {
+            job.run(fmt::format("delete the on-link route to {} in the job network namespace",
+                                block.to_string()),
+                    [&](nl_sock* sk) { return rtnl_route_delete(sk, request.get(), 0); });
+        if (!status && job.last_errno() != ESRCH && job.last_errno() != ENOENT) {
             return status;
         }
     }
     for (const Cidr& block : blocks) {
-        RoutePtr request = onlink_route_request(device->ifindex, block);
-        if (auto status = job->run(
+        RoutePtr request = onlink_route_request(device.ifindex, block);
+        if (auto status = job.run(
                 fmt::format("add an on-link route to {} via {} in the job network namespace",
                             block.to_string(), kOverlayInterface),
                 [&](nl_sock* sk) {
@@ -1135,27 +1149,23 @@ Status set_onlink_routes(int job_netns_fd, std::span<const Cidr> blocks) {
 }
 
 Result<std::vector<Cidr>> onlink_routes(int job_netns_fd) {
-    auto job = open_socket_in(job_netns_fd, "job");
-    if (!job) {
-        return job.error();
+    auto overlay = open_job_overlay(job_netns_fd);
+    if (!overlay) {
+        return overlay.error();
     }
-    auto device = find_overlay_device(*job);
-    if (!device) {
-        return device.error();
-    }
-    return read_onlink_routes(*job, device->ifindex);
+    RouteSocket& job = overlay->socket;
+    const OverlayDevice& device = overlay->device;
+    return read_onlink_routes(job, device.ifindex);
 }
 
 Result<OverlayForwarding> overlay_forwarding(int job_netns_fd) {
-    auto job = open_socket_in(job_netns_fd, "job");
-    if (!job) {
-        return job.error();
+    auto overlay = open_job_overlay(job_netns_fd);
+    if (!overlay) {
+        return overlay.error();
     }
-    auto device = find_overlay_device(*job);
-    if (!device) {
-        return device.error();
-    }
-    return read_forwarding(*job, device->ifindex);
+    RouteSocket& job = overlay->socket;
+    const OverlayDevice& device = overlay->device;
+    return read_forwarding(job, device.ifindex);
 }
 
 Result<std::vector<std::string>> link_names(int netns_fd) {
