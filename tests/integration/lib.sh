@@ -41,7 +41,7 @@ our_namespaces() { ip netns list | awk '{print $1}' | grep '^vctb-' || true; }
 
 # Live (non-zombie) processes running one of the testbed's daemons.
 live_daemons() {
-    ps -e -o pid=,stat=,comm= | awk '$2 !~ /^Z/ && $3 ~ /^(slurmctld|slurmd|slurmstepd|munged|vc-crmd|wan-delay|lab-keeper)$/ {print $3 "(" $1 ")"}'
+    ps -e -o pid=,stat=,comm= | awk '$2 !~ /^Z/ && $3 ~ /^(slurmctld|slurmd|slurmstepd|munged|vc-crmd|vc-grcd|wan-delay|lab-keeper)$/ {print $3 "(" $1 ")"}'
 }
 
 # Every test starts and ends without a testbed; a failing test still takes it down.
