@@ -99,6 +99,12 @@ constexpr std::array<const char*, LeaseStore::kSchemaVersion> kMigrations = {
     CREATE UNIQUE INDEX nodes_by_pilot ON nodes (cluster, host, job) WHERE host <> '';
     CREATE INDEX leases_by_cluster ON leases (cluster);
     )sql",
+    // 3: clusters across sites. A CRM records where a cluster came from (the GRC assigns its
+    // share of a cluster that spans sites); the GRC records which sites confirmed a release.
+    R"sql(
+    ALTER TABLE clusters ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sites ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+    )sql",
 };
 
 // Owner and cluster names end up in error messages and logs; keep them short and printable.

@@ -4,12 +4,9 @@
 
 #include "common/munge.hpp"
 #include "coordinator/auth.hpp"
+#include "coordinator/streams.hpp"
 
 namespace vcpilot::coordinator {
-
-namespace {
-constexpr int kMaxMessageBytes = 64 * 1024 * 1024;
-}
 
 CrmClient::CrmClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel)
     : options_(std::move(options)),
@@ -21,8 +18,8 @@ Result<CrmClient> CrmClient::connect(const ClientOptions& options) {
         return Error{"no CRM address"};
     }
     grpc::ChannelArguments arguments;
-    arguments.SetMaxReceiveMessageSize(kMaxMessageBytes);
-    arguments.SetMaxSendMessageSize(kMaxMessageBytes);
+    arguments.SetMaxReceiveMessageSize(kMaxCoordinatorMessage);
+    arguments.SetMaxSendMessageSize(kMaxCoordinatorMessage);
     auto channel =
         grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), arguments);
     return CrmClient(options, std::move(channel));
@@ -36,6 +33,47 @@ Result<std::unique_ptr<grpc::ClientContext>> CrmClient::context(
     }
     auto context = std::make_unique<grpc::ClientContext>();
     context->AddMetadata(kMungeMetadata, *credential);
+    if (timeout) {
+        context->set_deadline(std::chrono::system_clock::now() + *timeout);
+    }
+    return context;
+}
+
+Result<ClusterClient> ClusterClient::crm(const ClientOptions& options) {
+    auto client = CrmClient::connect(options);
+    if (!client) {
+        return client.error();
+    }
+    ClusterClient out;
+    out.target_ = "the CRM at " + options.address;
+    out.crm_.emplace(std::move(*client));
+    return out;
+}
+
+Result<ClusterClient> ClusterClient::grc(const GrcClientOptions& options) {
+    if (options.address.empty()) {
+        return Error{"no GRC address"};
+    }
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = options.tls_ca;
+    tls.pem_cert_chain = options.tls_cert;
+    tls.pem_private_key = options.tls_key;
+    grpc::ChannelArguments arguments;
+    arguments.SetMaxReceiveMessageSize(kMaxCoordinatorMessage);
+    arguments.SetMaxSendMessageSize(kMaxCoordinatorMessage);
+    ClusterClient out;
+    out.target_ = "the GRC at " + options.address;
+    out.grc_ = v1::Grc::NewStub(
+        grpc::CreateCustomChannel(options.address, grpc::SslCredentials(tls), arguments));
+    return out;
+}
+
+Result<std::unique_ptr<grpc::ClientContext>> ClusterClient::context(
+    std::string_view method, std::optional<std::chrono::milliseconds> timeout) const {
+    if (crm_) {
+        return crm_->context(method, timeout);
+    }
+    auto context = std::make_unique<grpc::ClientContext>();  // TLS says who we are
     if (timeout) {
         context->set_deadline(std::chrono::system_clock::now() + *timeout);
     }

@@ -36,6 +36,41 @@ class CrmClient {
     std::unique_ptr<v1::Crm::Stub> stub_;
 };
 
+// Where the GRC is and the caller's TLS identity (PEM text; the certificate's common name is the
+// user).
+struct GrcClientOptions {
+    std::string address;  // HOST:PORT
+    std::string tls_ca;
+    std::string tls_cert;
+    std::string tls_key;
+};
+
+// The cluster methods, asked of a site's CRM (MUNGE) or of the GRC (mutual TLS) alike: both
+// services have them with the same messages.
+class ClusterClient {
+  public:
+    static Result<ClusterClient> crm(const ClientOptions& options);
+    static Result<ClusterClient> grc(const GrcClientOptions& options);
+
+    // Who answers, for messages: "the CRM at ..." or "the GRC at ...".
+    const std::string& target() const { return target_; }
+    Result<std::unique_ptr<grpc::ClientContext>> context(
+        std::string_view method,
+        std::optional<std::chrono::milliseconds> timeout = std::chrono::seconds(30)) const;
+
+    // `call(f)` runs f(stub) with whichever stub this client has.
+    template <typename F>
+    auto call(F&& f) const {
+        return crm_ ? f(crm_->stub()) : f(*grc_);
+    }
+
+  private:
+    ClusterClient() = default;
+    std::string target_;
+    std::optional<CrmClient> crm_;
+    std::unique_ptr<v1::Grc::Stub> grc_;
+};
+
 // A one-line message for a failed call: the server's message, or what the code means.
 std::string describe_failure(const grpc::Status& status, std::string_view target);
 

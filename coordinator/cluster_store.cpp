@@ -70,16 +70,17 @@ ClusterRecord read_cluster_row(SQLite::Statement& row) {
     record.created_unix_ms = row.getColumn(10).getInt64();
     record.changed_unix_ms = row.getColumn(11).getInt64();
     record.release_by_ms = row.getColumn(12).getInt64();
+    record.origin = row.getColumn(13).getString();
     return record;
 }
 
 constexpr const char* kClusterColumns =
     "SELECT id, owner, state, reason, key_mode, vni, name_prefix, slots, image, image_mount, "
-    "created_unix_ms, changed_unix_ms, release_by_ms FROM clusters";
+    "created_unix_ms, changed_unix_ms, release_by_ms, origin FROM clusters";
 
 Result<std::vector<SiteRecord>> read_sites(SQLite::Database& db, std::string_view id) {
     SQLite::Statement query(db,
-                            "SELECT site, nodes, block FROM sites WHERE cluster = ? ORDER BY site");
+                            "SELECT site, nodes, block, released FROM sites WHERE cluster = ? ORDER BY site");
     query.bind(1, std::string(id));
     std::vector<SiteRecord> sites;
     while (query.executeStep()) {
@@ -89,7 +90,8 @@ Result<std::vector<SiteRecord>> read_sites(SQLite::Database& db, std::string_vie
                                      quote(query.getColumn(2).getString()))};
         }
         sites.push_back({query.getColumn(0).getString(),
-                         static_cast<std::uint32_t>(query.getColumn(1).getInt64()), *block});
+                         static_cast<std::uint32_t>(query.getColumn(1).getInt64()), *block,
+                         query.getColumn(3).getInt() != 0});
     }
     return sites;
 }
@@ -365,6 +367,117 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         std::sort(record.sites.begin(), record.sites.end(),
                   [](const SiteRecord& a, const SiteRecord& b) { return a.site < b.site; });
         return record;
+    });
+}
+
+Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
+    // The GRC is trusted, but what it sends is still checked: a bad field is refused whole.
+    v1::CreateClusterRequest request;
+    auto* site = request.add_sites();
+    site->set_site(assignment.site());
+    site->set_nodes(assignment.nodes());
+    site->set_block(assignment.block());
+    request.set_key_mode(assignment.key_mode());
+    request.set_name_prefix(assignment.name_prefix());
+    request.set_slots(assignment.slots());
+    request.set_image(assignment.image());
+    request.set_image_mount(assignment.image_mount());
+    auto spec = validate_create(request, assignment.owner());
+    if (!spec) {
+        return spec.error();
+    }
+    if (auto ok = store_detail::check_name("cluster id", assignment.cluster_id()); !ok) {
+        return ok;
+    }
+    if (assignment.block().empty()) {
+        return Error{"the assignment has no block"};
+    }
+    if (assignment.vni() < 1 || assignment.vni() > 16777215) {
+        return Error{fmt::format("VNI {} is outside 1-16777215", assignment.vni())};
+    }
+    const Cidr block = *Cidr::parse(assignment.block());
+    return guarded("cannot record the GRC's assignment", store_.path(), [&]() -> Status {
+        SQLite::Database& db = store_.database();
+        auto existing = find(assignment.cluster_id());
+        if (!existing) {
+            return existing.error();
+        }
+        if (*existing) {
+            if ((*existing)->state != v1::CLUSTER_STATE_RELEASED) {
+                return {};
+            }
+            SQLite::Statement remove(db, "DELETE FROM clusters WHERE id = ?");
+            remove.bind(1, assignment.cluster_id());
+            remove.exec();
+        }
+        auto live = store_detail::live_leases(db);
+        if (!live) {
+            return live.error();
+        }
+        for (const auto& lease : *live) {
+            if (lease.lease.block.overlaps(block)) {
+                return Error{fmt::format("block {} overlaps {}, leased here to cluster {}",
+                                         block.to_string(), lease.lease.block.to_string(),
+                                         lease.cluster)};
+            }
+        }
+        SQLite::Statement vni_user(db, "SELECT id FROM clusters WHERE vni = ?");
+        vni_user.bind(1, static_cast<std::int64_t>(assignment.vni()));
+        if (vni_user.executeStep()) {
+            return Error{fmt::format("VNI {} is already used here by cluster {}", assignment.vni(),
+                                     vni_user.getColumn(0).getString())};
+        }
+        const std::int64_t now = now_unix_ms();
+        SQLite::Statement insert(
+            db,
+            "INSERT INTO clusters (id, owner, state, key_mode, vni, name_prefix, slots, image, "
+            "image_mount, created_unix_ms, changed_unix_ms, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        insert.bind(1, assignment.cluster_id());
+        insert.bind(2, spec->owner);
+        insert.bind(3, static_cast<int>(v1::CLUSTER_STATE_PENDING));
+        insert.bind(4, static_cast<int>(spec->key_mode));
+        insert.bind(5, static_cast<std::int64_t>(assignment.vni()));
+        insert.bind(6, spec->name_prefix);
+        insert.bind(7, static_cast<std::int64_t>(spec->slots));
+        insert.bind(8, spec->image);
+        insert.bind(9, spec->image_mount);
+        insert.bind(10, now);
+        insert.bind(11, now);
+        insert.bind(12, std::string(kOriginGrc));
+        insert.exec();
+        store_detail::insert_lease(db, block, block, spec->owner, assignment.cluster_id());
+        SQLite::Statement add_site(
+            db, "INSERT INTO sites (cluster, site, nodes, block) VALUES (?, ?, ?, ?)");
+        add_site.bind(1, assignment.cluster_id());
+        add_site.bind(2, assignment.site());
+        add_site.bind(3, static_cast<std::int64_t>(assignment.nodes()));
+        add_site.bind(4, block.to_string());
+        add_site.exec();
+        SQLite::Statement add_node(
+            db, "INSERT INTO nodes (cluster, site, ordinal, state) VALUES (?, ?, ?, ?)");
+        for (std::uint32_t ordinal = 1; ordinal <= assignment.nodes(); ++ordinal) {
+            add_node.bind(1, assignment.cluster_id());
+            add_node.bind(2, assignment.site());
+            add_node.bind(3, static_cast<std::int64_t>(ordinal));
+            add_node.bind(4, static_cast<int>(v1::PILOT_STATE_NEW));
+            add_node.exec();
+            add_node.reset();
+        }
+        return {};
+    });
+}
+
+Status ClusterStore::set_site_released(std::string_view id, std::string_view site) {
+    return guarded("cannot record a site's release", store_.path(), [&]() -> Status {
+        SQLite::Statement update(store_.database(),
+                                 "UPDATE sites SET released = 1 WHERE cluster = ? AND site = ?");
+        update.bind(1, std::string(id));
+        update.bind(2, std::string(site));
+        if (update.exec() != 1) {
+            return Error{fmt::format("cluster {} has no site {}", id, site)};
+        }
+        return {};
     });
 }
 

@@ -25,7 +25,11 @@ struct SiteRecord {
     std::string site;
     std::uint32_t nodes = 0;
     Cidr block;
+    bool released = false;  // at the GRC: the site's CRM confirmed it holds nothing of it
 };
+
+// ClusterRecord::origin of a cluster the GRC assigned to this site.
+inline constexpr std::string_view kOriginGrc = "grc";
 
 struct ClusterRecord {
     std::string id;
@@ -42,6 +46,7 @@ struct ClusterRecord {
     std::int64_t created_unix_ms = 0;
     std::int64_t changed_unix_ms = 0;
     std::int64_t release_by_ms = 0;
+    std::string origin;  // empty: made by this coordinator; kOriginGrc: assigned by the GRC
 
     std::uint32_t node_count() const;
 };
@@ -104,6 +109,13 @@ class ClusterStore {
     // Clusters in one of `states`.
     Result<std::vector<ClusterRecord>> in_states(const std::vector<v1::ClusterState>& states);
     Result<std::vector<NodeRecord>> nodes(std::string_view id);
+
+    // Records a GRC cluster's share of this site as the GRC made it (block, VNI, owner), with
+    // its nodes; the block is leased here too, so that no local cluster overlaps it. Again for
+    // the same cluster: nothing changes (a released one is recorded afresh).
+    Status adopt(const v1::SiteAssignment& assignment);
+    // At the GRC: the site's CRM confirmed the cluster's release.
+    Status set_site_released(std::string_view id, std::string_view site);
 
     // Gives the pilot (host, job) a node of the cluster: the one it already holds, else the
     // lowest free ordinal. Refuses when every node is taken.

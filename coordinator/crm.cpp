@@ -22,6 +22,7 @@
 #include "common/store_detail.hpp"
 #include "common/text.hpp"
 #include "coordinator/auth.hpp"
+#include "coordinator/cluster_view.hpp"
 #include "coordinator/streams.hpp"
 #include "coordinator/writer.hpp"
 
@@ -54,12 +55,13 @@ struct PilotLink {
     bool view_sent = false;
 };
 
-// A WatchCluster or Run/Exec caller.
-template <typename T>
-struct WriterLink {
-    explicit WriterLink(std::shared_ptr<Outbox<T>> outbox_) : outbox(std::move(outbox_)) {}
-    const std::shared_ptr<Outbox<T>> outbox;
-};
+using Uplink = std::shared_ptr<Outbox<v1::SiteReport>>;
+
+constexpr int kReportsPerMessage = 1000;
+
+bool from_grc(const ClusterRecord& cluster) {
+    return cluster.origin == kOriginGrc;
+}
 
 }  // namespace
 
@@ -73,31 +75,47 @@ struct CrmServer::Impl {
     ClusterStore store;  // the writer thread's alone
 
     Writer writer{store.leases().database(), store.leases().path(),
-                  WriterHooks{[this](Effects&) { expire_releases(); }, [this] { after_batch(); },
+                  WriterHooks{[this](Effects& effects) { expire_releases(effects); },
+                              [this] { after_batch(); },
                               [this] {
                                   cas.clear();
                                   dirty.clear();
+                                  reported.clear();
                               },
                               [this] { return next_release_deadline(); }}};
 
     // Writer-thread state. None of it is a fact the store lacks: links and watchers are open
-    // connections, deadlines and CAs are derived from stored rows.
+    // connections, deadlines and CAs are derived from stored rows, and the views of GRC
+    // clusters are sent again by the GRC whenever this CRM connects.
     std::map<std::pair<std::string, NodeKey>, std::shared_ptr<PilotLink>> links;
-    std::map<std::string, std::vector<std::shared_ptr<WriterLink<v1::Cluster>>>> watchers;
+    Watchers watchers;
     std::map<std::string, std::int64_t> release_deadlines;  // RELEASING clusters
-    std::map<std::string, SshCa> cas;
+    CaCache cas;
     std::set<std::string> dirty;  // clusters changed in this batch
+    // GRC clusters: the connected stream to the GRC (none while cut off), the views it sent,
+    // and nodes whose change the GRC has not been told yet.
+    Uplink uplink;
+    std::map<std::string, v1::SiteClusterView> grc_views;
+    std::set<std::pair<std::string, std::uint32_t>> reported;
     struct Command {
-        std::shared_ptr<WriterLink<v1::NodeOutput>> caller;
+        std::function<void(const v1::NodeOutput&)> deliver;  // in effects
+        std::function<void()> done;                           // in effects
         std::map<std::shared_ptr<PilotLink>, std::string> pending;  // link -> node name
     };
     std::map<std::uint64_t, Command> commands;
     std::uint64_t next_command = 1;
 
+    // The GRC uplink's thread (a site with a GRC only).
+    std::thread uplink_thread;
+    std::mutex uplink_mutex;
+    std::condition_variable uplink_changed;
+    bool uplink_stopping = false;
+
     void post(Work work) { writer.post(std::move(work)); }
     std::optional<std::int64_t> next_release_deadline() const;
     void after_batch();
-    void expire_releases();
+    void expire_releases(Effects& effects);
+    void run_uplink();
 
     // Handlers, on the writer thread inside a transaction.
     Status hello(const std::shared_ptr<PilotLink>& link, const v1::PilotHello& hello,
@@ -116,10 +134,21 @@ struct CrmServer::Impl {
     Result<ClusterRecord> owned_cluster(const std::string& id, const Caller& caller);
     Status begin_release(const ClusterRecord& cluster, std::string_view reason, Effects& effects);
     Status maybe_finish_release(const std::string& id, Effects& effects);
+    Status finish_release(const std::string& id, Effects& effects);
     Status send_views(const ClusterRecord& cluster, Effects& effects);
-    Result<v1::Cluster> describe(const ClusterRecord& cluster, bool with_nodes);
-    Result<SshCa*> ca_of(const std::string& id);
+    Status settle(const ClusterRecord& cluster);
+    Status start_command(const ClusterRecord& cluster, const v1::RunRequest& run, bool as_root,
+                         bool first_only, Command command, Effects& effects);
     std::vector<std::shared_ptr<PilotLink>> links_of(const std::string& id);
+    void report(const std::string& id, std::uint32_t ordinal) { reported.insert({id, ordinal}); }
+
+    // The GRC's commands, and the uplink coming and going.
+    Status uplink_up(const Uplink& outbox, Effects& effects);
+    void uplink_down(const Uplink& outbox, Effects& effects);
+    Status assign(const v1::SiteAssignment& assignment, Effects& effects);
+    Status view(const v1::SiteClusterView& view, Effects& effects);
+    Status release_from_grc(const std::string& id, Effects& effects);
+    Status run_from_grc(const v1::SiteCommandRequest& request, Effects& effects);
 };
 
 namespace {
@@ -139,34 +168,7 @@ v1::SetupRequest setup_for(const ClusterRecord& cluster, const SiteRecord& site,
     return setup;
 }
 
-const SiteRecord* site_of(const ClusterRecord& cluster, std::string_view site) {
-    for (const auto& record : cluster.sites) {
-        if (record.site == site) {
-            return &record;
-        }
-    }
-    return nullptr;
-}
-
 }  // namespace
-
-Result<SshCa*> CrmServer::Impl::ca_of(const std::string& id) {
-    if (auto found = cas.find(id); found != cas.end()) {
-        return &found->second;
-    }
-    auto seed = store.ca_seed(id);
-    if (!seed) {
-        return seed.error();
-    }
-    if (!*seed) {
-        return Error{fmt::format("cluster {}: this CRM holds no CA key for it", id)};
-    }
-    auto ca = SshCa::from_private_bytes(std::span<const std::uint8_t, 32>(**seed));
-    if (!ca) {
-        return ca.error();
-    }
-    return &cas.emplace(id, std::move(*ca)).first->second;
-}
 
 std::vector<std::shared_ptr<PilotLink>> CrmServer::Impl::links_of(const std::string& id) {
     std::vector<std::shared_ptr<PilotLink>> found;
@@ -175,56 +177,6 @@ std::vector<std::shared_ptr<PilotLink>> CrmServer::Impl::links_of(const std::str
         found.push_back(it->second);
     }
     return found;
-}
-
-Result<v1::Cluster> CrmServer::Impl::describe(const ClusterRecord& cluster, bool with_nodes) {
-    v1::Cluster out;
-    out.set_id(cluster.id);
-    out.set_owner(cluster.owner);
-    out.set_state(cluster.state);
-    out.set_reason(cluster.reason);
-    out.set_key_mode(cluster.key_mode);
-    out.set_vni(cluster.vni.value_or(0));
-    out.set_name_prefix(cluster.name_prefix);
-    out.set_slots(cluster.slots);
-    out.set_created_unix_ms(static_cast<std::uint64_t>(cluster.created_unix_ms));
-    out.set_changed_unix_ms(static_cast<std::uint64_t>(cluster.changed_unix_ms));
-    auto nodes = store.nodes(cluster.id);
-    if (!nodes) {
-        return nodes.error();
-    }
-    for (const auto& site : cluster.sites) {
-        auto* info = out.add_sites();
-        info->set_site(site.site);
-        info->set_nodes(site.nodes);
-        info->set_block(site.block.to_string());
-    }
-    for (const auto& node : *nodes) {
-        const SiteRecord* site = site_of(cluster, node.site);
-        if (site == nullptr) {
-            continue;
-        }
-        if (node.state == v1::PILOT_STATE_READY) {
-            for (auto& info : *out.mutable_sites()) {
-                if (info.site() == node.site) {
-                    info.set_ready(info.ready() + 1);
-                }
-            }
-        }
-        if (!with_nodes) {
-            continue;
-        }
-        auto* info = out.add_nodes();
-        info->set_site(node.site);
-        info->set_ordinal(node.ordinal);
-        info->set_name(node_name(cluster.name_prefix, node.site, node.ordinal));
-        info->set_address(node_address(site->block, node.ordinal)->to_string());
-        info->set_host(node.host);
-        info->set_underlay_address(node.underlay);
-        info->set_state(node.state);
-        info->set_reason(node.reason);
-    }
-    return out;
 }
 
 Result<ClusterSpec> CrmServer::Impl::check_create(const v1::CreateClusterRequest& request,
@@ -293,9 +245,10 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
     if (site == nullptr) {
         return Error{fmt::format("cluster {} has no site {}", cluster.id, node->site)};
     }
-    const v1::PilotState reported =
+    const v1::PilotState reported_state =
         hello.has_status() ? hello.status().state() : v1::PILOT_STATE_NEW;
-    node->state = reported == v1::PILOT_STATE_UNSPECIFIED ? v1::PILOT_STATE_NEW : reported;
+    node->state = reported_state == v1::PILOT_STATE_UNSPECIFIED ? v1::PILOT_STATE_NEW
+                                                                : reported_state;
     node->reason = hello.has_status() ? hello.status().reason() : "";
     if (auto ok = store.update_node(cluster.id, *node); !ok) {
         return ok;
@@ -312,6 +265,9 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
     }
     links[key] = link;
     dirty.insert(cluster.id);
+    if (from_grc(cluster)) {
+        report(cluster.id, node->ordinal);
+    }
     const bool needs_setup = node->state == v1::PILOT_STATE_NEW;
     v1::PilotCommand command;
     if (needs_setup) {
@@ -351,121 +307,127 @@ Status CrmServer::Impl::keys(const std::shared_ptr<PilotLink>& link, const v1::P
     if (!nodes) {
         return nodes.error();
     }
-    NodeRecord* node = nullptr;
-    bool all_keyed = true;
-    for (auto& candidate : *nodes) {
-        if (candidate.site == link->node.site && candidate.ordinal == link->node.ordinal) {
-            node = &candidate;
-        } else if (candidate.host_key.empty()) {
-            all_keyed = false;
-        }
-    }
-    if (node == nullptr) {
+    auto node = std::find_if(nodes->begin(), nodes->end(), [&](const NodeRecord& candidate) {
+        return candidate.site == link->node.site && candidate.ordinal == link->node.ordinal;
+    });
+    if (node == nodes->end()) {
         return Error{"the pilot's node is gone"};
     }
-    const bool changed = node->host_key != keys.host_key() || node->user_key != keys.user_key();
+    if (node->host_key != keys.host_key() || node->user_key != keys.user_key()) {
+        node->host_certificate.clear();
+        node->user_certificate.clear();
+    }
     node->host_key = keys.host_key();
     node->user_key = keys.user_key();
-    if (cluster.key_mode == v1::KEY_MODE_CA && (changed || node->host_certificate.empty())) {
-        auto ca = ca_of(cluster.id);
+    // A cluster of this site alone is certified here; a GRC cluster's CA is at the GRC.
+    if (!from_grc(cluster) && cluster.key_mode == v1::KEY_MODE_CA &&
+        node->host_certificate.empty()) {
+        auto ca = cas.get(store, cluster.id);
         if (!ca) {
             return ca.error();
         }
-        const SiteRecord* site = site_of(cluster, node->site);
-        const std::string name = node_name(cluster.name_prefix, node->site, node->ordinal);
-        const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-        CertificateRequest request;
-        request.serial = node->ordinal;
-        request.valid_after_unix = now - 300;
-        request.valid_before_unix =
-            now +
-            std::chrono::duration_cast<std::chrono::seconds>(options.certificate_lifetime).count();
-        request.type = CertificateType::Host;
-        request.public_key_line = node->host_key;
-        request.key_id = fmt::format("{}:{}:host", cluster.id, name);
-        request.principals = {name, node_address(site->block, node->ordinal)->to_string()};
-        auto host_cert = (*ca)->sign(request);
-        if (!host_cert) {
-            return host_cert.error();
+        if (auto ok = certify_node(**ca, cluster, *node, options.certificate_lifetime); !ok) {
+            return ok;
         }
-        request.type = CertificateType::User;
-        request.public_key_line = node->user_key;
-        request.key_id = fmt::format("{}:{}:user", cluster.id, name);
-        request.principals = {cluster.owner};
-        auto user_cert = (*ca)->sign(request);
-        if (!user_cert) {
-            return user_cert.error();
-        }
-        node->host_certificate = std::move(*host_cert);
-        node->user_certificate = std::move(*user_cert);
     }
     if (auto ok = store.update_node(cluster.id, *node); !ok) {
         return ok;
     }
     dirty.insert(cluster.id);
-    if (all_keyed) {
-        return send_views(cluster, effects);
+    if (from_grc(cluster)) {
+        report(cluster.id, node->ordinal);
     }
-    return {};
+    return send_views(cluster, effects);
 }
 
-// The barrier: every node has reported its keys. Each attached pilot that has not had the view
-// on its current stream gets it now (one that attaches later gets it when it reports its keys).
+// The barrier. For a cluster of this site: once every node has reported its keys. For a GRC
+// cluster: once the GRC sent the view (it ran the barrier across sites). Then each attached
+// pilot that has not had the view on its current stream gets it; one that attaches later gets
+// it when it reports its keys.
 Status CrmServer::Impl::send_views(const ClusterRecord& cluster, Effects& effects) {
     auto nodes = store.nodes(cluster.id);
     if (!nodes) {
         return nodes.error();
     }
-    v1::ClusterView common;
-    common.set_cluster_id(cluster.id);
-    common.set_name_prefix(cluster.name_prefix);
-    common.set_slots(cluster.slots);
-    std::map<std::string, v1::SiteView*> sites;
-    for (const auto& site : cluster.sites) {
-        auto* view = common.add_sites();
-        view->set_site(site.site);
-        view->set_block(site.block.to_string());
-        view->set_nodes(site.nodes);
-        sites[site.site] = view;
+    std::shared_ptr<const v1::ClusterView> shared;
+    std::map<std::uint32_t, std::pair<std::string, std::string>> certificates;
+    if (from_grc(cluster)) {
+        auto view = grc_views.find(cluster.id);
+        if (view == grc_views.end()) {
+            return {};
+        }
+        shared = std::make_shared<const v1::ClusterView>(view->second.common());
+        for (const auto& [ordinal, certs] : view->second.certificates()) {
+            certificates[ordinal] = {certs.host_certificate(), certs.user_certificate()};
+        }
+    } else {
+        if (!every_node_keyed(*nodes)) {
+            return {};
+        }
+        const SshCa* ca = nullptr;
+        if (cluster.key_mode == v1::KEY_MODE_CA) {
+            auto found = cas.get(store, cluster.id);
+            if (!found) {
+                return found.error();
+            }
+            ca = *found;
+        }
+        auto common = common_view(cluster, *nodes, ca);
+        if (!common) {
+            return common.error();
+        }
+        shared = std::make_shared<const v1::ClusterView>(std::move(*common));
+        for (const auto& node : *nodes) {
+            certificates[node.ordinal] = {node.host_certificate, node.user_certificate};
+        }
     }
     for (const auto& node : *nodes) {
-        auto* view = sites.at(node.site);
-        auto underlay = IpAddress::parse(node.underlay);
-        if (!underlay) {
-            return Error{fmt::format("node {} of site {} has no usable underlay address {}",
-                                     node.ordinal, node.site, quote(node.underlay))};
+        if (node.site != options.site && from_grc(cluster)) {
+            continue;
         }
-        const auto bytes = underlay->bytes();
-        view->mutable_underlay()->append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-        if (cluster.key_mode == v1::KEY_MODE_EXCHANGE) {
-            view->add_host_keys(node.host_key);
-            view->add_user_keys(node.user_key);
-        }
-    }
-    if (cluster.key_mode == v1::KEY_MODE_CA) {
-        auto ca = ca_of(cluster.id);
-        if (!ca) {
-            return ca.error();
-        }
-        common.set_ca_key((*ca)->public_key_line("vcpilot-ca:" + cluster.id));
-    }
-    auto shared = std::make_shared<const v1::ClusterView>(std::move(common));
-    for (const auto& node : *nodes) {
         auto link = links.find({cluster.id, NodeKey{node.site, node.ordinal}});
         if (link == links.end() || link->second->view_sent) {
             continue;
         }
         link->second->view_sent = true;
-        effects.push_back([link = link->second, shared, host_cert = node.host_certificate,
-                           user_cert = node.user_certificate] {
-            v1::PilotCommand command;
-            *command.mutable_view() = *shared;
-            command.mutable_view()->set_host_certificate(host_cert);
-            command.mutable_view()->set_user_certificate(user_cert);
-            link->outbox->send(std::move(command));
-        });
+        effects.push_back(
+            [link = link->second, shared, certs = certificates[node.ordinal]] {
+                v1::PilotCommand command;
+                *command.mutable_view() = *shared;
+                command.mutable_view()->set_host_certificate(certs.first);
+                command.mutable_view()->set_user_certificate(certs.second);
+                link->outbox->send(std::move(command));
+            });
+    }
+    return {};
+}
+
+// The cluster state its nodes imply. A GRC cluster is READY here once this site's nodes are
+// and the GRC has sent the view (the GRC holds the state of the whole cluster).
+Status CrmServer::Impl::settle(const ClusterRecord& cluster) {
+    if (from_grc(cluster) && !grc_views.contains(cluster.id)) {
+        bool failed = false;
+        auto nodes = store.nodes(cluster.id);
+        if (!nodes) {
+            return nodes.error();
+        }
+        for (const auto& node : *nodes) {
+            failed = failed || node.state == v1::PILOT_STATE_FAILED;
+        }
+        if (!failed) {
+            return {};
+        }
+    }
+    auto nodes = store.nodes(cluster.id);
+    if (!nodes) {
+        return nodes.error();
+    }
+    auto changed = settle_state(store, cluster, *nodes);
+    if (!changed) {
+        return changed.error();
+    }
+    if (*changed) {
+        dirty.insert(cluster.id);
     }
     return {};
 }
@@ -475,16 +437,18 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
     if (!link->attached) {
         return Error{"status before hello"};
     }
+    if (!v1::PilotState_IsValid(status.state())) {
+        return Error{fmt::format("status: unknown state {}", static_cast<int>(status.state()))};
+    }
     auto found = store.find(link->cluster);
     if (!found || !*found) {
         return found ? Error{"the cluster is gone"} : found.error();
     }
-    ClusterRecord& cluster = **found;
+    const ClusterRecord& cluster = **found;
     auto nodes = store.nodes(cluster.id);
     if (!nodes) {
         return nodes.error();
     }
-    std::size_t ready = 0;
     for (auto& node : *nodes) {
         if (node.site == link->node.site && node.ordinal == link->node.ordinal) {
             if (node.state == status.state() && node.reason == status.reason()) {
@@ -496,26 +460,15 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
                 return ok;
             }
         }
-        if (node.state == v1::PILOT_STATE_READY) {
-            ++ready;
-        }
     }
     dirty.insert(cluster.id);
-    if (status.state() == v1::PILOT_STATE_FAILED &&
-        (cluster.state == v1::CLUSTER_STATE_PENDING || cluster.state == v1::CLUSTER_STATE_READY)) {
-        return store.set_state(
-            cluster.id, v1::CLUSTER_STATE_FAILED,
-            fmt::format("node {}: {}",
-                        node_name(cluster.name_prefix, link->node.site, link->node.ordinal),
-                        status.reason()));
-    }
-    if (cluster.state == v1::CLUSTER_STATE_PENDING && ready == nodes->size()) {
-        return store.set_state(cluster.id, v1::CLUSTER_STATE_READY, "");
+    if (from_grc(cluster)) {
+        report(cluster.id, link->node.ordinal);
     }
     if (cluster.state == v1::CLUSTER_STATE_RELEASING) {
         return maybe_finish_release(cluster.id, effects);
     }
-    return {};
+    return settle(cluster);
 }
 
 void CrmServer::Impl::pilot_output(const std::shared_ptr<PilotLink>& link,
@@ -531,19 +484,19 @@ void CrmServer::Impl::pilot_output(const std::shared_ptr<PilotLink>& link,
     v1::NodeOutput output;
     output.set_node(pending->second);
     *output.mutable_output() = out.output();
-    const bool last_of_node = out.output().has_exit_status();
-    if (last_of_node) {
+    if (out.output().has_exit_status()) {
         command->second.pending.erase(pending);
     }
     const bool finished = command->second.pending.empty();
-    auto caller = command->second.caller;
+    auto deliver = command->second.deliver;
+    auto done = finished ? command->second.done : std::function<void()>{};
     if (finished) {
         commands.erase(command);
     }
-    effects.push_back([caller, output = std::move(output), finished] {
-        caller->outbox->send(output);
-        if (finished) {
-            caller->outbox->finish(grpc::Status::OK);
+    effects.push_back([deliver, done, output = std::move(output)] {
+        deliver(output);
+        if (done) {
+            done();
         }
     });
 }
@@ -564,11 +517,13 @@ Status CrmServer::Impl::closed(const std::shared_ptr<PilotLink>& link, Effects& 
         status.mutable_output()->set_exit_status(255);
         it->second.pending.erase(pending);
         const bool finished = it->second.pending.empty();
-        effects.push_back([caller = it->second.caller, lost, status, finished] {
-            caller->outbox->send(lost);
-            caller->outbox->send(status);
-            if (finished) {
-                caller->outbox->finish(grpc::Status::OK);
+        effects.push_back([deliver = it->second.deliver,
+                           done = finished ? it->second.done : std::function<void()>{}, lost,
+                           status] {
+            deliver(lost);
+            deliver(status);
+            if (done) {
+                done();
             }
         });
         it = finished ? commands.erase(it) : std::next(it);
@@ -621,16 +576,31 @@ Status CrmServer::Impl::begin_release(const ClusterRecord& cluster, std::string_
 }
 
 // A releasing cluster is released once no pilot of it is attached any more.
-Status CrmServer::Impl::maybe_finish_release(const std::string& id, Effects&) {
+Status CrmServer::Impl::maybe_finish_release(const std::string& id, Effects& effects) {
     if (!links_of(id).empty()) {
         return {};
     }
+    return finish_release(id, effects);
+}
+
+Status CrmServer::Impl::finish_release(const std::string& id, Effects& effects) {
+    auto found = store.find(id);
+    if (!found) {
+        return found.error();
+    }
+    const bool tell_grc = *found && from_grc(**found);
     if (auto ok = store.finish_release(id); !ok) {
         return ok;
     }
     release_deadlines.erase(id);
-    cas.erase(id);
+    cas.forget(id);
+    grc_views.erase(id);
     dirty.insert(id);
+    if (tell_grc && uplink) {
+        v1::SiteReport released;
+        released.set_released(id);
+        effects.push_back([outbox = uplink, released] { outbox->send(released); });
+    }
     return {};
 }
 
@@ -644,7 +614,7 @@ std::optional<std::int64_t> CrmServer::Impl::next_release_deadline() const {
 
 // Releases whose pilots did not confirm in time end anyway: the blocks are freed, and a pilot
 // that comes back later is told its cluster is gone.
-void CrmServer::Impl::expire_releases() {
+void CrmServer::Impl::expire_releases(Effects& effects) {
     const std::int64_t now = now_unix_ms();
     std::vector<std::string> expired;
     for (const auto& [id, deadline] : release_deadlines) {
@@ -658,56 +628,376 @@ void CrmServer::Impl::expire_releases() {
             links.erase({id, link->node});
             link->attached = false;
         }
-        if (auto ok = store.finish_release(id); !ok) {
+        if (auto ok = finish_release(id, effects); !ok) {
             spdlog::error("cluster {}: {}", id, ok.error().message);
-            continue;
+            release_deadlines.erase(id);
         }
-        release_deadlines.erase(id);
-        cas.erase(id);
-        dirty.insert(id);
     }
 }
 
-// Watchers learn of every change once it is durable.
+Status CrmServer::Impl::start_command(const ClusterRecord& cluster, const v1::RunRequest& run,
+                                      bool as_root, bool first_only, Command command,
+                                      Effects& effects) {
+    auto targets = links_of(cluster.id);
+    if (targets.empty()) {
+        return Error{
+            fmt::format("no pilot of cluster {} is attached to the CRM of site {}", cluster.id,
+                        options.site)};
+    }
+    if (first_only) {
+        targets.resize(1);  // links are ordered by site and ordinal
+    }
+    const std::uint64_t id = next_command++;
+    v1::PilotCommand message;
+    message.mutable_run()->set_request(id);
+    *message.mutable_run()->mutable_command() = run;
+    message.mutable_run()->set_as_root(as_root);
+    for (const auto& pilot : targets) {
+        command.pending[pilot] = node_name(cluster.name_prefix, pilot->node.site,
+                                           pilot->node.ordinal);
+        effects.push_back([pilot, message] { pilot->outbox->send(message); });
+    }
+    commands.emplace(id, std::move(command));
+    return {};
+}
+
+// After a commit: watchers learn of every change, the GRC of every node change of its
+// clusters (batched: a burst of pilot reports is one message).
 void CrmServer::Impl::after_batch() {
-    for (const auto& id : dirty) {
-        auto watching = watchers.find(id);
-        if (watching == watchers.end()) {
-            continue;
+    watchers.notify(store, dirty);
+    dirty.clear();
+    if (!uplink || reported.empty()) {
+        reported.clear();
+        return;
+    }
+    v1::SiteReport message;
+    std::string current;
+    std::vector<NodeRecord> nodes;
+    for (const auto& [id, ordinal] : reported) {
+        if (id != current) {
+            current = id;
+            auto found = store.nodes(id);
+            nodes = found ? std::move(*found) : std::vector<NodeRecord>{};
         }
-        auto found = store.find(id);
-        if (!found || !*found) {
-            continue;
-        }
-        auto described = describe(**found, true);
-        if (!described) {
-            continue;
-        }
-        const bool last = (*found)->state == v1::CLUSTER_STATE_RELEASED;
-        auto& list = watching->second;
-        std::erase_if(list, [&](const auto& watcher) {
-            if (!watcher->outbox->send(*described)) {
-                return true;
+        for (const auto& node : nodes) {
+            if (node.site != options.site || node.ordinal != ordinal) {
+                continue;
             }
-            if (last) {
-                watcher->outbox->finish(grpc::Status::OK);
-            }
-            return last;
-        });
-        if (list.empty()) {
-            watchers.erase(watching);
+            auto* out = message.mutable_nodes()->add_nodes();
+            out->set_cluster_id(id);
+            out->set_ordinal(ordinal);
+            out->set_host(node.host);
+            out->set_underlay_address(node.underlay);
+            out->set_host_key(node.host_key);
+            out->set_user_key(node.user_key);
+            out->set_state(node.state);
+            out->set_reason(node.reason);
+        }
+        if (message.nodes().nodes_size() >= kReportsPerMessage) {
+            uplink->send(std::move(message));
+            message.Clear();
         }
     }
-    dirty.clear();
+    if (message.nodes().nodes_size() > 0) {
+        uplink->send(std::move(message));
+    }
+    reported.clear();
+}
+
+// ---- the GRC's side ----
+
+// Connected: the hello names every GRC cluster held here; every node of them is reported again
+// (the GRC may have missed changes while the stream was down).
+Status CrmServer::Impl::uplink_up(const Uplink& outbox, Effects& effects) {
+    auto clusters = store.in_states({v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY,
+                                     v1::CLUSTER_STATE_FAILED, v1::CLUSTER_STATE_RELEASING});
+    if (!clusters) {
+        return clusters.error();
+    }
+    v1::SiteReport hello;
+    hello.mutable_hello()->set_site(options.site);
+    for (const auto& cluster : *clusters) {
+        if (!from_grc(cluster)) {
+            continue;
+        }
+        hello.mutable_hello()->add_clusters(cluster.id);
+        for (std::uint32_t ordinal = 1; ordinal <= cluster.node_count(); ++ordinal) {
+            report(cluster.id, ordinal);
+        }
+    }
+    uplink = outbox;
+    effects.push_back([outbox, hello] { outbox->send(hello); });
+    spdlog::info("connected to the GRC; {} GRC cluster(s) held here",
+                 hello.hello().clusters_size());
+    return {};
+}
+
+void CrmServer::Impl::uplink_down(const Uplink& outbox, Effects& effects) {
+    if (uplink != outbox) {
+        return;
+    }
+    uplink.reset();
+    // Commands relayed for the GRC have no one left to answer.
+    for (auto it = commands.begin(); it != commands.end();) {
+        if (it->second.pending.empty() || !it->second.deliver) {
+            it = commands.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    (void)effects;
+}
+
+Status CrmServer::Impl::assign(const v1::SiteAssignment& assignment, Effects& effects) {
+    if (assignment.site() != options.site) {
+        return Error{fmt::format("assignment of cluster {} is for site {}, this is site {}",
+                                 quote(assignment.cluster_id(), 80), quote(assignment.site(), 80),
+                                 options.site)};
+    }
+    if (auto ok = store.adopt(assignment); !ok) {
+        return Error{fmt::format("assignment of cluster {}: {}",
+                                 quote(assignment.cluster_id(), 80), ok.error().message)};
+    }
+    dirty.insert(assignment.cluster_id());
+    v1::SiteReport assigned;
+    assigned.set_assigned(assignment.cluster_id());
+    effects.push_back([outbox = uplink, assigned] {
+        if (outbox) {
+            outbox->send(assigned);
+        }
+    });
+    return {};
+}
+
+Status CrmServer::Impl::view(const v1::SiteClusterView& view, Effects& effects) {
+    auto found = store.find(view.cluster_id());
+    if (!found) {
+        return found.error();
+    }
+    if (!*found || !from_grc(**found) || (*found)->state == v1::CLUSTER_STATE_RELEASED ||
+        (*found)->state == v1::CLUSTER_STATE_RELEASING) {
+        return {};  // a view of a cluster that is over here: nothing to do
+    }
+    if (view.common().cluster_id() != view.cluster_id()) {
+        return Error{fmt::format("the view of cluster {} names cluster {}",
+                                 quote(view.cluster_id(), 80),
+                                 quote(view.common().cluster_id(), 80))};
+    }
+    grc_views[view.cluster_id()] = view;
+    dirty.insert(view.cluster_id());
+    if (auto ok = send_views(**found, effects); !ok) {
+        return ok;
+    }
+    return settle(**found);
+}
+
+Status CrmServer::Impl::release_from_grc(const std::string& id, Effects& effects) {
+    auto found = store.find(id);
+    if (!found) {
+        return found.error();
+    }
+    if (!*found || (*found)->state == v1::CLUSTER_STATE_RELEASED || !from_grc(**found)) {
+        v1::SiteReport released;
+        released.set_released(id);
+        effects.push_back([outbox = uplink, released] {
+            if (outbox) {
+                outbox->send(released);
+            }
+        });
+        return {};
+    }
+    if ((*found)->state == v1::CLUSTER_STATE_RELEASING) {
+        return {};
+    }
+    return begin_release(**found, "released by the GRC", effects);
+}
+
+Status CrmServer::Impl::run_from_grc(const v1::SiteCommandRequest& request, Effects& effects) {
+    auto outbox = uplink;
+    const std::uint64_t grc_request = request.request();
+    auto answer = [outbox, grc_request](std::string node, std::string error) {
+        v1::SiteReport failed;
+        auto* out = failed.mutable_output();
+        out->set_request(grc_request);
+        out->mutable_output()->set_node(std::move(node));
+        out->mutable_output()->mutable_output()->set_stderr(std::move(error));
+        v1::SiteReport last;
+        last.mutable_output()->set_request(grc_request);
+        last.mutable_output()->set_last(true);
+        return [outbox, failed, last] {
+            if (outbox) {
+                outbox->send(failed);
+                outbox->send(last);
+            }
+        };
+    };
+    auto found = store.find(request.cluster_id());
+    if (!found) {
+        return found.error();
+    }
+    if (!*found || !from_grc(**found) || request.command().argv().empty()) {
+        effects.push_back(answer(options.site, fmt::format("vcpilot: site {} cannot run it\n",
+                                                           options.site)));
+        return {};
+    }
+    Command command;
+    command.deliver = [outbox, grc_request](const v1::NodeOutput& output) {
+        v1::SiteReport report;
+        report.mutable_output()->set_request(grc_request);
+        *report.mutable_output()->mutable_output() = output;
+        if (outbox) {
+            outbox->send(std::move(report));
+        }
+    };
+    command.done = [outbox, grc_request] {
+        v1::SiteReport report;
+        report.mutable_output()->set_request(grc_request);
+        report.mutable_output()->set_last(true);
+        if (outbox) {
+            outbox->send(std::move(report));
+        }
+    };
+    if (auto ok = start_command(**found, request.command(), request.as_root(),
+                                request.first_node_only(), std::move(command), effects);
+        !ok) {
+        effects.push_back(answer(options.site, "vcpilot: " + ok.error().message + "\n"));
+    }
+    return {};
+}
+
+namespace {
+
+// What the uplink thread and one stream's reactor share; it outlives both.
+struct UplinkCall {
+    grpc::ClientContext context;
+    bool done = false;  // under the CRM's uplink_mutex
+    grpc::Status status;
+    std::atomic<bool> heard_back{false};
+};
+
+// The CRM's end of Grc.Connect. Deletes itself when the stream is over.
+class GrcUplink final : public grpc::ClientBidiReactor<v1::SiteReport, v1::SiteCommand> {
+  public:
+    GrcUplink(CrmServer::Impl& crm, v1::Grc::Stub& stub, std::shared_ptr<UplinkCall> call)
+        : crm_(crm),
+          call_(std::move(call)),
+          outbox_(std::make_shared<Outbox<v1::SiteReport>>(
+              [this](const v1::SiteReport* m) { StartWrite(m); }, [](const grpc::Status&) {})) {
+        stub.async()->Connect(&call_->context, this);
+        AddHold();  // the writer thread writes from outside the reactions
+        StartRead(&in_);
+        StartCall();
+        crm_.post({[crm = &crm_, outbox = outbox_](Effects& effects) {
+                       return crm->uplink_up(outbox, effects);
+                   },
+                   {}});
+    }
+
+    void OnReadDone(bool ok) override {
+        if (!ok) {
+            outbox_->finish(grpc::Status::OK);  // nothing more is written
+            RemoveHold();
+            return;
+        }
+        call_->heard_back = true;
+        v1::SiteCommand command = std::move(in_);
+        crm_.post({[crm = &crm_, command](Effects& effects) -> Status {
+                       switch (command.command_case()) {
+                           case v1::SiteCommand::kAssign:
+                               return crm->assign(command.assign(), effects);
+                           case v1::SiteCommand::kView:
+                               return crm->view(command.view(), effects);
+                           case v1::SiteCommand::kRelease:
+                               return crm->release_from_grc(command.release(), effects);
+                           case v1::SiteCommand::kRun:
+                               return crm->run_from_grc(command.run(), effects);
+                           default:
+                               return Error{"a GRC command of an unknown kind"};
+                       }
+                   },
+                   [](const Status& status) {
+                       if (!status) {
+                           spdlog::warn("GRC: {}", status.error().message);
+                       }
+                   }});
+        StartRead(&in_);
+    }
+
+    void OnWriteDone(bool ok) override { outbox_->write_done(ok); }
+
+    void OnDone(const grpc::Status& status) override {
+        outbox_->gone();
+        crm_.post({[crm = &crm_, outbox = outbox_](Effects& effects) -> Status {
+                       crm->uplink_down(outbox, effects);
+                       return {};
+                   },
+                   {}});
+        {
+            std::lock_guard lock(crm_.uplink_mutex);
+            call_->status = status;
+            call_->done = true;
+        }
+        crm_.uplink_changed.notify_all();
+        delete this;
+    }
+
+  private:
+    CrmServer::Impl& crm_;
+    std::shared_ptr<UplinkCall> call_;
+    std::shared_ptr<Outbox<v1::SiteReport>> outbox_;
+    v1::SiteCommand in_;
+};
+
+}  // namespace
+
+// Keeps one stream to the GRC open: on a break, waits (0.2 s, doubling up to 5 s; back to
+// 0.2 s after a stream that worked) and connects again, until the CRM stops.
+void CrmServer::Impl::run_uplink() {
+    const auto& grc = *options.grc;
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = grc.tls_ca;
+    tls.pem_cert_chain = grc.tls_cert;
+    tls.pem_private_key = grc.tls_key;
+    grpc::ChannelArguments arguments;
+    arguments.SetMaxReceiveMessageSize(kMaxCoordinatorMessage);
+    arguments.SetMaxSendMessageSize(kMaxCoordinatorMessage);
+    auto channel = grpc::CreateCustomChannel(grc.target, grpc::SslCredentials(tls), arguments);
+    auto stub = v1::Grc::NewStub(channel);
+    auto backoff = std::chrono::milliseconds(200);
+    std::string last_error;
+    std::unique_lock lock(uplink_mutex);
+    while (!uplink_stopping) {
+        auto call = std::make_shared<UplinkCall>();
+        lock.unlock();
+        new GrcUplink(*this, *stub, call);
+        lock.lock();
+        uplink_changed.wait(lock, [&] { return uplink_stopping || call->done; });
+        if (!call->done) {
+            lock.unlock();
+            call->context.TryCancel();
+            lock.lock();
+            uplink_changed.wait(lock, [&] { return call->done; });
+            return;
+        }
+        if (call->heard_back) {
+            backoff = std::chrono::milliseconds(200);
+        }
+        const std::string error = call->status.error_message();
+        if (error != last_error) {
+            spdlog::warn("the stream to the GRC at {} ended: {}; connecting again", grc.target,
+                         error.empty() ? "no reason given" : error);
+            last_error = error;
+        }
+        if (uplink_changed.wait_for(lock, backoff, [this] { return uplink_stopping; })) {
+            return;
+        }
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
 }
 
 // ---- the service ----
 
 namespace {
-
-grpc::Status to_grpc(grpc::StatusCode code, const Status& status) {
-    return status ? grpc::Status::OK : grpc::Status(code, status.error().message);
-}
 
 class AttachReactor final : public grpc::ServerBidiReactor<v1::PilotReport, v1::PilotCommand> {
   public:
@@ -847,27 +1137,6 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::PilotReport, v1::
     bool hello_seen_ = false;
 };
 
-template <typename T>
-class WriterReactor final : public grpc::ServerWriteReactor<T> {
-  public:
-    WriterReactor()
-        : outbox_(std::make_shared<Outbox<T>>([this](const T* m) { this->StartWrite(m); },
-                                              [this](const grpc::Status& s) { this->Finish(s); })),
-          link_(std::make_shared<WriterLink<T>>(outbox_)) {}
-
-    std::shared_ptr<WriterLink<T>> link() const { return link_; }
-    void OnWriteDone(bool ok) override { outbox_->write_done(ok); }
-    void OnCancel() override { outbox_->finish(grpc::Status::CANCELLED); }
-    void OnDone() override {
-        outbox_->gone();
-        delete this;
-    }
-
-  private:
-    std::shared_ptr<Outbox<T>> outbox_;
-    std::shared_ptr<WriterLink<T>> link_;
-};
-
 class CrmService final : public v1::Crm::CallbackService {
   public:
     explicit CrmService(CrmServer::Impl& crm) : crm_(crm) {}
@@ -897,7 +1166,7 @@ class CrmService final : public v1::Crm::CallbackService {
                            return created.error();
                        }
                        crm->dirty.insert(created->id);
-                       auto described = crm->describe(*created, true);
+                       auto described = describe_cluster(crm->store, *created, true);
                        if (!described) {
                            return described.error();
                        }
@@ -930,7 +1199,7 @@ class CrmService final : public v1::Crm::CallbackService {
                            return clusters.error();
                        }
                        for (const auto& cluster : *clusters) {
-                           auto described = crm_.describe(cluster, false);
+                           auto described = describe_cluster(crm_.store, cluster, false);
                            if (!described) {
                                return described.error();
                            }
@@ -949,7 +1218,7 @@ class CrmService final : public v1::Crm::CallbackService {
                                          v1::Cluster* response) override {
         return lookup(context, "GetCluster", request->id(),
                       [this, response](ClusterRecord& cluster, Effects&) -> Status {
-                          auto described = crm_.describe(cluster, true);
+                          auto described = describe_cluster(crm_.store, cluster, true);
                           if (!described) {
                               return described.error();
                           }
@@ -964,6 +1233,12 @@ class CrmService final : public v1::Crm::CallbackService {
         return lookup(
             context, "ReleaseCluster", request->id(),
             [this, response](ClusterRecord& cluster, Effects& effects) -> Status {
+                if (from_grc(cluster)) {
+                    return Error{fmt::format(
+                        "cluster {} spans sites and belongs to the GRC: release it there "
+                        "(vcctl --grc ... release {})",
+                        cluster.id, cluster.id)};
+                }
                 if (cluster.state != v1::CLUSTER_STATE_RELEASED &&
                     cluster.state != v1::CLUSTER_STATE_RELEASING) {
                     if (auto ok = crm_.begin_release(cluster, "released by its owner", effects);
@@ -975,7 +1250,7 @@ class CrmService final : public v1::Crm::CallbackService {
                 if (!again || !*again) {
                     return again ? Status{Error{"the cluster vanished"}} : Status{again.error()};
                 }
-                auto described = crm_.describe(**again, false);
+                auto described = describe_cluster(crm_.store, **again, false);
                 if (!described) {
                     return described.error();
                 }
@@ -999,17 +1274,7 @@ class CrmService final : public v1::Crm::CallbackService {
                  if (!cluster) {
                      return cluster.error();
                  }
-                 auto described = crm_.describe(*cluster, true);
-                 if (!described) {
-                     return described.error();
-                 }
-                 link->outbox->send(std::move(*described));
-                 if (cluster->state == v1::CLUSTER_STATE_RELEASED) {
-                     link->outbox->finish(grpc::Status::OK);
-                 } else {
-                     crm_.watchers[id].push_back(link);
-                 }
-                 return {};
+                 return crm_.watchers.add(crm_.store, *cluster, link);
              },
              [link](const Status& status) {
                  if (!status) {
@@ -1090,26 +1355,13 @@ class CrmService final : public v1::Crm::CallbackService {
                            return Error{fmt::format("cluster {} is {}, not READY", cluster->id,
                                                     v1::ClusterState_Name(cluster->state))};
                        }
-                       auto links = crm_.links_of(cluster->id);
-                       if (links.empty()) {
-                           return Error{"no pilot of the cluster is attached to this CRM"};
-                       }
-                       if (!every_node) {
-                           links.resize(1);
-                       }
-                       const std::uint64_t id = crm_.next_command++;
-                       auto& pending = crm_.commands[id];
-                       pending.caller = link;
-                       v1::PilotCommand command;
-                       command.mutable_run()->set_request(id);
-                       *command.mutable_run()->mutable_command() = request.command();
-                       command.mutable_run()->set_as_root(every_node);
-                       for (const auto& pilot : links) {
-                           pending.pending[pilot] = node_name(
-                               cluster->name_prefix, pilot->node.site, pilot->node.ordinal);
-                           effects.push_back([pilot, command] { pilot->outbox->send(command); });
-                       }
-                       return {};
+                       CrmServer::Impl::Command command;
+                       command.deliver = [link](const v1::NodeOutput& output) {
+                           link->outbox->send(output);
+                       };
+                       command.done = [link] { link->outbox->finish(grpc::Status::OK); };
+                       return crm_.start_command(*cluster, request.command(), every_node,
+                                                 !every_node, std::move(command), effects);
                    },
                    [link](const Status& status) {
                        if (!status) {
@@ -1148,8 +1400,10 @@ Result<std::unique_ptr<CrmServer>> CrmServer::start(CrmOptions options, ClusterS
         spdlog::info("resuming the release of {} cluster(s)", releasing->size());
     }
     impl->writer.start();
-    auto server = std::unique_ptr<CrmServer>(new CrmServer(std::move(impl)));
-    return server;
+    if (impl->options.grc) {
+        impl->uplink_thread = std::thread([raw = impl.get()] { raw->run_uplink(); });
+    }
+    return std::unique_ptr<CrmServer>(new CrmServer(std::move(impl)));
 }
 
 grpc::Service* CrmServer::service() {
@@ -1160,9 +1414,18 @@ grpc::Service* CrmServer::service() {
 }
 
 void CrmServer::stop() {
-    if (impl_) {
-        impl_->writer.stop();
+    if (!impl_) {
+        return;
     }
+    {
+        std::lock_guard lock(impl_->uplink_mutex);
+        impl_->uplink_stopping = true;
+    }
+    impl_->uplink_changed.notify_all();
+    if (impl_->uplink_thread.joinable()) {
+        impl_->uplink_thread.join();
+    }
+    impl_->writer.stop();
 }
 
 }  // namespace vcpilot::coordinator

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/ipam.hpp"
@@ -17,6 +18,14 @@
 #include "vcpilot/v1/coordinator.grpc.pb.h"
 
 namespace vcpilot::coordinator {
+
+// Where a site with a GRC finds it, and the CRM's TLS identity (certificate CN "crm:<site>").
+struct GrcUplinkOptions {
+    std::string target;  // HOST:PORT
+    std::string tls_ca;  // PEM text, not paths
+    std::string tls_cert;
+    std::string tls_key;
+};
 
 struct CrmOptions {
     std::string site;                 // this site's name
@@ -30,7 +39,9 @@ struct CrmOptions {
     std::chrono::milliseconds release_timeout{30000};
     // Certificates are valid from a little before their signing (clock skew between nodes)
     // until this long after.
-    std::chrono::hours certificate_lifetime{24 * 30};
+    std::chrono::seconds certificate_lifetime{std::chrono::hours(24 * 30)};
+    // The GRC this site belongs to, if any: its clusters across sites come from there.
+    std::optional<GrcUplinkOptions> grc;
 };
 
 class CrmServer {

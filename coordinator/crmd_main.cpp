@@ -1,115 +1,99 @@
 // vc-crmd: the Cluster Resource Manager of one site.
 //
 //   vc-crmd --site NAME --state FILE --listen ADDRESS... [--pool CIDR...] [--vni-range A-B]
+//           [--grc HOST:PORT --tls-ca FILE --tls-cert FILE --tls-key FILE]
 //
 // Pilots of the site attach to it, users on the site drive it with vcctl (both authenticated
-// with the site's MUNGE). With --pool it hands out the site's own addresses; without, its ranges
-// come from the GRC.
-#include <signal.h>
-
+// with the site's MUNGE). With --pool it hands out the site's own addresses; with --grc it also
+// takes the site's share of clusters that span sites from the GRC (mutual TLS, certificate
+// common name "crm:<site>").
 #include <CLI/CLI.hpp>
-#include <charconv>
 #include <fmt/ranges.h>
-#include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
 #include "common/log.hpp"
 #include "common/store.hpp"
 #include "coordinator/crm.hpp"
+#include "coordinator/daemon.hpp"
 
 namespace {
 
 using namespace vcpilot;
+using namespace vcpilot::coordinator;
 
-constexpr int kMaxMessageBytes = 64 * 1024 * 1024;
+struct Flags {
+    std::string site, state, vni_range = "1-16777215", munge_socket, log_level = "info";
+    std::vector<std::string> listen, pools;
+    int release_timeout_s = 30;
+    bool no_address_check = false;
+    std::string grc, tls_ca, tls_cert, tls_key;
+};
 
-Result<std::pair<std::uint32_t, std::uint32_t>> parse_vni_range(const std::string& text) {
-    const auto dash = text.find('-');
-    std::uint32_t first = 0, last = 0;
-    const char* end = text.data() + text.size();
-    if (dash == std::string::npos ||
-        std::from_chars(text.data(), text.data() + dash, first).ptr != text.data() + dash ||
-        std::from_chars(text.data() + dash + 1, end, last).ptr != end || first < 1 ||
-        last > 16777215 || first > last) {
-        return Error{fmt::format("--vni-range {}: want FIRST-LAST within 1-16777215", text)};
-    }
-    return std::pair{first, last};
-}
-
-int serve(const std::string& site, const std::string& state, const std::vector<std::string>& listen,
-          const std::vector<std::string>& pools, const std::string& vni_range,
-          const std::string& munge_socket, int release_timeout_s, bool check_address) {
-    coordinator::CrmOptions options;
-    options.site = site;
-    options.munge_socket = munge_socket;
-    options.check_pilot_address = check_address;
-    options.release_timeout = std::chrono::seconds(release_timeout_s);
-    if (!pools.empty()) {
-        std::vector<Cidr> cidrs;
-        for (const auto& text : pools) {
-            auto cidr = Cidr::parse(text);
-            if (!cidr) {
-                spdlog::error("--pool {}: {}", text, cidr.error().message);
-                return 2;
-            }
-            cidrs.push_back(*cidr);
-        }
-        auto pool = AddressPool::create(std::move(cidrs));
+Result<CrmOptions> options_from(const Flags& flags) {
+    CrmOptions options;
+    options.site = flags.site;
+    options.munge_socket = flags.munge_socket;
+    options.check_pilot_address = !flags.no_address_check;
+    options.release_timeout = std::chrono::seconds(flags.release_timeout_s);
+    if (!flags.pools.empty()) {
+        auto pool = parse_pools("--pool", flags.pools);
         if (!pool) {
-            spdlog::error("--pool: {}", pool.error().message);
-            return 2;
+            return pool.error();
         }
         options.pool = std::move(*pool);
     }
-    auto vnis = parse_vni_range(vni_range);
+    auto vnis = parse_vni_range(flags.vni_range);
     if (!vnis) {
-        spdlog::error("{}", vnis.error().message);
-        return 2;
+        return vnis.error();
     }
     std::tie(options.vni_first, options.vni_last) = *vnis;
+    if (!flags.grc.empty()) {
+        GrcUplinkOptions grc;
+        grc.target = flags.grc;
+        for (auto [flag, path, out] : {std::tuple{"--tls-ca", &flags.tls_ca, &grc.tls_ca},
+                                       std::tuple{"--tls-cert", &flags.tls_cert, &grc.tls_cert},
+                                       std::tuple{"--tls-key", &flags.tls_key, &grc.tls_key}}) {
+            auto pem = read_pem(flag, *path);
+            if (!pem) {
+                return pem.error();
+            }
+            *out = std::move(*pem);
+        }
+        options.grc = std::move(grc);
+    }
+    return options;
+}
 
-    auto leases = LeaseStore::open(state);
+int serve(const Flags& flags) {
+    auto options = options_from(flags);
+    if (!options) {
+        spdlog::error("{}", options.error().message);
+        return 2;
+    }
+    auto leases = LeaseStore::open(flags.state);
     if (!leases) {
         spdlog::error("{}", leases.error().message);
         return 1;
     }
-    auto crm = coordinator::CrmServer::start(std::move(options),
-                                             coordinator::ClusterStore(std::move(*leases)));
+    auto crm = CrmServer::start(std::move(*options), ClusterStore(std::move(*leases)));
     if (!crm) {
         spdlog::error("{}", crm.error().message);
         return 1;
     }
-    grpc::ServerBuilder builder;
-    std::vector<int> ports(listen.size(), 0);
-    for (std::size_t i = 0; i < listen.size(); ++i) {
-        builder.AddListeningPort(listen[i], grpc::InsecureServerCredentials(), &ports[i]);
-    }
-    builder.RegisterService((*crm)->service());
-    builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-    builder.SetMaxSendMessageSize(kMaxMessageBytes);
-    auto server = builder.BuildAndStart();
+    // Pilots and users prove who they are with MUNGE in the messages, not with the transport.
+    std::vector<std::shared_ptr<grpc::ServerCredentials>> credentials(
+        flags.listen.size(), grpc::InsecureServerCredentials());
+    auto server = serve_on(flags.listen, credentials, (*crm)->service());
     if (!server) {
-        spdlog::error("cannot listen on {}", fmt::join(listen, ", "));
+        spdlog::error("{}", server.error().message);
         return 1;
     }
-    for (std::size_t i = 0; i < listen.size(); ++i) {
-        if (ports[i] == 0) {
-            spdlog::error("cannot listen on {}", listen[i]);
-            server->Shutdown();
-            return 1;
-        }
-    }
-    spdlog::info("vc-crmd of site {} serving on {} (state {})", site, fmt::join(listen, ", "),
-                 state);
-
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    int signal = 0;
-    sigwait(&signals, &signal);
+    spdlog::info("vc-crmd of site {} serving on {} (state {}{})", flags.site,
+                 fmt::join(flags.listen, ", "), flags.state,
+                 flags.grc.empty() ? "" : ", GRC " + flags.grc);
+    const int signal = wait_for_stop_signal();
     spdlog::info("signal {}: shutting down", signal);
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     (*crm)->stop();
     return 0;
 }
@@ -117,35 +101,41 @@ int serve(const std::string& site, const std::string& state, const std::vector<s
 }  // namespace
 
 int main(int argc, char** argv) {
-    // Signals are taken by sigwait in main; every thread started later inherits the mask.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    block_stop_signals();  // taken by sigwait; every thread started later inherits the mask
 
     CLI::App app{"vc-crmd: the vcpilot Cluster Resource Manager of one site"};
-    std::string site, state, vni_range = "1-16777215", munge_socket, log_level = "info";
-    std::vector<std::string> listen, pools;
-    int release_timeout_s = 30;
-    bool no_address_check = false;
-    app.add_option("--site", site, "this site's name")->required();
-    app.add_option("--state", state, "the SQLite state file")->required();
-    app.add_option("--listen", listen, "where to serve: HOST:PORT or unix:/PATH (repeatable)")
+    Flags flags;
+    app.add_option("--site", flags.site, "this site's name")->required();
+    app.add_option("--state", flags.state, "the SQLite state file")->required();
+    app.add_option("--listen", flags.listen,
+                   "where to serve: HOST:PORT or unix:/PATH (repeatable)")
         ->required();
-    app.add_option("--pool", pools,
-                   "the site's own address range, a CIDR (repeatable); without it, ranges come "
-                   "from the GRC");
-    app.add_option("--vni-range", vni_range, "VXLAN network identifiers to hand out, FIRST-LAST");
-    app.add_option("--munge-socket", munge_socket, "munged's socket (default: libmunge's)");
-    app.add_option("--release-timeout", release_timeout_s,
+    app.add_option("--pool", flags.pools,
+                   "the site's own address range, a CIDR (repeatable); without it, clusters come "
+                   "from the GRC only");
+    app.add_option("--vni-range", flags.vni_range,
+                   "VXLAN network identifiers for the site's own clusters, FIRST-LAST");
+    app.add_option("--munge-socket", flags.munge_socket, "munged's socket (default: libmunge's)");
+    app.add_option("--release-timeout", flags.release_timeout_s,
                    "seconds a release waits for pilots to confirm")
         ->check(CLI::Range(1, 3600));
-    app.add_flag("--no-pilot-address-check", no_address_check,
+    app.add_flag("--no-pilot-address-check", flags.no_address_check,
                  "accept pilots whose host name does not resolve to their source address");
-    app.add_option("--log-level", log_level, "trace, debug, info, warn or error");
+    auto* grc = app.add_option("--grc", flags.grc,
+                               "the GRC (HOST:PORT) whose clusters across sites this site joins");
+    app.add_option("--tls-ca", flags.tls_ca, "the CA that signed the GRC's certificate (PEM)")
+        ->needs(grc);
+    app.add_option("--tls-cert", flags.tls_cert, "this CRM's certificate, CN crm:<site> (PEM)")
+        ->needs(grc);
+    app.add_option("--tls-key", flags.tls_key, "its private key (PEM)")->needs(grc);
+    app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error");
     CLI11_PARSE(app, argc, argv);
-    auto level = parse_log_level(log_level);
+    if (!flags.grc.empty() &&
+        (flags.tls_ca.empty() || flags.tls_cert.empty() || flags.tls_key.empty())) {
+        std::fprintf(stderr, "vc-crmd: --grc needs --tls-ca, --tls-cert and --tls-key\n");
+        return 2;
+    }
+    auto level = parse_log_level(flags.log_level);
     if (!level) {
         std::fprintf(stderr, "vc-crmd: --log-level: %s\n", level.error().message.c_str());
         return 2;
@@ -154,6 +144,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "vc-crmd: %s\n", ok.error().message.c_str());
         return 1;
     }
-    return serve(site, state, listen, pools, vni_range, munge_socket, release_timeout_s,
-                 !no_address_check);
+    return serve(flags);
 }

@@ -13,6 +13,10 @@
 
 namespace vcpilot::coordinator {
 
+// The largest message a coordinator sends or accepts (a cluster view of many sites, a batch of
+// node reports).
+inline constexpr int kMaxCoordinatorMessage = 64 * 1024 * 1024;
+
 template <typename T>
 class Outbox {
   public:

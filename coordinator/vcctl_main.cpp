@@ -1,11 +1,13 @@
 // vcctl: create, inspect, use and release vcpilot virtual clusters.
 //
 //   vcctl create --site SITE:NODES[:CIDR]... [--keys ca|exchange] [--wait]
-//   vcctl list [--all] | show ID | watch ID | release ID [--wait]
+//   vcctl list [--all] | show ID | watch ID | wait ID | release ID [--wait]
 //   vcctl run ID -- CMD...     (on the first node, as the cluster's owner)
 //   vcctl exec ID -- CMD...    (on every node, as root; root only)
 //
-// Talks to the site's CRM (--crm, or $VCPILOT_CRM), proving who the caller is with MUNGE.
+// Talks to the site's CRM (--crm, or $VCPILOT_CRM), proving who the caller is with MUNGE; or,
+// with --grc (or $VCPILOT_GRC), to the GRC for clusters across sites, proving it with a TLS
+// client certificate (--tls-ca/--tls-cert/--tls-key, or $VCPILOT_TLS_CA/_CERT/_KEY).
 // Human output by default; --json prints one JSON document (or one per line for watch).
 #include <unistd.h>
 
@@ -14,7 +16,9 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "coordinator/client.hpp"
 
@@ -29,6 +33,8 @@ constexpr const char* kDefaultCrm = "unix:/run/vcpilot/crmd.sock";
 struct Global {
     std::string crm;
     std::string munge_socket;
+    std::string grc;
+    std::string tls_ca, tls_cert, tls_key;
     bool json = false;
 };
 
@@ -95,8 +101,26 @@ void print_cluster(const v1::Cluster& cluster) {
     }
 }
 
-CrmClient connect(const Global& global) {
-    auto client = CrmClient::connect({global.crm, global.munge_socket});
+std::string read_file_or_fail(const char* flag, const std::string& path) {
+    if (path.empty()) {
+        fail(fmt::format("--grc needs {} (or its VCPILOT_TLS_ variable)", flag), 2);
+    }
+    std::ifstream in(path);
+    if (!in) {
+        fail(fmt::format("{} {}: cannot read it", flag, path), 2);
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+ClusterClient connect(const Global& global) {
+    auto client = global.grc.empty()
+                      ? ClusterClient::crm({global.crm, global.munge_socket})
+                      : ClusterClient::grc({global.grc,
+                                            read_file_or_fail("--tls-ca", global.tls_ca),
+                                            read_file_or_fail("--tls-cert", global.tls_cert),
+                                            read_file_or_fail("--tls-key", global.tls_key)});
     if (!client) {
         fail(client.error().message);
     }
@@ -104,7 +128,7 @@ CrmClient connect(const Global& global) {
 }
 
 std::unique_ptr<grpc::ClientContext> context_for(
-    const CrmClient& client, std::string_view method,
+    const ClusterClient& client, std::string_view method,
     std::optional<std::chrono::milliseconds> timeout = std::chrono::seconds(30)) {
     auto context = client.context(method, timeout);
     if (!context) {
@@ -113,22 +137,22 @@ std::unique_ptr<grpc::ClientContext> context_for(
     return std::move(*context);
 }
 
-void check(const grpc::Status& status, const Global& global) {
+void check(const grpc::Status& status, const ClusterClient& client) {
     if (!status.ok()) {
-        fail(describe_failure(status, "the CRM at " + global.crm),
+        fail(describe_failure(status, client.target()),
              status.error_code() == grpc::StatusCode::UNAVAILABLE ? 3 : 1);
     }
 }
 
 // Follows the cluster until `done` says so or the timeout passes; a progress line on a terminal.
-v1::Cluster follow(const Global& global, const CrmClient& client, const std::string& id,
+v1::Cluster follow(const Global& global, const ClusterClient& client, const std::string& id,
                    const std::function<bool(const v1::Cluster&)>& done, double timeout_s,
                    bool print_each) {
     auto context = context_for(client, "WatchCluster",
                                std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
     v1::ClusterRef ref;
     ref.set_id(id);
-    auto reader = client.stub().WatchCluster(context.get(), ref);
+    auto reader = client.call([&](auto& stub) { return stub.WatchCluster(context.get(), ref); });
     const auto start = Clock::now();
     const bool progress = !global.json && !print_each && ::isatty(STDERR_FILENO);
     v1::Cluster cluster;
@@ -167,7 +191,7 @@ v1::Cluster follow(const Global& global, const CrmClient& client, const std::str
                              cluster_state(cluster.state()), timeout_s));
         }
         if (!status.ok()) {
-            check(status, global);
+            check(status, client);
         }
     }
     return cluster;
@@ -212,8 +236,9 @@ int run_command(const Global& global, const std::string& id, const std::vector<s
     for (const auto& arg : argv) {
         request.mutable_command()->add_argv(arg);
     }
-    auto reader = every_node ? client.stub().Exec(context.get(), request)
-                             : client.stub().Run(context.get(), request);
+    auto reader = client.call([&](auto& stub) {
+        return every_node ? stub.Exec(context.get(), request) : stub.Run(context.get(), request);
+    });
     v1::NodeOutput output;
     int worst = 0;
     while (reader->Read(&output)) {
@@ -236,7 +261,7 @@ int run_command(const Global& global, const std::string& id, const std::vector<s
             worst = std::max(worst, out.exit_status());
         }
     }
-    check(reader->Finish(), global);
+    check(reader->Finish(), client);
     return worst;
 }
 
@@ -252,6 +277,19 @@ int main(int argc, char** argv) {
     app.add_option("--crm", global.crm, "the site's CRM: HOST:PORT or unix:/PATH ($VCPILOT_CRM)")
         ->capture_default_str();
     app.add_option("--munge-socket", global.munge_socket, "munged's socket");
+    auto env = [](const char* name) {
+        const char* value = std::getenv(name);
+        return value != nullptr ? std::string(value) : std::string();
+    };
+    global.grc = env("VCPILOT_GRC");
+    global.tls_ca = env("VCPILOT_TLS_CA");
+    global.tls_cert = env("VCPILOT_TLS_CERT");
+    global.tls_key = env("VCPILOT_TLS_KEY");
+    app.add_option("--grc", global.grc,
+                   "the GRC, HOST:PORT ($VCPILOT_GRC): clusters across sites; instead of --crm");
+    app.add_option("--tls-ca", global.tls_ca, "with --grc: the CA of the GRC's certificate");
+    app.add_option("--tls-cert", global.tls_cert, "with --grc: your certificate (CN = you)");
+    app.add_option("--tls-key", global.tls_key, "with --grc: its private key");
     app.add_flag("--json", global.json, "machine-readable output");
 
     auto* create = app.add_subcommand("create", "reserve a virtual cluster");
@@ -279,6 +317,9 @@ int main(int argc, char** argv) {
     show->add_option("ID", id, "cluster id")->required();
     auto* watch = app.add_subcommand("watch", "print every change of a cluster until released");
     watch->add_option("ID", id, "cluster id")->required();
+    auto* wait_cmd = app.add_subcommand("wait", "wait until a cluster is READY (or FAILED)");
+    wait_cmd->add_option("ID", id, "cluster id")->required();
+    wait_cmd->add_option("--timeout", timeout_s, "seconds to wait")->capture_default_str();
     auto* release = app.add_subcommand("release", "release a cluster: stop its pilots, free it");
     release->add_option("ID", id, "cluster id")->required();
     release->add_flag("--wait", wait, "wait until it is RELEASED");
@@ -305,7 +346,10 @@ int main(int argc, char** argv) {
         request.set_slots(slots);
         auto context = context_for(client, "CreateCluster");
         v1::Cluster cluster;
-        check(client.stub().CreateCluster(context.get(), request, &cluster), global);
+        check(client.call([&](auto& stub) {
+            return stub.CreateCluster(context.get(), request, &cluster);
+        }),
+              client);
         if (wait) {
             cluster = follow(global, client, cluster.id(), ready_or_failed, timeout_s, false);
         }
@@ -324,7 +368,10 @@ int main(int argc, char** argv) {
         request.set_all(all);
         v1::ListClustersResponse response;
         auto context = context_for(client, "ListClusters");
-        check(client.stub().ListClusters(context.get(), request, &response), global);
+        check(client.call([&](auto& stub) {
+            return stub.ListClusters(context.get(), request, &response);
+        }),
+              client);
         if (global.json) {
             fmt::print("{}\n", to_json(response));
             return 0;
@@ -349,7 +396,8 @@ int main(int argc, char** argv) {
         ref.set_id(id);
         v1::Cluster cluster;
         auto context = context_for(client, "GetCluster");
-        check(client.stub().GetCluster(context.get(), ref, &cluster), global);
+        check(client.call([&](auto& stub) { return stub.GetCluster(context.get(), ref, &cluster); }),
+              client);
         if (global.json) {
             fmt::print("{}\n", to_json(cluster));
         } else {
@@ -367,13 +415,26 @@ int main(int argc, char** argv) {
             1e7, true);
         return 0;
     }
+    if (wait_cmd->parsed()) {
+        auto client = connect(global);
+        const auto cluster = follow(global, client, id, ready_or_failed, timeout_s, false);
+        if (global.json) {
+            fmt::print("{}\n", to_json(cluster));
+        } else {
+            fmt::print("{} {}{}\n", cluster.id(), cluster_state(cluster.state()),
+                       cluster.reason().empty() ? "" : ": " + cluster.reason());
+        }
+        return cluster.state() == v1::CLUSTER_STATE_READY ? 0 : 1;
+    }
     if (release->parsed()) {
         auto client = connect(global);
         v1::ClusterRef ref;
         ref.set_id(id);
         v1::Cluster cluster;
         auto context = context_for(client, "ReleaseCluster");
-        check(client.stub().ReleaseCluster(context.get(), ref, &cluster), global);
+        check(client.call(
+                  [&](auto& stub) { return stub.ReleaseCluster(context.get(), ref, &cluster); }),
+              client);
         if (wait && cluster.state() != v1::CLUSTER_STATE_RELEASED) {
             cluster = follow(
                 global, client, id,

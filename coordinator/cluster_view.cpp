@@ -1,0 +1,244 @@
+#include "coordinator/cluster_view.hpp"
+
+#include <fmt/format.h>
+
+#include "common/text.hpp"
+
+namespace vcpilot::coordinator {
+
+const SiteRecord* site_of(const ClusterRecord& cluster, std::string_view site) {
+    for (const auto& record : cluster.sites) {
+        if (record.site == site) {
+            return &record;
+        }
+    }
+    return nullptr;
+}
+
+Result<v1::Cluster> describe_cluster(ClusterStore& store, const ClusterRecord& cluster,
+                                     bool with_nodes) {
+    v1::Cluster out;
+    out.set_id(cluster.id);
+    out.set_owner(cluster.owner);
+    out.set_state(cluster.state);
+    out.set_reason(cluster.reason);
+    out.set_key_mode(cluster.key_mode);
+    out.set_vni(cluster.vni.value_or(0));
+    out.set_name_prefix(cluster.name_prefix);
+    out.set_slots(cluster.slots);
+    out.set_created_unix_ms(static_cast<std::uint64_t>(cluster.created_unix_ms));
+    out.set_changed_unix_ms(static_cast<std::uint64_t>(cluster.changed_unix_ms));
+    auto nodes = store.nodes(cluster.id);
+    if (!nodes) {
+        return nodes.error();
+    }
+    std::map<std::string, v1::SiteInfo*> sites;
+    for (const auto& site : cluster.sites) {
+        auto* info = out.add_sites();
+        info->set_site(site.site);
+        info->set_nodes(site.nodes);
+        info->set_block(site.block.to_string());
+        sites[site.site] = info;
+    }
+    for (const auto& node : *nodes) {
+        const SiteRecord* site = site_of(cluster, node.site);
+        if (site == nullptr) {
+            continue;
+        }
+        if (node.state == v1::PILOT_STATE_READY) {
+            sites[node.site]->set_ready(sites[node.site]->ready() + 1);
+        }
+        if (!with_nodes) {
+            continue;
+        }
+        auto* info = out.add_nodes();
+        info->set_site(node.site);
+        info->set_ordinal(node.ordinal);
+        info->set_name(node_name(cluster.name_prefix, node.site, node.ordinal));
+        info->set_address(node_address(site->block, node.ordinal)->to_string());
+        info->set_host(node.host);
+        info->set_underlay_address(node.underlay);
+        info->set_state(node.state);
+        info->set_reason(node.reason);
+    }
+    return out;
+}
+
+bool every_node_keyed(const std::vector<NodeRecord>& nodes) {
+    return std::all_of(nodes.begin(), nodes.end(),
+                       [](const NodeRecord& node) { return !node.host_key.empty(); });
+}
+
+Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
+                                    const std::vector<NodeRecord>& nodes, const SshCa* ca) {
+    v1::ClusterView view;
+    view.set_cluster_id(cluster.id);
+    view.set_name_prefix(cluster.name_prefix);
+    view.set_slots(cluster.slots);
+    std::map<std::string, v1::SiteView*> sites;
+    for (const auto& site : cluster.sites) {
+        auto* site_view = view.add_sites();
+        site_view->set_site(site.site);
+        site_view->set_block(site.block.to_string());
+        site_view->set_nodes(site.nodes);
+        sites[site.site] = site_view;
+    }
+    // Nodes come ordered by site and ordinal, so node i of a site lands at index i-1.
+    for (const auto& node : nodes) {
+        auto found = sites.find(node.site);
+        if (found == sites.end()) {
+            return Error{fmt::format("cluster {}: node {} of unknown site {}", cluster.id,
+                                     node.ordinal, node.site)};
+        }
+        auto underlay = IpAddress::parse(node.underlay);
+        if (!underlay) {
+            return Error{fmt::format("node {} of site {} has no usable underlay address {}",
+                                     node.ordinal, node.site, quote(node.underlay))};
+        }
+        const auto bytes = underlay->bytes();
+        found->second->mutable_underlay()->append(reinterpret_cast<const char*>(bytes.data()),
+                                                  bytes.size());
+        if (cluster.key_mode == v1::KEY_MODE_EXCHANGE) {
+            found->second->add_host_keys(node.host_key);
+            found->second->add_user_keys(node.user_key);
+        }
+    }
+    if (cluster.key_mode == v1::KEY_MODE_CA) {
+        if (ca == nullptr) {
+            return Error{fmt::format("cluster {}: no CA key to put in the view", cluster.id)};
+        }
+        view.set_ca_key(ca->public_key_line("vcpilot-ca:" + cluster.id));
+    }
+    return view;
+}
+
+Status certify_node(const SshCa& ca, const ClusterRecord& cluster, NodeRecord& node,
+                    std::chrono::seconds lifetime) {
+    const SiteRecord* site = site_of(cluster, node.site);
+    if (site == nullptr) {
+        return Error{fmt::format("cluster {} has no site {}", cluster.id, node.site)};
+    }
+    const std::string name = node_name(cluster.name_prefix, node.site, node.ordinal);
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    CertificateRequest request;
+    request.serial = node.ordinal;
+    request.valid_after_unix = now - 300;  // clock skew between the nodes
+    request.valid_before_unix = now + lifetime.count();
+    request.type = CertificateType::Host;
+    request.public_key_line = node.host_key;
+    request.key_id = fmt::format("{}:{}:host", cluster.id, name);
+    request.principals = {name, node_address(site->block, node.ordinal)->to_string()};
+    auto host_certificate = ca.sign(request);
+    if (!host_certificate) {
+        return host_certificate.error();
+    }
+    request.type = CertificateType::User;
+    request.public_key_line = node.user_key;
+    request.key_id = fmt::format("{}:{}:user", cluster.id, name);
+    request.principals = {cluster.owner};
+    auto user_certificate = ca.sign(request);
+    if (!user_certificate) {
+        return user_certificate.error();
+    }
+    node.host_certificate = std::move(*host_certificate);
+    node.user_certificate = std::move(*user_certificate);
+    return {};
+}
+
+Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
+                          const std::vector<NodeRecord>& nodes) {
+    if (cluster.state != v1::CLUSTER_STATE_PENDING && cluster.state != v1::CLUSTER_STATE_READY) {
+        return false;
+    }
+    std::size_t ready = 0;
+    for (const auto& node : nodes) {
+        if (node.state == v1::PILOT_STATE_FAILED) {
+            const std::string reason =
+                fmt::format("node {}: {}", node_name(cluster.name_prefix, node.site, node.ordinal),
+                            node.reason.empty() ? "failed" : node.reason);
+            if (auto ok = store.set_state(cluster.id, v1::CLUSTER_STATE_FAILED, reason); !ok) {
+                return ok.error();
+            }
+            return true;
+        }
+        ready += node.state == v1::PILOT_STATE_READY ? 1 : 0;
+    }
+    if (cluster.state == v1::CLUSTER_STATE_PENDING && ready == nodes.size() && !nodes.empty()) {
+        if (auto ok = store.set_state(cluster.id, v1::CLUSTER_STATE_READY, ""); !ok) {
+            return ok.error();
+        }
+        return true;
+    }
+    return false;
+}
+
+Result<const SshCa*> CaCache::get(ClusterStore& store, const std::string& id) {
+    if (auto found = cas_.find(id); found != cas_.end()) {
+        return &found->second;
+    }
+    auto seed = store.ca_seed(id);
+    if (!seed) {
+        return seed.error();
+    }
+    if (!*seed) {
+        return Error{fmt::format("cluster {}: this coordinator holds no CA key for it", id)};
+    }
+    auto ca = SshCa::from_private_bytes(std::span<const std::uint8_t, 32>(**seed));
+    if (!ca) {
+        return ca.error();
+    }
+    return &cas_.emplace(id, std::move(*ca)).first->second;
+}
+
+Status Watchers::add(ClusterStore& store, const ClusterRecord& cluster, Link link) {
+    auto described = describe_cluster(store, cluster, true);
+    if (!described) {
+        return described.error();
+    }
+    link->outbox->send(std::move(*described));
+    if (cluster.state == v1::CLUSTER_STATE_RELEASED) {
+        link->outbox->finish(grpc::Status::OK);
+    } else {
+        watchers_[cluster.id].push_back(std::move(link));
+    }
+    return {};
+}
+
+void Watchers::notify(ClusterStore& store, const std::set<std::string>& changed) {
+    for (const auto& id : changed) {
+        auto watching = watchers_.find(id);
+        if (watching == watchers_.end()) {
+            continue;
+        }
+        auto found = store.find(id);
+        if (!found || !*found) {
+            continue;
+        }
+        auto described = describe_cluster(store, **found, true);
+        if (!described) {
+            continue;
+        }
+        const bool last = (*found)->state == v1::CLUSTER_STATE_RELEASED;
+        auto& list = watching->second;
+        std::erase_if(list, [&](const Link& watcher) {
+            if (!watcher->outbox->send(*described)) {
+                return true;
+            }
+            if (last) {
+                watcher->outbox->finish(grpc::Status::OK);
+            }
+            return last;
+        });
+        if (list.empty()) {
+            watchers_.erase(watching);
+        }
+    }
+}
+
+grpc::Status to_grpc(grpc::StatusCode code, const Status& status) {
+    return status ? grpc::Status::OK : grpc::Status(code, status.error().message);
+}
+
+}  // namespace vcpilot::coordinator

@@ -1,0 +1,40 @@
+// What vc-crmd and vc-grcd share as programs: parsing their configuration, listening, and
+// waiting for the signal to stop.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/ipam.hpp"
+#include "common/result.hpp"
+
+namespace vcpilot::coordinator {
+
+// "FIRST-LAST" within the 24-bit VXLAN network identifier space.
+Result<std::pair<std::uint32_t, std::uint32_t>> parse_vni_range(const std::string& text);
+
+// One or more CIDRs; `flag` names the option in errors.
+Result<AddressPool> parse_pools(const std::string& flag, const std::vector<std::string>& texts);
+
+// A PEM file's text (certificate or key); the error names the option.
+Result<std::string> read_pem(const std::string& flag, const std::string& path);
+
+// Server credentials for mutual TLS: the client must present a certificate signed by `ca`.
+std::shared_ptr<grpc::ServerCredentials> mutual_tls(const std::string& ca, const std::string& cert,
+                                                    const std::string& key);
+
+// Builds and starts a server with `service` on every address of `listen`.
+Result<std::unique_ptr<grpc::Server>> serve_on(
+    const std::vector<std::string>& listen,
+    const std::vector<std::shared_ptr<grpc::ServerCredentials>>& credentials,
+    grpc::Service* service);
+
+// Blocks SIGTERM and SIGINT in this thread (call first in main: threads inherit the mask).
+void block_stop_signals();
+// Waits for one of them; returns its number.
+int wait_for_stop_signal();
+
+}  // namespace vcpilot::coordinator

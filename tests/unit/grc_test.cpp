@@ -1,0 +1,508 @@
+// The GRC as its clients see it: a real vc-grcd engine behind a gRPC server with mutual TLS on
+// loopback, two real CRM engines (sites "a" and "b") connected to it with their site
+// certificates, simulated pilots at each site, and vcctl's client code.
+#include "coordinator/grc.hpp"
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <set>
+
+#include "common/sshcert.hpp"
+#include "coordinator/client.hpp"
+#include "coordinator/crm.hpp"
+#include "coordinator/daemon.hpp"
+#include "coordinator/sim_pilot.hpp"
+#include "literals.hpp"
+#include "temp_dir.hpp"
+#include "test_munged.hpp"
+
+namespace vcpilot::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+std::string pem(const std::filesystem::path& path) {
+    return read_pem("test", path.string()).value();
+}
+
+class GrcTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (!TestMunged::available()) {
+            GTEST_SKIP() << "needs root and munged (scripts/install-deps.sh installs it)";
+        }
+        const std::string script = std::string(VCPILOT_SOURCE_DIR) + "/scripts/make-test-ca.sh";
+        const std::string command = fmt::format(
+            "{} --out {} --grc-address 127.0.0.1 --site a --site b --site c --user alice --user "
+            "bob --user root >/dev/null 2>&1",
+            script, (dir_.path() / "pki").string());
+        ASSERT_EQ(std::system(command.c_str()), 0) << command;
+        munged_ = std::make_unique<TestMunged>();
+        start_grc();
+        start_crm("a");
+        start_crm("b");
+    }
+
+    void TearDown() override {
+        for (auto& [site, crm] : crms_) {
+            stop_crm(site);
+        }
+        stop_grc();
+    }
+
+    std::filesystem::path pki(const std::string& name) const { return dir_.path() / "pki" / name; }
+
+    void start_grc() {
+        GrcOptions options{.sites = {"a", "b", "c"},
+                           .pool = pool_of({cidr("10.96.0.0/24")})};
+        options.vni_first = 5000;
+        options.vni_last = 5099;
+        options.release_timeout = release_timeout_;
+        auto store = LeaseStore::open(dir_.path() / "grc.db").value();
+        grc_ = GrcServer::start(std::move(options), ClusterStore(std::move(store))).value();
+        grpc::ServerBuilder builder;
+        int port = 0;
+        const std::string listen = grc_port_ ? fmt::format("127.0.0.1:{}", grc_port_) : "127.0.0.1:0";
+        builder.AddListeningPort(
+            listen, mutual_tls(pem(pki("ca.pem")), pem(pki("grc.pem")), pem(pki("grc.key"))),
+            &port);
+        builder.RegisterService(grc_->service());
+        grc_server_ = builder.BuildAndStart();
+        ASSERT_TRUE(grc_server_);
+        ASSERT_NE(port, 0);
+        grc_port_ = port;
+    }
+    void stop_grc() {
+        if (grc_server_) {
+            grc_server_->Shutdown(std::chrono::system_clock::now() + 1s);
+            grc_server_.reset();
+        }
+        grc_.reset();
+    }
+
+    struct Site {
+        std::unique_ptr<CrmServer> crm;
+        std::unique_ptr<grpc::Server> server;
+    };
+
+    std::string crm_target(const std::string& site) const {
+        return "unix:" + (dir_.path() / ("crm-" + site + ".sock")).string();
+    }
+
+    void start_crm(const std::string& site) {
+        CrmOptions options;
+        options.site = site;
+        options.munge_socket = munged_->socket();
+        options.release_timeout = release_timeout_;
+        options.grc = GrcUplinkOptions{fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
+                                       pem(pki("crm-" + site + ".pem")),
+                                       pem(pki("crm-" + site + ".key"))};
+        auto store = LeaseStore::open(dir_.path() / ("crm-" + site + ".db")).value();
+        Site out;
+        out.crm = CrmServer::start(std::move(options), ClusterStore(std::move(store))).value();
+        grpc::ServerBuilder builder;
+        builder.AddListeningPort(crm_target(site), grpc::InsecureServerCredentials());
+        builder.RegisterService(out.crm->service());
+        out.server = builder.BuildAndStart();
+        ASSERT_TRUE(out.server);
+        crms_[site] = std::move(out);
+    }
+    void stop_crm(const std::string& site) {
+        auto& entry = crms_[site];
+        if (entry.server) {
+            entry.server->Shutdown(std::chrono::system_clock::now() + 1s);
+            entry.server.reset();
+        }
+        entry.crm.reset();
+    }
+
+    ClusterClient user(const std::string& name) const {
+        const std::string cert = name.starts_with("crm:") ? "crm-" + name.substr(4) : "user-" + name;
+        return ClusterClient::grc({fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
+                                   pem(pki(cert + ".pem")), pem(pki(cert + ".key"))})
+            .value();
+    }
+    ClusterClient site_root(const std::string& site) const {
+        return ClusterClient::crm({crm_target(site), munged_->socket()}).value();
+    }
+
+    grpc::Status create(const ClusterClient& client,
+                        const std::vector<std::pair<std::string, std::uint32_t>>& sites,
+                        v1::Cluster* cluster, v1::KeyMode mode = v1::KEY_MODE_CA,
+                        const std::vector<std::string>& blocks = {}) {
+        v1::CreateClusterRequest request;
+        for (std::size_t i = 0; i < sites.size(); ++i) {
+            auto* site = request.add_sites();
+            site->set_site(sites[i].first);
+            site->set_nodes(sites[i].second);
+            if (i < blocks.size()) {
+                site->set_block(blocks[i]);
+            }
+        }
+        request.set_key_mode(mode);
+        auto context = client.context("CreateCluster").value();
+        return client.call(
+            [&](auto& stub) { return stub.CreateCluster(context.get(), request, cluster); });
+    }
+
+    grpc::Status get(const ClusterClient& client, const std::string& id, v1::Cluster* cluster) {
+        v1::ClusterRef ref;
+        ref.set_id(id);
+        auto context = client.context("GetCluster").value();
+        return client.call([&](auto& stub) { return stub.GetCluster(context.get(), ref, cluster); });
+    }
+
+    grpc::Status release(const ClusterClient& client, const std::string& id) {
+        v1::ClusterRef ref;
+        ref.set_id(id);
+        v1::Cluster cluster;
+        auto context = client.context("ReleaseCluster").value();
+        return client.call(
+            [&](auto& stub) { return stub.ReleaseCluster(context.get(), ref, &cluster); });
+    }
+
+    // Waits (bounded) until `client` sees the cluster in `state`.
+    v1::Cluster wait_for(const ClusterClient& client, const std::string& id,
+                         v1::ClusterState state) {
+        v1::Cluster cluster;
+        const auto deadline = std::chrono::steady_clock::now() + 15s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (get(client, id, &cluster).ok() && cluster.state() == state) {
+                break;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return cluster;
+    }
+
+    // Waits (bounded) until the site's CRM holds the cluster.
+    bool assigned(const std::string& site, const std::string& id) {
+        v1::Cluster cluster;
+        const auto deadline = std::chrono::steady_clock::now() + 15s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (get(site_root(site), id, &cluster).ok()) {
+                return true;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return false;
+    }
+
+    std::unique_ptr<SimPilotFleet> pilots(const std::string& site, const std::string& cluster,
+                                          std::size_t count) {
+        std::vector<SimPilotSpec> specs;
+        for (std::size_t i = 1; i <= count; ++i) {
+            SimPilotSpec spec;
+            spec.cluster = cluster;
+            spec.host = fmt::format("{}-node{}", site, i);
+            spec.underlay = fmt::format("172.16.{}.{}", site == "a" ? 1 : 2, 10 + i);
+            spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", cluster,
+                                                       spec.host, spec.job),
+                                           munged_->socket())
+                                  .value();
+            spec.host_key = SshCa::generate().value().public_key_line("host");
+            spec.user_key = SshCa::generate().value().public_key_line("user");
+            specs.push_back(std::move(spec));
+        }
+        auto fleet = std::make_unique<SimPilotFleet>(separate_channels(crm_target(site), count),
+                                                     std::move(specs));
+        fleet->start();
+        return fleet;
+    }
+
+    std::chrono::milliseconds release_timeout_ = 5s;
+    TempDir dir_;
+    std::unique_ptr<TestMunged> munged_;
+    std::unique_ptr<GrcServer> grc_;
+    std::unique_ptr<grpc::Server> grc_server_;
+    int grc_port_ = 0;
+    std::map<std::string, Site> crms_;
+};
+
+TEST_F(GrcTest, CreatesOneBlockPerSiteFromTheGlobalPoolAndAssignsEachSiteItsShare) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(user("alice"), {{"a", 2}, {"b", 3}}, &cluster).ok());
+    EXPECT_EQ(cluster.owner(), "alice");
+    EXPECT_EQ(cluster.state(), v1::CLUSTER_STATE_PENDING);
+    EXPECT_EQ(cluster.vni(), 5000u);
+    ASSERT_EQ(cluster.sites_size(), 2);
+    const Cidr a = cidr(cluster.sites(0).block());
+    const Cidr b = cidr(cluster.sites(1).block());
+    EXPECT_FALSE(a.overlaps(b));
+    EXPECT_TRUE(cidr("10.96.0.0/24").contains(a) && cidr("10.96.0.0/24").contains(b));
+
+    for (const auto& [site, index] : {std::pair{"a", 0}, std::pair{"b", 1}}) {
+        ASSERT_TRUE(assigned(site, cluster.id())) << site;
+        v1::Cluster there;
+        ASSERT_TRUE(get(site_root(site), cluster.id(), &there).ok());
+        ASSERT_EQ(there.sites_size(), 1);
+        EXPECT_EQ(there.sites(0).block(), cluster.sites(index).block()) << site;
+        EXPECT_EQ(there.vni(), cluster.vni());
+        EXPECT_EQ(there.owner(), "alice");
+    }
+}
+
+class GrcKeyModes : public GrcTest, public ::testing::WithParamInterface<v1::KeyMode> {};
+
+TEST_P(GrcKeyModes, TheBarrierSpansSitesAndEveryNodeGetsTheWholeCluster) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(user("alice"), {{"a", 2}, {"b", 2}}, &cluster, GetParam()).ok());
+    ASSERT_TRUE(assigned("a", cluster.id()));
+    ASSERT_TRUE(assigned("b", cluster.id()));
+    auto fleet_a = pilots("a", cluster.id(), 2);
+    // Site a alone cannot pass the barrier.
+    EXPECT_EQ(fleet_a->wait_ready(2, 300ms), 0u);
+    auto fleet_b = pilots("b", cluster.id(), 2);
+    ASSERT_EQ(fleet_a->wait_ready(2, 15s), 2u);
+    ASSERT_EQ(fleet_b->wait_ready(2, 15s), 2u);
+    EXPECT_EQ(wait_for(user("alice"), cluster.id(), v1::CLUSTER_STATE_READY).state(),
+              v1::CLUSTER_STATE_READY);
+
+    std::set<std::string> names;
+    for (auto* fleet : {fleet_a.get(), fleet_b.get()}) {
+        for (std::size_t i = 0; i < fleet->size(); ++i) {
+            const auto outcome = fleet->outcome(i);
+            names.insert(outcome.setup.node_name());
+            const v1::ClusterView& view = outcome.view;
+            ASSERT_EQ(view.sites_size(), 2);
+            for (const auto& site : view.sites()) {
+                EXPECT_EQ(site.underlay().size(), 8u);  // two IPv4 underlay addresses
+                EXPECT_EQ(site.host_keys_size(), GetParam() == v1::KEY_MODE_EXCHANGE ? 2 : 0);
+            }
+            if (GetParam() == v1::KEY_MODE_CA) {
+                EXPECT_THAT(view.ca_key(), HasSubstr("ssh-ed25519"));
+                EXPECT_THAT(view.host_certificate(), HasSubstr("ssh-ed25519-cert-v01"));
+                EXPECT_THAT(view.user_certificate(), HasSubstr("ssh-ed25519-cert-v01"));
+            } else {
+                EXPECT_TRUE(view.ca_key().empty());
+                EXPECT_TRUE(view.host_certificate().empty());
+            }
+        }
+    }
+    EXPECT_EQ(names, (std::set<std::string>{"vc-a-1", "vc-a-2", "vc-b-1", "vc-b-2"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, GrcKeyModes,
+                         ::testing::Values(v1::KEY_MODE_CA, v1::KEY_MODE_EXCHANGE),
+                         [](const ::testing::TestParamInfo<v1::KeyMode>& mode) {
+                             return mode.param == v1::KEY_MODE_CA ? "Ca" : "Exchange";
+                         });
+
+TEST_F(GrcTest, ReleaseStopsThePilotsAtEverySiteAndFreesTheBlocksForReuse) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(user("alice"), {{"a", 1}, {"b", 1}}, &cluster).ok());
+    ASSERT_TRUE(assigned("a", cluster.id()) && assigned("b", cluster.id()));
+    auto fleet_a = pilots("a", cluster.id(), 1);
+    auto fleet_b = pilots("b", cluster.id(), 1);
+    ASSERT_EQ(fleet_a->wait_ready(1, 15s) + fleet_b->wait_ready(1, 15s), 2u);
+
+    ASSERT_TRUE(release(user("alice"), cluster.id()).ok());
+    EXPECT_TRUE(fleet_a->wait_done(10s));
+    EXPECT_TRUE(fleet_b->wait_done(10s));
+    EXPECT_TRUE(fleet_a->outcome(0).got_shutdown);
+    EXPECT_TRUE(fleet_b->outcome(0).got_shutdown);
+    EXPECT_EQ(wait_for(user("alice"), cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
+    for (const char* site : {"a", "b"}) {
+        EXPECT_EQ(wait_for(site_root(site), cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
+                  v1::CLUSTER_STATE_RELEASED)
+            << site;
+    }
+
+    v1::Cluster again;
+    ASSERT_TRUE(create(user("bob"), {{"a", 1}, {"b", 1}}, &again).ok());
+    EXPECT_EQ(again.sites(0).block(), cluster.sites(0).block());
+    EXPECT_EQ(again.sites(1).block(), cluster.sites(1).block());
+    EXPECT_EQ(again.vni(), cluster.vni());
+}
+
+TEST_F(GrcTest, ASiteThatConnectsLateGetsItsAssignmentAndTheClusterComesUp) {
+    stop_crm("b");
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(user("alice"), {{"a", 1}, {"b", 1}}, &cluster).ok());
+    ASSERT_TRUE(assigned("a", cluster.id()));
+    auto fleet_a = pilots("a", cluster.id(), 1);
+    start_crm("b");
+    ASSERT_TRUE(assigned("b", cluster.id()));
+    auto fleet_b = pilots("b", cluster.id(), 1);
+    EXPECT_EQ(fleet_a->wait_ready(1, 15s), 1u);
+    EXPECT_EQ(fleet_b->wait_ready(1, 15s), 1u);
+}
+
+TEST_F(GrcTest, AGrcRestartDuringBringUpResumesIt) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(user("alice"), {{"a", 1}, {"b", 1}}, &cluster).ok());
+    ASSERT_TRUE(assigned("a", cluster.id()) && assigned("b", cluster.id()));
+    auto fleet_a = pilots("a", cluster.id(), 1);
+    stop_grc();
+    start_grc();  // same port, same store: the CRMs connect again and report every node
+    auto fleet_b = pilots("b", cluster.id(), 1);
+    EXPECT_EQ(fleet_a->wait_ready(1, 20s), 1u);
+    EXPECT_EQ(fleet_b->wait_ready(1, 20s), 1u);
+    EXPECT_EQ(wait_for(user("alice"), cluster.id(), v1::CLUSTER_STATE_READY).state(),
+              v1::CLUSTER_STATE_READY);
+}
+
+TEST_F(GrcTest, RunAndExecReachTheNodesOfEverySiteThroughTheirCrms) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(user("alice"), {{"a", 1}, {"b", 2}}, &cluster).ok());
+    ASSERT_TRUE(assigned("a", cluster.id()) && assigned("b", cluster.id()));
+    auto fleet_a = pilots("a", cluster.id(), 1);
+    auto fleet_b = pilots("b", cluster.id(), 2);
+    ASSERT_EQ(fleet_a->wait_ready(1, 15s) + fleet_b->wait_ready(2, 15s), 3u);
+    wait_for(user("alice"), cluster.id(), v1::CLUSTER_STATE_READY);
+
+    auto collect = [&](const ClusterClient& client, bool every_node, grpc::Status* status) {
+        v1::ClusterCommandRequest request;
+        request.set_id(cluster.id());
+        request.mutable_command()->add_argv("hostname");
+        auto context = client.context(every_node ? "Exec" : "Run", 10s).value();
+        auto reader = client.call([&](auto& stub) {
+            return every_node ? stub.Exec(context.get(), request) : stub.Run(context.get(), request);
+        });
+        std::multiset<std::string> lines;
+        v1::NodeOutput output;
+        while (reader->Read(&output)) {
+            if (output.output().has_stdout()) {
+                lines.insert(output.node() + " " + output.output().stdout());
+            }
+        }
+        *status = reader->Finish();
+        return lines;
+    };
+    grpc::Status status;
+    EXPECT_EQ(collect(user("alice"), false, &status),
+              (std::multiset<std::string>{"vc-a-1 a-node1: hostname\n"}));
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(collect(user("root"), true, &status),
+              (std::multiset<std::string>{"vc-a-1 a-node1: hostname\n",
+                                          "vc-b-1 b-node1: hostname\n",
+                                          "vc-b-2 b-node2: hostname\n"}));
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    collect(user("alice"), true, &status);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(GrcTest, RefusesBadRequestsClearlyAndChangesNothing) {
+    auto alice = user("alice");
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(alice, {{"a", 1}}, &cluster, v1::KEY_MODE_CA, {"10.96.0.0/28"}).ok());
+
+    struct Case {
+        std::vector<std::pair<std::string, std::uint32_t>> sites;
+        std::vector<std::string> blocks;
+        grpc::StatusCode code;
+        std::string says;
+    };
+    const std::vector<Case> cases = {
+        {{{"a", 1}, {"b", 1}}, {"", "10.96.0.8/29"}, grpc::StatusCode::FAILED_PRECONDITION,
+         "10.96.0.0/28"},
+        {{{"a", 0}}, {}, grpc::StatusCode::INVALID_ARGUMENT, "0 nodes"},
+        {{{"z", 1}}, {}, grpc::StatusCode::INVALID_ARGUMENT, "unknown site"},
+        {{{"a", 300}}, {}, grpc::StatusCode::FAILED_PRECONDITION, "300 nodes"},
+        {{{"a", 1}}, {"10.200.0.0/28"}, grpc::StatusCode::FAILED_PRECONDITION, "10.200.0.0/28"},
+    };
+    for (const auto& c : cases) {
+        v1::Cluster refused;
+        const auto status = create(alice, c.sites, &refused, v1::KEY_MODE_CA, c.blocks);
+        EXPECT_EQ(status.error_code(), c.code) << c.says << ": " << status.error_message();
+        EXPECT_THAT(status.error_message(), HasSubstr(c.says));
+    }
+    v1::ListClustersResponse list;
+    {
+        auto root = user("root");
+        v1::ListClustersRequest request;
+        request.set_all(true);
+        auto context = root.context("ListClusters").value();
+        ASSERT_TRUE(root.call([&](auto& stub) {
+                            return stub.ListClusters(context.get(), request, &list);
+                        })
+                        .ok());
+    }
+    EXPECT_EQ(list.clusters_size(), 1);  // only the first one exists
+
+    // Another user's cluster is not there for them; list --all is root's.
+    v1::Cluster seen;
+    EXPECT_EQ(get(user("bob"), cluster.id(), &seen).error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(release(user("bob"), cluster.id()).error_code(), grpc::StatusCode::NOT_FOUND);
+    {
+        auto bob = user("bob");
+        v1::ListClustersRequest request;
+        request.set_all(true);
+        v1::ListClustersResponse response;
+        auto context = bob.context("ListClusters").value();
+        EXPECT_EQ(bob.call([&](auto& stub) {
+                         return stub.ListClusters(context.get(), request, &response);
+                     })
+                      .error_code(),
+                  grpc::StatusCode::PERMISSION_DENIED);
+    }
+    EXPECT_EQ(get(alice, cluster.id(), &seen).error_code(), grpc::StatusCode::OK);
+    EXPECT_EQ(seen.state(), v1::CLUSTER_STATE_PENDING);
+}
+
+TEST_F(GrcTest, ACrmCertificateIsNoUserAndAUserCertificateIsNoSite) {
+    v1::Cluster cluster;
+    const auto as_site = create(user("crm:a"), {{"a", 1}}, &cluster);
+    EXPECT_EQ(as_site.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(as_site.error_message(), HasSubstr("site"));
+
+    // A user's certificate opening a site stream is refused.
+    auto channel = grpc::CreateChannel(
+        fmt::format("127.0.0.1:{}", grc_port_),
+        grpc::SslCredentials({pem(pki("ca.pem")), pem(pki("user-alice.key")),
+                              pem(pki("user-alice.pem"))}));
+    auto stub = v1::Grc::NewStub(channel);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 5s);
+    auto stream = stub->Connect(&context);
+    v1::SiteReport hello;
+    hello.mutable_hello()->set_site("a");
+    stream->Write(hello);
+    v1::SiteCommand command;
+    EXPECT_FALSE(stream->Read(&command));
+    const auto status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+    // Site b's certificate cannot speak for site a.
+    auto b_channel = grpc::CreateChannel(
+        fmt::format("127.0.0.1:{}", grc_port_),
+        grpc::SslCredentials(
+            {pem(pki("ca.pem")), pem(pki("crm-b.key")), pem(pki("crm-b.pem"))}));
+    auto b_stub = v1::Grc::NewStub(b_channel);
+    grpc::ClientContext b_context;
+    b_context.set_deadline(std::chrono::system_clock::now() + 5s);
+    auto b_stream = b_stub->Connect(&b_context);
+    b_stream->Write(hello);
+    EXPECT_FALSE(b_stream->Read(&command));
+    const auto b_status = b_stream->Finish();
+    EXPECT_EQ(b_status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(b_status.error_message(), HasSubstr("certificate is of site b"));
+}
+
+TEST_F(GrcTest, NoClientCertificateNoConnection) {
+    auto channel = grpc::CreateChannel(fmt::format("127.0.0.1:{}", grc_port_),
+                                       grpc::SslCredentials({pem(pki("ca.pem")), "", ""}));
+    auto stub = v1::Grc::NewStub(channel);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::ListClustersRequest request;
+    v1::ListClustersResponse response;
+    const auto status = stub->ListClusters(&context, request, &response);
+    EXPECT_FALSE(status.ok());
+}
+
+TEST_F(GrcTest, ASiteCannotReleaseAClusterOfTheGrc) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create(user("alice"), {{"a", 1}}, &cluster).ok());
+    ASSERT_TRUE(assigned("a", cluster.id()));
+    const auto status = release(site_root("a"), cluster.id());
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(status.error_message(), HasSubstr("GRC"));
+}
+
+}  // namespace
+}  // namespace vcpilot::coordinator
