@@ -174,6 +174,46 @@ Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
     return false;
 }
 
+namespace {
+
+constexpr std::size_t kMaxKeyLine = 1024;
+constexpr std::size_t kMaxField = 255;
+
+bool one_line(std::string_view text, std::size_t max) {
+    return text.size() <= max &&
+           text.find_first_of(std::string_view("\n\r\0", 3)) == std::string_view::npos;
+}
+
+}  // namespace
+
+Status check_node_report(const v1::NodeReport& report) {
+    const auto where = [&] {
+        return fmt::format("node report {}/{}", quote(report.cluster_id(), 80), report.ordinal());
+    };
+    if (!one_line(report.cluster_id(), kMaxField) || !one_line(report.host(), kMaxField) ||
+        !one_line(report.reason(), 4 * kMaxField) ||
+        !one_line(report.underlay_address(), kMaxField)) {
+        return Error{fmt::format("{}: a field is too long or not one line", where())};
+    }
+    if (!report.underlay_address().empty()) {
+        if (auto ok = IpAddress::parse(report.underlay_address()); !ok) {
+            return Error{fmt::format("{}: underlay_address: {}", where(), ok.error().message)};
+        }
+    }
+    for (const auto* line : {&report.host_key(), &report.user_key()}) {
+        if (!line->empty() && (line->size() > kMaxKeyLine || !parse_ed25519_public_key(*line))) {
+            return Error{fmt::format("{}: a key is not an Ed25519 public key", where())};
+        }
+    }
+    if (report.host_key().empty() != report.user_key().empty()) {
+        return Error{fmt::format("{}: host and user keys come together", where())};
+    }
+    if (!v1::PilotState_IsValid(report.state())) {
+        return Error{fmt::format("{}: unknown state {}", where(), static_cast<int>(report.state()))};
+    }
+    return {};
+}
+
 Result<const SshCa*> CaCache::get(ClusterStore& store, const std::string& id) {
     if (auto found = cas_.find(id); found != cas_.end()) {
         return &found->second;

@@ -44,6 +44,11 @@ Status certify_node(const SshCa& ca, const ClusterRecord& cluster, NodeRecord& n
 Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
                           const std::vector<NodeRecord>& nodes);
 
+// Checks what a CRM reports about one node (from the network: the GRC trusts the CRM's identity,
+// not its bytes): one-line fields of bounded length, an underlay address, Ed25519 public keys
+// given together, a known state. The error names the node and the field.
+Status check_node_report(const v1::NodeReport& report);
+
 // The CA keys a coordinator holds, loaded from the store on first use.
 class CaCache {
   public:

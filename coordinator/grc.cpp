@@ -19,8 +19,6 @@ namespace {
 using store_detail::now_unix_ms;
 
 constexpr std::string_view kCrmPrefix = "crm:";
-constexpr std::size_t kMaxKeyLine = 1024;
-constexpr std::size_t kMaxField = 255;
 
 // One site's CRM, connected.
 struct SiteLink {
@@ -31,11 +29,6 @@ struct SiteLink {
     bool attached = false;      // the hello was accepted
     std::set<std::string> viewed;  // clusters whose view this stream carried
 };
-
-bool one_line(std::string_view text, std::size_t max) {
-    return text.size() <= max &&
-           text.find_first_of(std::string_view("\n\r\0", 3)) == std::string_view::npos;
-}
 
 }  // namespace
 
@@ -291,32 +284,8 @@ Status GrcServer::Impl::node_reports(const std::shared_ptr<SiteLink>& link,
     }
     // Checked whole before anything is written: a bad report refuses the batch.
     for (const auto& report : reports.nodes()) {
-        if (!one_line(report.host(), kMaxField) || !one_line(report.reason(), 4 * kMaxField) ||
-            !one_line(report.underlay_address(), kMaxField)) {
-            return Error{fmt::format("node report {}/{}: a field is too long or not one line",
-                                     quote(report.cluster_id(), 80), report.ordinal())};
-        }
-        if (!report.underlay_address().empty()) {
-            if (auto ok = IpAddress::parse(report.underlay_address()); !ok) {
-                return Error{fmt::format("node report {}/{}: underlay_address: {}",
-                                         quote(report.cluster_id(), 80), report.ordinal(),
-                                         ok.error().message)};
-            }
-        }
-        for (const auto* line : {&report.host_key(), &report.user_key()}) {
-            if (!line->empty() && (line->size() > kMaxKeyLine || !parse_ed25519_public_key(*line))) {
-                return Error{fmt::format("node report {}/{}: a key is not an Ed25519 public key",
-                                         quote(report.cluster_id(), 80), report.ordinal())};
-            }
-        }
-        if (report.host_key().empty() != report.user_key().empty()) {
-            return Error{fmt::format("node report {}/{}: host and user keys come together",
-                                     quote(report.cluster_id(), 80), report.ordinal())};
-        }
-        if (!v1::PilotState_IsValid(report.state())) {
-            return Error{fmt::format("node report {}/{}: unknown state {}",
-                                     quote(report.cluster_id(), 80), report.ordinal(),
-                                     static_cast<int>(report.state()))};
+        if (auto ok = check_node_report(report); !ok) {
+            return ok;
         }
     }
     std::map<std::string, std::vector<const v1::NodeReport*>> by_cluster;
