@@ -154,10 +154,13 @@ Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
     }
     std::size_t ready = 0;
     for (const auto& node : nodes) {
-        if (node.state == v1::PILOT_STATE_FAILED) {
-            const std::string reason =
-                fmt::format("node {}: {}", node_name(cluster.name_prefix, node.site, node.ordinal),
-                            node.reason.empty() ? "failed" : node.reason);
+        // A pilot that stops while its cluster is not being released takes its node away.
+        if (node.state == v1::PILOT_STATE_FAILED || node.state == v1::PILOT_STATE_GONE) {
+            const std::string reason = fmt::format(
+                "node {}: {}", node_name(cluster.name_prefix, node.site, node.ordinal),
+                !node.reason.empty() ? node.reason
+                : node.state == v1::PILOT_STATE_GONE ? "its pilot stopped"
+                                                     : "failed");
             if (auto ok = store.set_state(cluster.id, v1::CLUSTER_STATE_FAILED, reason); !ok) {
                 return ok.error();
             }

@@ -75,7 +75,10 @@ struct CrmServer::Impl {
     ClusterStore store;  // the writer thread's alone
 
     Writer writer{store.leases().database(), store.leases().path(),
-                  WriterHooks{[this](Effects& effects) { expire_releases(effects); },
+                  WriterHooks{[this](Effects& effects) {
+                                  expire_releases(effects);
+                                  expire_absent_pilots();
+                              },
                               [this] { after_batch(); },
                               [this] {
                                   cas.clear();
@@ -90,6 +93,8 @@ struct CrmServer::Impl {
     std::map<std::pair<std::string, NodeKey>, std::shared_ptr<PilotLink>> links;
     Watchers watchers;
     std::map<std::string, std::int64_t> release_deadlines;  // RELEASING clusters
+    // Nodes whose pilot is not attached but was: by when it must be back.
+    std::map<std::pair<std::string, NodeKey>, std::int64_t> reattach_deadlines;
     CaCache cas;
     std::set<std::string> dirty;  // clusters changed in this batch
     // GRC clusters: the connected stream to the GRC (none while cut off), the views it sent,
@@ -115,6 +120,7 @@ struct CrmServer::Impl {
     std::optional<std::int64_t> next_release_deadline() const;
     void after_batch();
     void expire_releases(Effects& effects);
+    void expire_absent_pilots();
     void run_uplink();
 
     // Handlers, on the writer thread inside a transaction.
@@ -264,6 +270,7 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
         replaced = old->second;
     }
     links[key] = link;
+    reattach_deadlines.erase(key);
     dirty.insert(cluster.id);
     if (from_grc(cluster)) {
         report(cluster.id, node->ordinal);
@@ -412,7 +419,8 @@ Status CrmServer::Impl::settle(const ClusterRecord& cluster) {
             return nodes.error();
         }
         for (const auto& node : *nodes) {
-            failed = failed || node.state == v1::PILOT_STATE_FAILED;
+            failed = failed || node.state == v1::PILOT_STATE_FAILED ||
+                     node.state == v1::PILOT_STATE_GONE;
         }
         if (!failed) {
             return {};
@@ -541,7 +549,12 @@ Status CrmServer::Impl::closed(const std::shared_ptr<PilotLink>& link, Effects& 
         return found ? Status{} : Status{found.error()};
     }
     if ((*found)->state != v1::CLUSTER_STATE_RELEASING) {
-        return {};  // the pilot may come back; its node stays its own
+        // The pilot may come back (a broken connection, a restart of its own); its node stays
+        // its own until the grace ends.
+        if ((*found)->state != v1::CLUSTER_STATE_RELEASED) {
+            reattach_deadlines[key] = now_unix_ms() + options.reattach_grace.count();
+        }
+        return {};
     }
     auto nodes = store.nodes(link->cluster);
     if (!nodes) {
@@ -593,6 +606,7 @@ Status CrmServer::Impl::finish_release(const std::string& id, Effects& effects) 
         return ok;
     }
     release_deadlines.erase(id);
+    std::erase_if(reattach_deadlines, [&](const auto& entry) { return entry.first.first == id; });
     cas.forget(id);
     grc_views.erase(id);
     dirty.insert(id);
@@ -609,7 +623,58 @@ std::optional<std::int64_t> CrmServer::Impl::next_release_deadline() const {
     for (const auto& [id, deadline] : release_deadlines) {
         next = next ? std::min(*next, deadline) : deadline;
     }
+    for (const auto& [node, deadline] : reattach_deadlines) {
+        next = next ? std::min(*next, deadline) : deadline;
+    }
     return next;
+}
+
+// Pilots that did not attach again in time are gone (their job ended, their node died, or this
+// CRM was down when it happened): their node is GONE and the cluster FAILED, with the reason.
+void CrmServer::Impl::expire_absent_pilots() {
+    const std::int64_t now = now_unix_ms();
+    std::vector<std::pair<std::string, NodeKey>> expired;
+    for (const auto& [key, deadline] : reattach_deadlines) {
+        if (deadline <= now) {
+            expired.push_back(key);
+        }
+    }
+    for (const auto& key : expired) {
+        reattach_deadlines.erase(key);
+        const auto& [id, where] = key;
+        auto found = store.find(id);
+        if (!found || !*found || (*found)->state == v1::CLUSTER_STATE_RELEASING ||
+            (*found)->state == v1::CLUSTER_STATE_RELEASED) {
+            continue;
+        }
+        auto nodes = store.nodes(id);
+        if (!nodes) {
+            spdlog::error("cluster {}: {}", id, nodes.error().message);
+            continue;
+        }
+        for (auto& node : *nodes) {
+            if (node.site != where.site || node.ordinal != where.ordinal) {
+                continue;
+            }
+            spdlog::warn("cluster {}: the pilot of node {} on {} (job {}) did not come back", id,
+                         node.ordinal, node.host, node.job);
+            node.state = v1::PILOT_STATE_GONE;
+            node.reason = fmt::format("its pilot on {} (job {}) went away and did not come back "
+                                      "within {} s",
+                                      node.host, node.job, options.reattach_grace.count() / 1000);
+            if (auto ok = store.update_node(id, node); !ok) {
+                spdlog::error("cluster {}: {}", id, ok.error().message);
+                continue;
+            }
+            dirty.insert(id);
+            if (from_grc(**found)) {
+                report(id, node.ordinal);
+            }
+        }
+        if (auto ok = settle(**found); !ok) {
+            spdlog::error("cluster {}: {}", id, ok.error().message);
+        }
+    }
 }
 
 // Releases whose pilots did not confirm in time end anyway: the blocks are freed, and a pilot
@@ -1398,6 +1463,29 @@ Result<std::unique_ptr<CrmServer>> CrmServer::start(CrmOptions options, ClusterS
     }
     if (!releasing->empty()) {
         spdlog::info("resuming the release of {} cluster(s)", releasing->size());
+    }
+    // Pilots that were attached before this start must attach again within the grace.
+    auto live = impl->store.in_states({v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY});
+    if (!live) {
+        return live.error();
+    }
+    std::size_t awaited = 0;
+    for (const auto& cluster : *live) {
+        auto nodes = impl->store.nodes(cluster.id);
+        if (!nodes) {
+            return nodes.error();
+        }
+        for (const auto& node : *nodes) {
+            if (!node.host.empty() && node.state != v1::PILOT_STATE_GONE) {
+                impl->reattach_deadlines[{cluster.id, NodeKey{node.site, node.ordinal}}] =
+                    now_unix_ms() + impl->options.reattach_grace.count();
+                ++awaited;
+            }
+        }
+    }
+    if (awaited > 0) {
+        spdlog::info("waiting up to {} s for {} pilot(s) to attach again",
+                     impl->options.reattach_grace.count() / 1000, awaited);
     }
     impl->writer.start();
     if (impl->options.grc) {

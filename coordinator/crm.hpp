@@ -35,6 +35,9 @@ struct CrmOptions {
     std::string munge_socket;  // empty = libmunge's default
     // Pilots attaching over TCP must come from an address their host name resolves to.
     bool check_pilot_address = true;
+    // How long a pilot that lost its stream (or had one before a restart of this CRM) may take to
+    // attach again before its node counts as gone and its cluster as FAILED.
+    std::chrono::milliseconds reattach_grace{60000};
     // How long a release waits for pilots to confirm they stopped before it frees the blocks.
     std::chrono::milliseconds release_timeout{30000};
     // Certificates are valid from a little before their signing (clock skew between nodes)

@@ -25,6 +25,7 @@ struct Flags {
     std::string site, state, vni_range = "1-16777215", munge_socket, log_level = "info";
     std::vector<std::string> listen, pools;
     int release_timeout_s = 30;
+    int reattach_grace_s = 60;
     bool no_address_check = false;
     std::string grc, tls_ca, tls_cert, tls_key;
 };
@@ -35,6 +36,7 @@ Result<CrmOptions> options_from(const Flags& flags) {
     options.munge_socket = flags.munge_socket;
     options.check_pilot_address = !flags.no_address_check;
     options.release_timeout = std::chrono::seconds(flags.release_timeout_s);
+    options.reattach_grace = std::chrono::seconds(flags.reattach_grace_s);
     if (!flags.pools.empty()) {
         auto pool = parse_pools("--pool", flags.pools);
         if (!pool) {
@@ -118,6 +120,10 @@ int main(int argc, char** argv) {
     app.add_option("--munge-socket", flags.munge_socket, "munged's socket (default: libmunge's)");
     app.add_option("--release-timeout", flags.release_timeout_s,
                    "seconds a release waits for pilots to confirm")
+        ->check(CLI::Range(1, 3600));
+    app.add_option("--reattach-grace", flags.reattach_grace_s,
+                   "seconds a pilot that lost its stream may take to attach again before its "
+                   "node counts as gone")
         ->check(CLI::Range(1, 3600));
     app.add_flag("--no-pilot-address-check", flags.no_address_check,
                  "accept pilots whose host name does not resolve to their source address");

@@ -73,6 +73,12 @@ Result<std::unique_ptr<grpc::Server>> serve_on(
         builder.AddListeningPort(listen[i], credentials[i], &ports[i]);
     }
     builder.RegisterService(service);
+    // Streams last as long as a pilot or a site: ping the peer when the stream is quiet, so that
+    // a peer that vanished (its node died, a cable was cut) is noticed within ~40 s, not hours.
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     builder.SetMaxReceiveMessageSize(kMaxCoordinatorMessage);
     builder.SetMaxSendMessageSize(kMaxCoordinatorMessage);
     auto server = builder.BuildAndStart();

@@ -43,6 +43,7 @@ class CrmTest : public ::testing::Test {
         options.vni_last = 199;
         options.munge_socket = munged_->socket();
         options.release_timeout = release_timeout_;
+        options.reattach_grace = reattach_grace_;
         auto store = LeaseStore::open(dir_.path() / "state.db").value();
         crm_ = CrmServer::start(std::move(options), ClusterStore(std::move(store))).value();
         grpc::ServerBuilder builder;
@@ -133,6 +134,7 @@ class CrmTest : public ::testing::Test {
     }
 
     std::chrono::milliseconds release_timeout_ = 5s;
+    std::chrono::milliseconds reattach_grace_ = 60s;
     TempDir dir_;
     std::unique_ptr<TestMunged> munged_;
     std::unique_ptr<CrmServer> crm_;
@@ -451,6 +453,73 @@ TEST_F(CrmTest, ARestartedCrmResumesAReleaseAndKeepsItsClusters) {
     ASSERT_TRUE(release(releasing.id(), &cluster).ok());
     EXPECT_EQ(wait_for(releasing.id(), v1::CLUSTER_STATE_RELEASED).state(),
               v1::CLUSTER_STATE_RELEASED);
+}
+
+TEST_F(CrmTest, APilotThatLosesItsStreamAndDoesNotComeBackFailsTheCluster) {
+    stop();
+    reattach_grace_ = 300ms;
+    start();
+    const auto cluster = create(2);
+    auto pilots_ = fleet(pilots(cluster.id(), 2));
+    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
+    pilots_->cancel();
+    pilots_->wait_done(5s);
+    const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
+    ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
+    EXPECT_THAT(failed.reason(), HasSubstr("did not come back"));
+    // The reservation holds until its owner releases it.
+    v1::Cluster released;
+    ASSERT_TRUE(release(cluster.id(), &released).ok());
+    EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
+}
+
+TEST_F(CrmTest, APilotThatComesBackWithinTheGraceKeepsItsNode) {
+    stop();
+    reattach_grace_ = 5s;
+    start();
+    const auto cluster = create(1);
+    auto specs = pilots(cluster.id(), 1);
+    auto first = fleet(specs);
+    ASSERT_EQ(first->wait_ready(1, 10s), 1U);
+    first->cancel();
+    first->wait_done(5s);
+    // The same pilot (host, job) attaches again: it keeps node 1 and the cluster stays up.
+    auto again = fleet(specs);
+    again->wait_ready(1, 3s);
+    v1::Cluster cluster_now;
+    ASSERT_TRUE(get(cluster.id(), &cluster_now).ok());
+    EXPECT_NE(cluster_now.state(), v1::CLUSTER_STATE_FAILED) << cluster_now.reason();
+    ASSERT_EQ(cluster_now.nodes_size(), 1);
+    EXPECT_EQ(cluster_now.nodes(0).host(), "node1");
+}
+
+TEST_F(CrmTest, PilotsThatDoNotAttachAgainAfterARestartAreGone) {
+    const auto cluster = create(1);
+    auto pilots_ = fleet(pilots(cluster.id(), 1));
+    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
+    pilots_->cancel();
+    pilots_->wait_done(5s);
+    stop();
+    reattach_grace_ = 300ms;
+    start();
+    const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
+    ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
+    EXPECT_THAT(failed.reason(), HasSubstr("did not come back"));
+    ASSERT_EQ(failed.nodes_size(), 1);
+    EXPECT_EQ(failed.nodes(0).state(), v1::PILOT_STATE_GONE);
+}
+
+TEST_F(CrmTest, APilotThatStopsOnItsOwnFailsTheCluster) {
+    const auto cluster = create(2);
+    auto specs = pilots(cluster.id(), 2);
+    specs[1].state_after_view = v1::PILOT_STATE_GONE;
+    auto pilots_ = fleet(std::move(specs));
+    pilots_->wait_ready(2, 5s);
+    const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
+    ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
+    EXPECT_THAT(failed.reason(), HasSubstr("its pilot stopped"));
 }
 
 }  // namespace
