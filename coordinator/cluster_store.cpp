@@ -23,6 +23,8 @@ constexpr std::size_t kMaxSites = 256;
 constexpr std::size_t kMaxLabel = 32;
 constexpr std::uint32_t kMaxSlots = 4096;
 constexpr std::size_t kMaxPath = 4096;
+// A node's name is its hostname, one DNS label: the pilot refuses a longer one in SETUP.
+constexpr std::size_t kMaxHostLabel = 63;
 
 bool is_label(std::string_view text) {
     if (text.empty() || text.size() > kMaxLabel || text.front() == '-' || text.back() == '-') {
@@ -197,6 +199,14 @@ Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std
             return Error{fmt::format("sites: site {} asks for {} nodes, more than the {} allowed",
                                      site.site(), site.nodes(), kMaxNodesPerBlock)};
         }
+        // The last node's name is the longest.
+        if (const std::string longest = node_name(spec.name_prefix, site.site(), site.nodes());
+            longest.size() > kMaxHostLabel) {
+            return Error{fmt::format(
+                "sites: node names of site {} are too long for hostnames: {} has {} characters, "
+                "more than {}; shorten the site name or name_prefix",
+                site.site(), longest, longest.size(), kMaxHostLabel)};
+        }
         if (!site.block().empty()) {
             auto block = Cidr::parse(site.block());
             if (!block) {
@@ -251,7 +261,7 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
     return guarded("cannot create the cluster", store_.path(), [&]() -> Result<ClusterRecord> {
         SQLite::Database& db = store_.database();
         ClusterRecord record;
-        for (int attempt = 0;; ++attempt) {
+        for (int attempt = 0; policy.id.empty(); ++attempt) {
             record.id = new_cluster_id();
             SQLite::Statement exists(db, "SELECT 1 FROM clusters WHERE id = ?");
             exists.bind(1, record.id);
@@ -262,6 +272,18 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
                 return Error{"cannot find a free cluster id"};
             }
         }
+        if (!policy.id.empty()) {
+            if (auto ok = store_detail::check_name("cluster id", policy.id); !ok) {
+                return ok.error();
+            }
+            SQLite::Statement exists(db, "SELECT 1 FROM clusters WHERE id = ?");
+            exists.bind(1, policy.id);
+            if (exists.executeStep()) {
+                return Error{fmt::format("there is a cluster {} already", policy.id)};
+            }
+            record.id = policy.id;
+        }
+        record.origin = policy.origin;
         auto vni = free_vni(db, policy);
         if (!vni) {
             return vni.error();
@@ -287,8 +309,8 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         SQLite::Statement insert(
             db,
             "INSERT INTO clusters (id, owner, state, key_mode, vni, name_prefix, slots, image, "
-            "image_mount, ca_seed, created_unix_ms, changed_unix_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            "image_mount, ca_seed, created_unix_ms, changed_unix_ms, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         insert.bind(1, record.id);
         insert.bind(2, record.owner);
         insert.bind(3, static_cast<int>(record.state));
@@ -305,6 +327,7 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         }
         insert.bind(11, record.created_unix_ms);
         insert.bind(12, record.changed_unix_ms);
+        insert.bind(13, record.origin);
         insert.exec();
 
         for (const auto& site : spec.sites) {
@@ -464,6 +487,17 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
             add_node.exec();
             add_node.reset();
         }
+        return {};
+    });
+}
+
+Status ClusterStore::forget_released(std::string_view id) {
+    return guarded("cannot forget a released cluster", store_.path(), [&]() -> Status {
+        SQLite::Statement remove(store_.database(),
+                                 "DELETE FROM clusters WHERE id = ? AND state = ?");
+        remove.bind(1, std::string(id));
+        remove.bind(2, static_cast<int>(v1::CLUSTER_STATE_RELEASED));
+        remove.exec();
         return {};
     });
 }

@@ -15,6 +15,7 @@
 
 #include "common/ip.hpp"
 #include "common/ipam.hpp"
+#include "common/naming.hpp"
 #include "common/result.hpp"
 #include "common/store.hpp"
 #include "vcpilot/v1/coordinator.pb.h"
@@ -82,7 +83,12 @@ struct CreatePolicy {
     std::uint32_t vni_first = 1;        // VNIs are the lowest free in [first, last]
     std::uint32_t vni_last = 16777215;
     bool hold_ca = false;  // generate and keep the cluster's CA key here
+    std::string id;        // the cluster's id; empty: a fresh random one
+    std::string origin;    // ClusterRecord::origin
 };
+
+// ClusterRecord::origin of a cluster made for one Slurm job by its pilots (id "vcj-<job>").
+inline constexpr std::string_view kOriginJob = "job";
 
 // Checks a CreateClusterRequest's fields (not whether the sites exist, which only the
 // coordinator knows) and returns the spec; the error names the field.
@@ -114,6 +120,9 @@ class ClusterStore {
     // its nodes; the block is leased here too, so that no local cluster overlaps it. Again for
     // the same cluster: nothing changes (a released one is recorded afresh).
     Status adopt(const v1::SiteAssignment& assignment);
+    // Deletes a RELEASED cluster's row, so that its id can be made again (a job cluster's id
+    // comes back when Slurm's job ids wrap).
+    Status forget_released(std::string_view id);
     // At the GRC: the site's CRM confirmed the cluster's release.
     Status set_site_released(std::string_view id, std::string_view site);
 

@@ -63,6 +63,10 @@ bool from_grc(const ClusterRecord& cluster) {
     return cluster.origin == kOriginGrc;
 }
 
+bool of_job(const ClusterRecord& cluster) {
+    return cluster.origin == kOriginJob;
+}
+
 }  // namespace
 
 // ---- the writer thread ----
@@ -77,7 +81,7 @@ struct CrmServer::Impl {
     Writer writer{store.leases().database(), store.leases().path(),
                   WriterHooks{[this](Effects& effects) {
                                   expire_releases(effects);
-                                  expire_absent_pilots();
+                                  expire_absent_pilots(effects);
                               },
                               [this] { after_batch(); },
                               [this] {
@@ -120,7 +124,7 @@ struct CrmServer::Impl {
     std::optional<std::int64_t> next_release_deadline() const;
     void after_batch();
     void expire_releases(Effects& effects);
-    void expire_absent_pilots();
+    void expire_absent_pilots(Effects& effects);
     void run_uplink();
 
     // Handlers, on the writer thread inside a transaction.
@@ -137,6 +141,7 @@ struct CrmServer::Impl {
     Result<ClusterSpec> check_create(const v1::CreateClusterRequest& request,
                                      const Caller& caller) const;
     Result<ClusterRecord> create(const ClusterSpec& spec);
+    Result<ClusterRecord> create_job_cluster(const v1::PilotHello& hello);
     Result<ClusterRecord> owned_cluster(const std::string& id, const Caller& caller);
     Status begin_release(const ClusterRecord& cluster, std::string_view reason, Effects& effects);
     Status maybe_finish_release(const std::string& id, Effects& effects);
@@ -229,11 +234,62 @@ Result<ClusterRecord> CrmServer::Impl::owned_cluster(const std::string& id, cons
     return std::move(**cluster);
 }
 
+// The cluster of a Slurm job that asked for one (--vc): made by the first of its pilots.
+Result<ClusterRecord> CrmServer::Impl::create_job_cluster(const v1::PilotHello& hello) {
+    const auto& job = hello.job_cluster();
+    if (hello.cluster_id() != job_cluster_id(hello.job_id())) {
+        return Error{fmt::format("hello: the cluster of job {} is {}, not {}", hello.job_id(),
+                                 job_cluster_id(hello.job_id()), quote(hello.cluster_id(), 80))};
+    }
+    if (!options.pool) {
+        return Error{fmt::format("site {} has no address pool of its own for jobs' clusters",
+                                 options.site)};
+    }
+    v1::CreateClusterRequest request;
+    auto* site = request.add_sites();
+    site->set_site(options.site);
+    site->set_nodes(job.nodes());
+    site->set_block(job.block());
+    request.set_key_mode(job.key_mode());
+    request.set_name_prefix(job.name_prefix());
+    request.set_image(job.image());
+    request.set_image_mount(job.image_mount());
+    auto spec = validate_create(request, job.user());
+    if (!spec) {
+        return Error{fmt::format("job {}: {}", hello.job_id(), spec.error().message)};
+    }
+    if (auto ok = store.forget_released(hello.cluster_id()); !ok) {
+        return ok.error();
+    }
+    CreatePolicy policy;
+    policy.pool = &*options.pool;
+    policy.vni_first = options.vni_first;
+    policy.vni_last = options.vni_last;
+    policy.hold_ca = true;
+    policy.id = hello.cluster_id();
+    policy.origin = kOriginJob;
+    auto created = store.create(*spec, policy);
+    if (created) {
+        spdlog::info("cluster {} made for job {} of {} ({} nodes)", created->id, hello.job_id(),
+                     job.user(), job.nodes());
+    }
+    return created;
+}
+
 Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::PilotHello& hello,
                               const std::string& underlay, Effects& effects) {
     auto found = store.find(hello.cluster_id());
     if (!found) {
         return found.error();
+    }
+    if (hello.has_job_cluster() &&
+        (!*found || (*found)->state == v1::CLUSTER_STATE_RELEASED)) {
+        auto created = create_job_cluster(hello);
+        if (!created) {
+            return created.error();
+        }
+        *found = std::move(*created);
+        dirty.insert(hello.cluster_id());
     }
     if (!*found || (*found)->state == v1::CLUSTER_STATE_RELEASED) {
         return Error{
@@ -476,6 +532,11 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
     if (cluster.state == v1::CLUSTER_STATE_RELEASING) {
         return maybe_finish_release(cluster.id, effects);
     }
+    // A job's cluster ends with the job: its pilots stop when the job ends.
+    if (of_job(cluster) && (status.state() == v1::PILOT_STATE_STOPPING ||
+                            status.state() == v1::PILOT_STATE_GONE)) {
+        return begin_release(cluster, "the job ended", effects);
+    }
     return settle(cluster);
 }
 
@@ -631,7 +692,7 @@ std::optional<std::int64_t> CrmServer::Impl::next_release_deadline() const {
 
 // Pilots that did not attach again in time are gone (their job ended, their node died, or this
 // CRM was down when it happened): their node is GONE and the cluster FAILED, with the reason.
-void CrmServer::Impl::expire_absent_pilots() {
+void CrmServer::Impl::expire_absent_pilots(Effects& effects) {
     const std::int64_t now = now_unix_ms();
     std::vector<std::pair<std::string, NodeKey>> expired;
     for (const auto& [key, deadline] : reattach_deadlines) {
@@ -671,7 +732,11 @@ void CrmServer::Impl::expire_absent_pilots() {
                 report(id, node.ordinal);
             }
         }
-        if (auto ok = settle(**found); !ok) {
+        // A job's cluster ends with the job; another is FAILED until its owner releases it.
+        if (auto ok = of_job(**found) ? begin_release(**found, "a pilot of the job went away",
+                                                      effects)
+                                      : settle(**found);
+            !ok) {
             spdlog::error("cluster {}: {}", id, ok.error().message);
         }
     }

@@ -371,6 +371,9 @@ CrmAgent::AttachOutcome CrmAgent::attach_once() {
     hello.set_underlay_address(options_.underlay_address);
     hello.set_munge_credential(*credential);
     *hello.mutable_status() = now.status;
+    if (options_.job_cluster) {
+        *hello.mutable_job_cluster() = *options_.job_cluster;
+    }
     connection->status_sent_up_to(now.version);
 
     std::thread forwarder;

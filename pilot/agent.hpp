@@ -37,6 +37,8 @@ struct AgentOptions {
     std::string job_id;            // the Slurm job
     std::string host;              // this physical node's name, as the site knows it
     std::string underlay_address;  // empty: the CRM takes the connection's source address
+    // A job's own cluster (cluster_id "vcj-<job>"), made by the first of its pilots to attach.
+    std::optional<v1::JobCluster> job_cluster;
     CredentialSource credential;
     // Without any CRM (no connection, no credential) for this long in a row, the pilot stops.
     std::chrono::milliseconds give_up_after{60'000};

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "common/log.hpp"
+#include "common/naming.hpp"
 #include "pilot/agent.hpp"
 #include "pilot/namespaces.hpp"
 #include "pilot/paths.hpp"
@@ -63,16 +64,34 @@ struct ServeOptions {
     std::string host;
     std::string underlay;
     int crm_timeout_s = 60;
+    // Started by Slurm for a job that asked for a cluster of its own (the SPANK plugin's
+    // prolog): the job's node count and user; the cluster is "vcj-<job>".
+    std::uint32_t job_nodes = 0;
+    std::string job_user;
+    std::string job_net;
+    std::string job_keys;
+    std::string job_prefix;
 };
 
 // The agent's options from the command line, checked.
 Result<AgentOptions> agent_options(const ServeOptions& options, const JobPaths& paths) {
-    if (auto ok = check_job_id("--cluster", options.cluster); !ok) {
-        return ok.error();
-    }
     AgentOptions agent;
+    if (options.job_nodes > 0) {
+        v1::JobCluster job;
+        job.set_user(options.job_user);
+        job.set_nodes(options.job_nodes);
+        job.set_block(options.job_net);
+        job.set_key_mode(options.job_keys == "exchange" ? v1::KEY_MODE_EXCHANGE : v1::KEY_MODE_CA);
+        job.set_name_prefix(options.job_prefix);
+        agent.job_cluster = std::move(job);
+        agent.cluster_id = job_cluster_id(paths.job());
+    } else {
+        if (auto ok = check_job_id("--cluster", options.cluster); !ok) {
+            return ok.error();
+        }
+        agent.cluster_id = options.cluster;
+    }
     agent.target = options.crm;
-    agent.cluster_id = options.cluster;
     agent.job_id = paths.job();
     agent.host = options.host.empty() ? this_host() : options.host;
     if (auto ok = check_job_id("--host", agent.host); !ok) {
@@ -377,8 +396,26 @@ int main(int argc, char** argv) {
         "attach to the site's CRM at this gRPC address (unix:/path or host:port)");
     CLI::Option* cluster_option =
         serve_command->add_option("--cluster", serve_options.cluster, "the cluster this job joins");
-    crm_option->needs(cluster_option);
     cluster_option->needs(crm_option);
+    CLI::Option* job_nodes_option =
+        serve_command
+            ->add_option("--job-nodes", serve_options.job_nodes,
+                         "the job's own cluster (vcj-JOB): its node count; the first pilot of "
+                         "the job to attach makes it")
+            ->check(CLI::Range(1, 1 << 20))
+            ->needs(crm_option)
+            ->excludes(cluster_option);
+    serve_command->add_option("--job-user", serve_options.job_user, "the job's user (its owner)")
+        ->needs(job_nodes_option);
+    serve_command->add_option("--job-net", serve_options.job_net, "the job's --vc-net, a CIDR")
+        ->needs(job_nodes_option);
+    serve_command
+        ->add_option("--job-keys", serve_options.job_keys, "the job's --vc-keys: ca or exchange")
+        ->check(CLI::IsMember({"ca", "exchange"}))
+        ->needs(job_nodes_option);
+    serve_command
+        ->add_option("--job-prefix", serve_options.job_prefix, "the job's --vc-hostname-prefix")
+        ->needs(job_nodes_option);
     serve_command
         ->add_option("--munge-socket", serve_options.munge_socket,
                      "munged's socket for the CRM credential (default: libmunge's)")
@@ -403,6 +440,15 @@ int main(int argc, char** argv) {
     cleanup_command->add_option("--teardown-grace-ms", cleanup_grace_ms)
         ->check(CLI::Range(0, 60000));
     CLI11_PARSE(app, argc, argv);
+    if (serve_command->parsed() && !serve_options.crm.empty() && serve_options.cluster.empty() &&
+        serve_options.job_nodes == 0) {
+        std::fprintf(stderr, "vc-pilot: --crm needs --cluster ID or --job-nodes N\n");
+        return 2;
+    }
+    if (serve_options.job_nodes > 0 && serve_options.job_user.empty()) {
+        std::fprintf(stderr, "vc-pilot: --job-nodes needs --job-user\n");
+        return 2;
+    }
 
     auto level = vcpilot::parse_log_level(common.log_level);
     if (!level) {

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "pilot/files.hpp"
 #include "pilot/keys.hpp"
 #include "pilot/mounts.hpp"
@@ -122,9 +123,11 @@ void PilotService::set_state(v1::PilotState state, const std::string& reason) {
 void PilotService::write_state_file() const {
     // Read by `vc-pilot cleanup` and by a restarted pilot: who owned this job, and how far it got.
     std::ostringstream text;
+    // The SPANK plugin reads it too: a task joins the job's namespaces once state is READY.
     text << "state=" << state_name(status_.state()) << "\npid=" << ::getpid()
          << "\njob=" << paths_.job() << "\ncluster=" << status_.cluster_id()
-         << "\nnode_name=" << status_.node_name() << "\n";
+         << "\nnode_name=" << status_.node_name() << "\naddress=" << status_.address()
+         << "\nreason=" << single_line(status_.reason()) << "\n";
     if (auto ok = replace_file(paths_.state_file(), text.str(), 0600, 0, 0); !ok) {
         spdlog::warn("cannot write the state file: {}", ok.error().message);
     }

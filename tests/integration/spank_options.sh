@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The SPANK plugin as users meet it first: srun and sbatch list the --vc options; a bad value
-# stops the submission with one clear line and no job is created; a --vc job never runs its
-# tasks outside a virtual cluster (until the pilots are started from Slurm, it is refused);
-# jobs without --vc are untouched; a typo in plugstack.conf is a hard error naming the key.
+# stops the submission with one clear line and no job is created; a --vc job whose cluster
+# cannot be made never runs its tasks (fail closed) and says why; jobs without --vc are
+# untouched; a typo in plugstack.conf is a hard error naming the key.
 source "$(dirname "$0")/lib.sh"
 start_clean
 
@@ -34,10 +34,19 @@ expect_status 0 as_user srun -N2 hostname
 assert_eq "site1-node1 site1-node2" "$(sort <<<"$OUT" | tr '\n' ' ' | sed 's/ $//')" "srun -N2 hostname without --vc"
 pass "jobs without --vc run as before"
 
-if out=$(as_user srun -N1 --vc hostname 2>&1); then fail "srun --vc ran its task without a virtual cluster: $out"; fi
-if grep -qx 'site1-node1' <<<"$out"; then fail "srun --vc: the task ran on the host: $out"; fi
-[[ $out == *"vcpilot:"* ]] || fail "srun --vc: no vcpilot message: $out"
-pass "a --vc task that cannot join a virtual cluster is not run (fail closed)"
+# The site's CRM refuses this job's cluster (its range is outside the site's pool): the tasks
+# are not run, and srun says why.
+if out=$(as_user srun -N2 --vc-net=10.200.0.0/24 hostname 2>&1); then fail "srun ran tasks without their virtual cluster: $out"; fi
+if grep -qx 'site1-node[12]' <<<"$out"; then fail "srun --vc: a task ran on the host: $out"; fi
+[[ $out == *"not inside any address pool"* && $out == *"the task is not run"* ]] ||
+    fail "srun --vc with a refused range: unclear error: $out"
+pass "a --vc task whose cluster cannot be made is not run (fail closed), with the CRM's reason"
+
+for unavailable in --vc-cluster=vc-0123abcd --vc-image=/srv/image --vc-overlay=n2n; do
+    expect_status 1 as_user srun -N1 "$unavailable" true
+    [[ $ERR == *"not available yet"* ]] || fail "srun $unavailable: unclear error: $ERR"
+done
+pass "--vc-cluster, --vc-image and n2n are refused before submission until they exist"
 
 # A plugstack.conf with a typo: every Slurm command of that configuration says what is wrong.
 run_dir=${VCTB_RUN_DIR:-/run/vctb}

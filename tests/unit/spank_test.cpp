@@ -5,8 +5,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "spank/config.hpp"
 #include "spank/options.hpp"
+#include "spank/pilot_files.hpp"
+#include "temp_dir.hpp"
 
 namespace vcpilot::spank {
 namespace {
@@ -120,6 +124,43 @@ TEST(SpankPlugin, ExportsWhatSlurmdLooksFor) {
                               "stringIcSt11char_traitsIcESaIcEEESaIS7_EE"),
               nullptr);
     ::dlclose(plugin);
+}
+
+TEST(SpankPilotFiles, ReadsWhatThePilotAndThePrologWrote) {
+    TempDir temp;
+    const PilotDir dir = pilot_dir(temp.path().string(), "node1", "42");
+    EXPECT_EQ(dir.pid_file(), temp.path() / "node1" / "pilot-42.pid");
+    EXPECT_EQ(dir.log_file(), temp.path() / "node1" / "pilot-42.log");
+    EXPECT_FALSE(read_pilot_state(dir));
+    EXPECT_EQ(read_pilot_pid(dir), 0);
+    EXPECT_FALSE(read_namespaces(dir));
+
+    std::filesystem::create_directories(dir.root);
+    std::ofstream(dir.state_file()) << "state=READY\npid=77\naddress=10.65.0.1/24\nreason=\n";
+    std::ofstream(dir.pid_file()) << "77\n";
+    std::ofstream(dir.namespaces_file()) << "holder 78\nnet 4026532000\nmnt 4026532001\n";
+    std::ofstream(dir.log_file())
+        << "2026-12-02T13:32:19.906 vc-pilot[19539] info: job 42 on node1: listening\n"
+        << "2026-12-02T13:32:19.916 vc-pilot[19539] error: job 42: the CRM refused the pilot\n\n";
+    auto state = read_pilot_state(dir);
+    ASSERT_TRUE(state);
+    EXPECT_EQ((*state)["state"], "READY");
+    EXPECT_EQ((*state)["address"], "10.65.0.1/24");
+    EXPECT_EQ(read_pilot_pid(dir), 77);
+    auto recorded = read_namespaces(dir);
+    ASSERT_TRUE(recorded);
+    EXPECT_EQ(recorded->holder, 78);
+    EXPECT_EQ(recorded->net, 4026532000U);
+    EXPECT_EQ(last_log_line(dir), "job 42: the CRM refused the pilot");
+
+    std::ofstream(dir.namespaces_file()) << "holder 78\n";
+    EXPECT_FALSE(read_namespaces(dir));
+}
+
+TEST(SpankPilotFiles, TellsLiveProcessesFromDeadOnes) {
+    EXPECT_TRUE(process_alive(::getpid()));
+    EXPECT_FALSE(process_alive(0));
+    EXPECT_FALSE(process_alive(-1));
 }
 
 }  // namespace

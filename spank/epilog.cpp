@@ -1,0 +1,102 @@
+// job_epilog: stop this node's pilot (SIGTERM: it tears the job's namespaces, links, mounts
+// and sshd down and tells the CRM, which releases the job's cluster), then check that nothing
+// of the job is left. What the pilot left is removed with `vc-pilot cleanup`; if even that
+// leaves something, the epilog fails, so that Slurm drains the node instead of hiding a leak.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "spank/contexts.hpp"
+#include "spank/pilot_files.hpp"
+
+namespace vcpilot::spank {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        std::error_code ec;
+        if (!process_alive(pid) && !std::filesystem::exists(dir.root, ec)) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::error_code ec;
+    return !process_alive(pid) && !std::filesystem::exists(dir.root, ec);
+}
+
+// Runs `vc-pilot cleanup` for the job and waits for it (bounded by the pilot's own teardown
+// grace).
+bool cleanup(const SiteConfig& config, const std::string& job, const std::string& node) {
+    std::vector<std::string> argv = {config.pilot, "cleanup", "--job",     job,
+                                     "--node",     node,      "--run-dir", config.run_dir};
+    std::vector<char*> args;
+    for (auto& arg : argv) {
+        args.push_back(arg.data());
+    }
+    args.push_back(nullptr);
+    const pid_t child = ::fork();
+    if (child < 0) {
+        return false;
+    }
+    if (child == 0) {
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+}  // namespace
+
+int job_epilog(spank_t sp, const SiteConfig& config, const JobOptions& options) {
+    if (!options.enabled) {
+        return 0;
+    }
+    const std::string job = job_id(sp);
+    if (job.empty()) {
+        return -1;
+    }
+    const std::string node = node_name();
+    const PilotDir dir = pilot_dir(config.run_dir, node, job);
+    pid_t pid = read_pilot_pid(dir);
+    if (auto state = read_pilot_state(dir)) {
+        pid = static_cast<pid_t>(std::atol((*state)["pid"].c_str()));
+    }
+    if (process_alive(pid)) {
+        ::kill(pid, SIGTERM);
+    }
+    bool clean = wait_gone(dir, pid, std::chrono::seconds(15));
+    if (!clean) {
+        slurm_error("vcpilot: job %s: the pilot (pid %d) did not clean up in time; running "
+                    "vc-pilot cleanup",
+                    job.c_str(), static_cast<int>(pid));
+        if (process_alive(pid)) {
+            ::kill(pid, SIGKILL);
+        }
+        clean = cleanup(config, job, node) && wait_gone(dir, pid, std::chrono::seconds(5));
+    }
+    std::error_code ec;
+    if (!clean) {
+        slurm_error("vcpilot: job %s: %s is still there after cleanup (pilot log: %s); failing "
+                    "the epilog so that the node is drained",
+                    job.c_str(), dir.root.c_str(), dir.log_file().c_str());
+        return -1;
+    }
+    std::filesystem::remove(dir.log_file(), ec);
+    std::filesystem::remove(dir.pid_file(), ec);
+    std::filesystem::remove(dir.root.parent_path(), ec);  // the node's directory, once empty
+    return 0;
+}
+
+}  // namespace vcpilot::spank

@@ -1,0 +1,160 @@
+// job_prolog: start the job's pilot on this node, detached (the prolog returns at once; the
+// pilot lives until the epilog stops it), attached to the site's CRM, which makes the job's
+// cluster when the first pilot of the job arrives.
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fmt/format.h>
+#include <vector>
+
+#include "spank/contexts.hpp"
+#include "spank/pilot_files.hpp"
+
+namespace vcpilot::spank {
+
+std::string node_name() {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0) {
+        return {};
+    }
+    return name;
+}
+
+std::string job_id(spank_t sp) {
+    std::uint32_t id = 0;
+    if (spank_get_item(sp, S_JOB_ID, &id) != ESPANK_SUCCESS) {
+        slurm_error("vcpilot: Slurm gave no job id");
+        return {};
+    }
+    return std::to_string(id);
+}
+
+namespace {
+
+std::string user_name(uid_t uid) {
+    std::vector<char> buffer(16384);
+    passwd entry{};
+    passwd* found = nullptr;
+    if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+        return {};
+    }
+    return found->pw_name;
+}
+
+// The job's node count: Slurm gives it to the prolog in its environment.
+std::uint32_t job_nodes(spank_t sp) {
+    std::uint32_t nodes = 0;
+    if (spank_get_item(sp, S_JOB_NNODES, &nodes) == ESPANK_SUCCESS && nodes > 0) {
+        return nodes;
+    }
+    for (const char* name : {"SLURM_JOB_NUM_NODES", "SLURM_NNODES"}) {
+        if (const char* value = std::getenv(name); value != nullptr) {
+            const long parsed = std::strtol(value, nullptr, 10);
+            if (parsed > 0) {
+                return static_cast<std::uint32_t>(parsed);
+            }
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) {
+    if (!options.enabled) {
+        return 0;
+    }
+    const std::string job = job_id(sp);
+    uid_t uid = 0;
+    if (job.empty() || spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS) {
+        slurm_error("vcpilot: job %s: Slurm gave no job user", job.c_str());
+        return -1;
+    }
+    const std::string user = user_name(uid);
+    const std::uint32_t nodes = job_nodes(sp);
+    const std::string node = node_name();
+    if (user.empty() || nodes == 0 || node.empty()) {
+        slurm_error("vcpilot: job %s: cannot tell the job's user (%u), node count or this node's "
+                    "name",
+                    job.c_str(), static_cast<unsigned>(uid));
+        return -1;
+    }
+    std::vector<std::string> argv = {config.pilot,   "serve",        "--job",
+                                     job,            "--run-dir",    config.run_dir,
+                                     "--crm",        config.crm,     "--job-nodes",
+                                     std::to_string(nodes), "--job-user", user};
+    if (!config.munge_socket.empty()) {
+        argv.insert(argv.end(), {"--munge-socket", config.munge_socket});
+    }
+    if (options.net) {
+        argv.insert(argv.end(), {"--job-net", options.net->to_string()});
+    }
+    const KeyMode keys = options.keys.value_or(config.keys);
+    argv.insert(argv.end(), {"--job-keys", keys == KeyMode::Exchange ? "exchange" : "ca"});
+    if (!options.hostname_prefix.empty()) {
+        argv.insert(argv.end(), {"--job-prefix", options.hostname_prefix});
+    }
+    // The pilot's pid and log sit next to its run directory (see PilotDir).
+    const PilotDir dir = pilot_dir(config.run_dir, node, job);
+    std::error_code ec;
+    std::filesystem::create_directories(dir.root.parent_path(), ec);
+    const std::string log = dir.log_file().string();
+    const std::string pid_file = dir.pid_file().string();
+    std::filesystem::remove(pid_file, ec);
+
+    std::vector<char*> args;
+    for (auto& arg : argv) {
+        args.push_back(arg.data());
+    }
+    args.push_back(nullptr);
+    // Detached twice (setsid, then a grandchild) so that the prolog's end does not end it.
+    const pid_t child = ::fork();
+    if (child < 0) {
+        slurm_error("vcpilot: job %s: fork: %m", job.c_str());
+        return -1;
+    }
+    if (child == 0) {
+        ::setsid();
+        if (const pid_t pilot = ::fork(); pilot != 0) {
+            const int fd = ::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (pilot > 0 && fd >= 0) {
+                const std::string text = std::to_string(pilot) + "\n";
+                (void)!::write(fd, text.data(), text.size());
+            }
+            ::_exit(0);
+        }
+        const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (null < 0 || out < 0 || ::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 ||
+            ::dup2(out, 2) < 0) {
+            ::_exit(127);
+        }
+        ::closefrom(3);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    slurm_info("vcpilot: job %s: pilot started on %s for %u node(s) of %s", job.c_str(),
+               node.c_str(), nodes, user.c_str());
+    return 0;
+}
+
+int local_post_options(const JobOptions& options) {
+    const char* unavailable = !options.cluster.empty() ? "--vc-cluster"
+                              : !options.image.empty() ? "--vc-image"
+                              : options.overlay == Overlay::N2n ? "--vc-overlay=n2n"
+                                                                : nullptr;
+    if (unavailable != nullptr) {
+        slurm_error("vcpilot: %s is not available yet in this vcpilot build", unavailable);
+        return -1;
+    }
+    return 0;
+}
+
+}  // namespace vcpilot::spank

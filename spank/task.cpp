@@ -1,0 +1,153 @@
+// task_init_privileged: the task joins the job's virtual node, or does not run. It waits (up to
+// ready_timeout) for this node's pilot to be READY, then enters the namespaces its holder
+// process keeps (network, UTS, mount), checking that they are the ones the pilot recorded, and
+// tells the task where it is (VC_* variables). Any failure returns an error, and slurmstepd
+// then does not exec the task: a --vc task never runs on the host network.
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fmt/format.h>
+#include <thread>
+
+#include "common/result.hpp"
+#include "spank/contexts.hpp"
+#include "spank/pilot_files.hpp"
+
+namespace vcpilot::spank {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Waits for the pilot's READY; the error says how far it got.
+Result<std::map<std::string, std::string>> wait_ready(const PilotDir& dir,
+                                                      std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    std::string last = "not started";
+    bool seen = false;
+    for (;;) {
+        auto state = read_pilot_state(dir);
+        if (!state) {
+            // Gone before or without its state: the prolog's record and the pilot's last words.
+            const pid_t pid = read_pilot_pid(dir);
+            if (seen || (pid > 0 && !process_alive(pid))) {
+                const std::string said = last_log_line(dir);
+                return Error{fmt::format("the pilot stopped{}{}", said.empty() ? "" : ": ", said)};
+            }
+        }
+        if (state) {
+            seen = true;
+            const std::string current = (*state)["state"];
+            if (current == "READY") {
+                return *state;
+            }
+            if (current == "FAILED" || current == "STOPPING" || current == "GONE") {
+                const std::string& reason = (*state)["reason"];
+                return Error{fmt::format("the pilot is {}{}{}", current, reason.empty() ? "" : ": ",
+                                         reason)};
+            }
+            const pid_t pid = static_cast<pid_t>(std::atol((*state)["pid"].c_str()));
+            if (!process_alive(pid)) {
+                return Error{fmt::format("the pilot (pid {}) exited while {}", pid, current)};
+            }
+            last = current;
+        }
+        if (Clock::now() >= deadline) {
+            return Error{fmt::format("the virtual cluster was not ready within {} s (this node's "
+                                     "pilot: {})",
+                                     timeout.count(), last)};
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+class Fd {
+  public:
+    explicit Fd(int fd) : fd_(fd) {}
+    ~Fd() {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+    }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    int get() const { return fd_; }
+
+  private:
+    int fd_;
+};
+
+Status join(const RecordedNamespaces& recorded) {
+    const std::string base = fmt::format("/proc/{}/ns/", recorded.holder);
+    // Open all three first: once in the job's mount namespace, /proc paths may differ.
+    Fd net(::open((base + "net").c_str(), O_RDONLY | O_CLOEXEC));
+    Fd uts(::open((base + "uts").c_str(), O_RDONLY | O_CLOEXEC));
+    Fd mnt(::open((base + "mnt").c_str(), O_RDONLY | O_CLOEXEC));
+    if (net.get() < 0 || uts.get() < 0 || mnt.get() < 0) {
+        return Error{fmt::format("the namespaces' holder (pid {}) is gone", recorded.holder)};
+    }
+    struct stat net_stat {};
+    struct stat mnt_stat {};
+    if (::fstat(net.get(), &net_stat) != 0 || ::fstat(mnt.get(), &mnt_stat) != 0 ||
+        net_stat.st_ino != recorded.net || mnt_stat.st_ino != recorded.mnt) {
+        return Error{fmt::format("pid {} does not hold the job's namespaces", recorded.holder)};
+    }
+    for (const auto& [fd, kind, name] : {std::tuple{net.get(), CLONE_NEWNET, "network"},
+                                         std::tuple{uts.get(), CLONE_NEWUTS, "UTS"},
+                                         std::tuple{mnt.get(), CLONE_NEWNS, "mount"}}) {
+        if (::setns(fd, kind) != 0) {
+            return Error{fmt::format("cannot enter the job's {} namespace: {}", name,
+                                     std::strerror(errno))};
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions& options) {
+    if (!options.enabled) {
+        return 0;  // a job without --vc is none of our business
+    }
+    const std::string job = job_id(sp);
+    if (job.empty()) {
+        return -1;
+    }
+    const PilotDir dir = pilot_dir(config.run_dir, node_name(), job);
+    auto state = wait_ready(dir, config.ready_timeout);
+    if (!state) {
+        slurm_error("vcpilot: job %s: %s; the task is not run", job.c_str(),
+                    state.error().message.c_str());
+        return -1;
+    }
+    auto recorded = read_namespaces(dir);
+    if (!recorded) {
+        slurm_error("vcpilot: job %s: %s; the task is not run", job.c_str(),
+                    recorded.error().message.c_str());
+        return -1;
+    }
+    if (auto ok = join(*recorded); !ok) {
+        slurm_error("vcpilot: job %s: %s; the task is not run", job.c_str(),
+                    ok.error().message.c_str());
+        return -1;
+    }
+    std::string address = (*state)["address"];
+    address = address.substr(0, address.find('/'));
+    for (const auto& [name, value] :
+         {std::pair<const char*, std::string>{"VC_CLUSTER_ID", (*state)["cluster"]},
+          {"VC_NODE_NAME", (*state)["node_name"]},
+          {"VC_ADDRESS", address},
+          {"VC_HOSTFILE", dir.hostfile().string()},
+          {"VC_NODELIST", dir.nodelist().string()}}) {
+        if (spank_setenv(sp, name, value.c_str(), 1) != ESPANK_SUCCESS) {
+            slurm_error("vcpilot: job %s: cannot set %s; the task is not run", job.c_str(), name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+}  // namespace vcpilot::spank
