@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing, builds, brings up a testbed of two Slurm sites joined
-# by a 40 ms WAN, runs real Slurm jobs in each site and across the WAN, builds a 4-node virtual
-# cluster with vc-pilot and runs unmodified Open MPI programs in it over ssh, then tears down.
+# by a 40 ms WAN, runs real Slurm jobs in each site and across the WAN, then a `sbatch --vc`
+# job whose 4 nodes form a private virtual cluster running unmodified Open MPI over ssh, then
+# tears down.
 source "$(dirname "$0")/common.sh"
 require_root
 install_deps
@@ -32,40 +33,35 @@ JOB
 "$testbed" submit --site site2 --wait "$job"
 rm -f "$job"
 
-step "A virtual cluster of 4 nodes at site1: vc-pilot on every node, wired by pilot-driver (standing in for the coordinators)"
-pilot=$VCPILOT_BUILD_DIR/pilot/vc-pilot
-driver=$VCPILOT_BUILD_DIR/tests/tools/pilot-driver/pilot-driver
-job=100
-sockets=()
-for n in 1 2 3 4; do
-    "$testbed" exec site1 "node$n" -- "$pilot" serve --job "$job" --log-level warn &
-    sockets+=("/run/vcpilot/site1-node$n/$job/pilot.sock")
-done
-for socket in "${sockets[@]}"; do
-    for _ in $(seq 500); do "$driver" status "$socket" >/dev/null 2>&1 && break; sleep 0.01; done
-done
-start=${EPOCHREALTIME/./}
-"$driver" up --cluster demo --cidr 10.20.0.0/24 --vni 4242 --name-prefix vn "${sockets[@]}"
-echo "(cluster READY in $(( (${EPOCHREALTIME/./} - start) / 1000 )) ms: namespaces, VXLAN, keys, sshd on 4 nodes)"
-vn1() { "$driver" run "${sockets[0]}" -- "$@"; }
-
-step "Inside vn1, as vcuser: the only interfaces, the hostname, ssh to another virtual node"
-vn1 ip -brief address
-vn1 sh -c 'echo "hostname: $(hostname)"; echo "ssh vn4 hostname: $(ssh vn4 hostname)"'
-
-# All virtual nodes share this machine's cores: ranks that busy-poll starve the softirq work
-# that carries their packets across the veths and VXLAN (4 ms per message, one scheduler tick);
-# yielding when idle gives ~13 us. Real nodes do not share cores and need no such option.
-mpi=(mpirun --hostfile /run/vcpilot/site1-node1/$job/job/hostfile --map-by node
+step "sbatch -N4 --vc at site1: a job in its own virtual cluster, unmodified Open MPI over ssh"
+# The plugin's job prolog starts a pilot on each node; the pilots make the job's cluster at the
+# site's CRM (addresses, VXLAN, SSH CA); every task, the batch script included, runs inside its
+# virtual node. All virtual nodes share this machine's cores: ranks that busy-poll starve the
+# softirq work that carries their packets (4 ms per message); yielding when idle gives ~13 us.
+job=$(mktemp)
+cat >"$job" <<'JOB'
+#!/bin/bash
+#SBATCH --job-name=vc-mpi
+echo "batch script on $(hostname) ($VC_ADDRESS) in cluster $VC_CLUSTER_ID; interfaces:"
+ip -brief address
+echo "ssh $(sed -n 4p "$VC_NODELIST") hostname: $(ssh "$(sed -n 4p "$VC_NODELIST")" hostname)"
+mpi=(mpirun --hostfile "$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --map-by node
      --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0
      --mca mpi_yield_when_idle 1)
-step "Unmodified Open MPI over ssh across the virtual cluster: ${mpi[*]} -np 4 hostname"
-vn1 "${mpi[@]}" -np 4 hostname
-step "NetPIPE (NPopenmpi) between vn1 and vn2 over the job's VXLAN"
-vn1 sh -c "cd /tmp && ${mpi[*]} -np 2 NPopenmpi -u 65536 -p 0 -o /tmp/np.out 2>&1 | tail -n 5"
+echo "\$ ${mpi[*]} -np 4 hostname"
+"${mpi[@]}" -np 4 hostname
+echo "\$ NetPIPE (NPopenmpi) between two virtual nodes over the job's VXLAN"
+cd /tmp && "${mpi[@]}" -np 2 NPopenmpi -u 65536 -p 0 -o /tmp/np.out 2>&1 | tail -n 5
+JOB
+start=${EPOCHREALTIME/./}
+"$testbed" submit --site site1 --wait --timeout 300 "$job" -N4 --vc
+echo "(sbatch to job end: $(( (${EPOCHREALTIME/./} - start) / 1000 )) ms, virtual cluster set-up and teardown included)"
+rm -f "$job"
 
-"$driver" shutdown "${sockets[@]}"
-wait
+step "The same with srun: every task in its virtual node"
+start=${EPOCHREALTIME/./}
+"$testbed" exec --user vcuser site1 ctl -- srun -N4 --vc sh -c 'echo "$(hostname) $VC_ADDRESS"' | sort
+echo "($(( (${EPOCHREALTIME/./} - start) / 1000 )) ms)"
 
 step "Taking the testbed down"
 "$testbed" down
