@@ -241,7 +241,7 @@ Result<ClusterRecord> CrmServer::Impl::create_job_cluster(const v1::PilotHello& 
         return Error{fmt::format("hello: the cluster of job {} is {}, not {}", hello.job_id(),
                                  job_cluster_id(hello.job_id()), quote(hello.cluster_id(), 80))};
     }
-    if (!options.pool) {
+    if (!options.pool && job.block().empty()) {
         return Error{fmt::format("site {} has no address pool of its own for jobs' clusters",
                                  options.site)};
     }
@@ -262,7 +262,9 @@ Result<ClusterRecord> CrmServer::Impl::create_job_cluster(const v1::PilotHello& 
         return ok.error();
     }
     CreatePolicy policy;
-    policy.pool = &*options.pool;
+    // A range the job named (--vc-net) is its own: the job's namespaces and VNI isolate it, so
+    // two jobs may use the same one, and it is not taken from (or checked against) the pool.
+    policy.pool = job.block().empty() ? &*options.pool : nullptr;
     policy.vni_first = options.vni_first;
     policy.vni_last = options.vni_last;
     policy.hold_ca = true;

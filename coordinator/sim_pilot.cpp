@@ -16,6 +16,9 @@ class SimPilotFleet::Pilot final
         v1::PilotReport hello;
         auto* h = hello.mutable_hello();
         h->set_cluster_id(spec_.cluster);
+        if (spec_.job_cluster) {
+            *h->mutable_job_cluster() = *spec_.job_cluster;
+        }
         h->set_job_id(spec_.job);
         h->set_host(spec_.host);
         h->set_underlay_address(spec_.underlay);

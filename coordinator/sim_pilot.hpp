@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@ struct SimPilotSpec {
     std::string credential;  // MUNGE credential for the hello
     std::string host_key;    // OpenSSH public key lines
     std::string user_key;
+    // A pilot started by Slurm for its job's own cluster (cluster "vcj-<job>").
+    std::optional<v1::JobCluster> job_cluster;
     // Misbehaviour, for tests: report this state instead of READY after the view.
     v1::PilotState state_after_view = v1::PILOT_STATE_READY;
     std::string failure_reason;

@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 start_clean
 
-testbed up --sites 1 --nodes 2
+testbed up --sites 1 --nodes 3
 as_user() { testbed exec --user vcuser site1 node1 -- "$@"; }
 
 for command in srun sbatch; do
@@ -30,15 +30,15 @@ second=$(as_user sbatch --parsable -N1 --wrap true)
 assert_eq $((first + 1)) "$second" "job id after the refused submissions (none may be created)"
 pass "bad --vc values stop srun and sbatch before submission, with the option named"
 
-expect_status 0 as_user srun -N2 hostname
-assert_eq "site1-node1 site1-node2" "$(sort <<<"$OUT" | tr '\n' ' ' | sed 's/ $//')" "srun -N2 hostname without --vc"
+expect_status 0 as_user srun -N3 hostname
+assert_eq "site1-node1 site1-node2 site1-node3" "$(sort <<<"$OUT" | tr '\n' ' ' | sed 's/ $//')" "srun -N3 hostname without --vc"
 pass "jobs without --vc run as before"
 
-# The site's CRM refuses this job's cluster (its range is outside the site's pool): the tasks
-# are not run, and srun says why.
-if out=$(as_user srun -N2 --vc-net=10.200.0.0/24 hostname 2>&1); then fail "srun ran tasks without their virtual cluster: $out"; fi
-if grep -qx 'site1-node[12]' <<<"$out"; then fail "srun --vc: a task ran on the host: $out"; fi
-[[ $out == *"not inside any address pool"* && $out == *"the task is not run"* ]] ||
+# The site's CRM refuses this job's cluster (3 nodes do not fit in a /30): the tasks are not
+# run, and srun says why.
+if out=$(as_user srun -N3 --vc-net=10.200.0.0/30 hostname 2>&1); then fail "srun ran tasks without their virtual cluster: $out"; fi
+if grep -qx 'site1-node[123]' <<<"$out"; then fail "srun --vc: a task ran on the host: $out"; fi
+[[ $out == *"fewer than the 3 asked for"* && $out == *"the task is not run"* ]] ||
     fail "srun --vc with a refused range: unclear error: $out"
 pass "a --vc task whose cluster cannot be made is not run (fail closed), with the CRM's reason"
 

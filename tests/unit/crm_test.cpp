@@ -522,5 +522,76 @@ TEST_F(CrmTest, APilotThatStopsOnItsOwnFailsTheCluster) {
     EXPECT_THAT(failed.reason(), HasSubstr("its pilot stopped"));
 }
 
+// Pilots that Slurm started for a job (--vc) make the job's cluster themselves.
+std::vector<SimPilotSpec> job_pilots(const std::string& job, std::size_t count,
+                                     const std::string& block, const std::string& munge_socket) {
+    std::vector<SimPilotSpec> specs;
+    for (std::size_t i = 1; i <= count; ++i) {
+        SimPilotSpec spec;
+        spec.cluster = "vcj-" + job;
+        spec.job = job;
+        spec.host = "node" + std::to_string(i);
+        spec.underlay = "172.16.1." + std::to_string(10 + i);
+        spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", spec.cluster,
+                                                   spec.host, spec.job),
+                                       munge_socket)
+                              .value();
+        spec.host_key = SshCa::generate().value().public_key_line("host");
+        spec.user_key = SshCa::generate().value().public_key_line("user");
+        v1::JobCluster cluster;
+        cluster.set_user("nobody");
+        cluster.set_nodes(static_cast<std::uint32_t>(count));
+        cluster.set_block(block);
+        spec.job_cluster = cluster;
+        specs.push_back(std::move(spec));
+    }
+    return specs;
+}
+
+TEST_F(CrmTest, AJobsPilotsMakeItsCluster) {
+    auto pilots_ = fleet(job_pilots("41", 2, "", munged_->socket()));
+    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    const auto ready = wait_for("vcj-41", v1::CLUSTER_STATE_READY);
+    ASSERT_EQ(ready.state(), v1::CLUSTER_STATE_READY);
+    EXPECT_EQ(ready.owner(), "nobody");
+    EXPECT_EQ(ready.sites(0).block(), "10.20.0.0/30");
+}
+
+TEST_F(CrmTest, TwoJobsMayNameTheSameRangeAndAJobsRangeIsNotThePools) {
+    auto first = fleet(job_pilots("51", 2, "10.99.0.0/29", munged_->socket()));
+    auto second = fleet(job_pilots("52", 2, "10.99.0.0/29", munged_->socket()));
+    ASSERT_EQ(first->wait_ready(2, 10s), 2U);
+    ASSERT_EQ(second->wait_ready(2, 10s), 2U);
+    const auto one = wait_for("vcj-51", v1::CLUSTER_STATE_READY);
+    const auto two = wait_for("vcj-52", v1::CLUSTER_STATE_READY);
+    EXPECT_EQ(one.sites(0).block(), "10.99.0.0/29");
+    EXPECT_EQ(two.sites(0).block(), "10.99.0.0/29");
+    EXPECT_NE(one.vni(), two.vni());
+    // The pool is untouched: a coordinated cluster still gets its first block.
+    EXPECT_EQ(create(1).sites(0).block(), "10.20.0.0/30");
+}
+
+TEST_F(CrmTest, AJobClusterIsReleasedWhenAPilotOfItStops) {
+    auto specs = job_pilots("61", 2, "", munged_->socket());
+    specs[1].state_after_view = v1::PILOT_STATE_GONE;
+    auto pilots_ = fleet(std::move(specs));
+    pilots_->wait_ready(2, 5s);
+    const auto released = wait_for("vcj-61", v1::CLUSTER_STATE_RELEASED);
+    EXPECT_EQ(released.state(), v1::CLUSTER_STATE_RELEASED);
+    EXPECT_EQ(released.reason(), "the job ended");
+    EXPECT_TRUE(pilots_->wait_done(10s));
+}
+
+TEST_F(CrmTest, AJobClusterIdMustBeTheJobs) {
+    auto specs = job_pilots("71", 1, "", munged_->socket());
+    specs[0].cluster = "vcj-72";
+    specs[0].credential = munge_encode("vcpilot-attach\nvcj-72\nnode1\n71", munged_->socket()).value();
+    auto pilots_ = fleet(std::move(specs));
+    ASSERT_TRUE(pilots_->wait_done(5s));
+    const auto outcome = pilots_->outcome(0);
+    EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(outcome.final_status.error_message(), HasSubstr("vcj-71"));
+}
+
 }  // namespace
 }  // namespace vcpilot::coordinator
