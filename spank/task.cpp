@@ -5,9 +5,11 @@
 // then does not exec the task: a --vc task never runs on the host network.
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <fmt/format.h>
 #include <thread>
@@ -21,6 +23,45 @@ namespace vcpilot::spank {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+volatile sig_atomic_t g_cancelled = 0;
+
+void on_cancel(int) {
+    g_cancelled = 1;
+}
+
+// While the task waits, the signals of a cancelled step (scancel, srun interrupted) reach it:
+// slurmstepd ignores or blocks them in a task that has not exec'd yet, and would otherwise
+// kill it only after KillWait. Restores what was there when it goes out of scope.
+class CancelWatch {
+  public:
+    CancelWatch() {
+        g_cancelled = 0;
+        struct sigaction action {};
+        action.sa_handler = on_cancel;
+        sigemptyset(&action.sa_mask);
+        sigset_t set;
+        sigemptyset(&set);
+        for (std::size_t i = 0; i < kSignals.size(); ++i) {
+            ::sigaction(kSignals[i], &action, &saved_[i]);
+            sigaddset(&set, kSignals[i]);
+        }
+        ::sigprocmask(SIG_UNBLOCK, &set, &mask_);
+    }
+    ~CancelWatch() {
+        ::sigprocmask(SIG_SETMASK, &mask_, nullptr);
+        for (std::size_t i = 0; i < kSignals.size(); ++i) {
+            ::sigaction(kSignals[i], &saved_[i], nullptr);
+        }
+    }
+    CancelWatch(const CancelWatch&) = delete;
+    CancelWatch& operator=(const CancelWatch&) = delete;
+
+  private:
+    static constexpr std::array<int, 3> kSignals = {SIGTERM, SIGINT, SIGHUP};
+    std::array<struct sigaction, 3> saved_{};
+    sigset_t mask_{};
+};
 
 // Waits for the pilot's READY; the error says how far it got.
 Result<std::map<std::string, std::string>> wait_ready(const PilotDir& dir,
@@ -54,6 +95,9 @@ Result<std::map<std::string, std::string>> wait_ready(const PilotDir& dir,
                 return Error{fmt::format("the pilot (pid {}) exited while {}", pid, current)};
             }
             last = current;
+        }
+        if (g_cancelled != 0) {
+            return Error{"the step was cancelled while waiting for the virtual cluster"};
         }
         if (Clock::now() >= deadline) {
             return Error{fmt::format("the virtual cluster was not ready within {} s (this node's "
@@ -117,7 +161,10 @@ int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions&
         return -1;
     }
     const PilotDir dir = pilot_dir(config.run_dir, node_name(), job);
-    auto state = wait_ready(dir, config.ready_timeout);
+    auto state = [&] {
+        CancelWatch watch;
+        return wait_ready(dir, config.ready_timeout);
+    }();
     if (!state) {
         slurm_error("vcpilot: job %s: %s; the task is not run", job.c_str(),
                     state.error().message.c_str());
