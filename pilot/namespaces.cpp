@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "common/job_record.hpp"
 #include "common/text.hpp"
 #include "pilot/files.hpp"
 #include "pilot/net.hpp"
@@ -39,30 +40,8 @@ std::optional<ino_t> namespace_inode(const fs::path& file) {
     return st.st_ino;
 }
 
-struct RecordedNamespaces {
-    pid_t holder = -1;
-    ino_t net = 0;
-    ino_t mnt = 0;
-};
-
 std::optional<RecordedNamespaces> read_recorded(const JobPaths& paths) {
-    std::ifstream file(paths.namespaces_file());
-    RecordedNamespaces recorded;
-    std::string key;
-    unsigned long long value = 0;
-    while (file >> key >> value) {
-        if (key == "holder") {
-            recorded.holder = static_cast<pid_t>(value);
-        } else if (key == "net") {
-            recorded.net = static_cast<ino_t>(value);
-        } else if (key == "mnt") {
-            recorded.mnt = static_cast<ino_t>(value);
-        }
-    }
-    if (recorded.net == 0 && recorded.mnt == 0) {
-        return std::nullopt;
-    }
-    return recorded;
+    return read_namespaces_record(paths.namespaces_file());
 }
 
 Status record(const JobPaths& paths, pid_t holder) {
@@ -72,18 +51,7 @@ Status record(const JobPaths& paths, pid_t holder) {
     if (!net || !mnt) {
         return sys_error("read the namespaces of the holder, pid " + std::to_string(holder));
     }
-    const fs::path tmp = paths.namespaces_file().string() + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << "holder " << holder << "\nnet " << *net << "\nmnt " << *mnt << "\n";
-        if (!out.flush()) {
-            return Error{"write " + tmp.string()};
-        }
-    }
-    if (::rename(tmp.c_str(), paths.namespaces_file().c_str()) != 0) {
-        return sys_error("rename " + tmp.string());
-    }
-    return {};
+    return write_namespaces_record(paths.namespaces_file(), {holder, *net, *mnt});
 }
 
 std::string read_all(int fd) {

@@ -29,26 +29,11 @@ std::optional<std::map<std::string, std::string>> read_pilot_state(const PilotDi
 }
 
 Result<RecordedNamespaces> read_namespaces(const PilotDir& dir) {
-    std::ifstream in(dir.namespaces_file());
-    if (!in) {
-        return Error{fmt::format("{} is missing", dir.namespaces_file().string())};
+    const auto recorded = read_namespaces_record(dir.namespaces_file());
+    if (!recorded || recorded->holder <= 0 || recorded->net == 0 || recorded->mnt == 0) {
+        return Error{fmt::format("{} is missing or incomplete", dir.namespaces_file().string())};
     }
-    RecordedNamespaces recorded;
-    std::string key;
-    unsigned long long value = 0;
-    while (in >> key >> value) {
-        if (key == "holder") {
-            recorded.holder = static_cast<pid_t>(value);
-        } else if (key == "net") {
-            recorded.net = static_cast<ino_t>(value);
-        } else if (key == "mnt") {
-            recorded.mnt = static_cast<ino_t>(value);
-        }
-    }
-    if (recorded.holder <= 0 || recorded.net == 0 || recorded.mnt == 0) {
-        return Error{fmt::format("{} is incomplete", dir.namespaces_file().string())};
-    }
-    return recorded;
+    return *recorded;
 }
 
 pid_t read_pilot_pid(const PilotDir& dir) {

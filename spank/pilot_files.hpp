@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "common/job_record.hpp"
 #include "common/result.hpp"
 
 namespace vcpilot::spank {
@@ -35,11 +36,7 @@ PilotDir pilot_dir(const std::string& run_dir, const std::string& node, const st
 // The state file's key=value lines; nothing if it does not exist (yet).
 std::optional<std::map<std::string, std::string>> read_pilot_state(const PilotDir& dir);
 
-struct RecordedNamespaces {
-    pid_t holder = 0;
-    ino_t net = 0;
-    ino_t mnt = 0;
-};
+// The pilot's record of the job's namespaces, complete (holder, net and mnt).
 Result<RecordedNamespaces> read_namespaces(const PilotDir& dir);
 
 // The pid the prolog recorded; 0 if none (yet).
