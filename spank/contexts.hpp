@@ -6,6 +6,7 @@ extern "C" {
 }
 
 #include <string>
+#include <vector>
 
 #include "spank/config.hpp"
 #include "spank/options.hpp"
@@ -30,5 +31,8 @@ std::string node_name();
 
 // The job id, as text; empty with the error logged if Slurm does not give it.
 std::string job_id(spank_t sp);
+
+// argv for execv: pointers into `argv` (which must outlive them), then a null.
+std::vector<char*> exec_args(std::vector<std::string>& argv);
 
 }  // namespace vcpilot::spank

@@ -38,11 +38,7 @@ bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::seconds timeout) {
 bool cleanup(const SiteConfig& config, const std::string& job, const std::string& node) {
     std::vector<std::string> argv = {config.pilot, "cleanup", "--job",     job,
                                      "--node",     node,      "--run-dir", config.run_dir};
-    std::vector<char*> args;
-    for (auto& arg : argv) {
-        args.push_back(arg.data());
-    }
-    args.push_back(nullptr);
+    std::vector<char*> args = exec_args(argv);
     const pid_t child = ::fork();
     if (child < 0) {
         return false;

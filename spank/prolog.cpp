@@ -33,6 +33,15 @@ std::string job_id(spank_t sp) {
     return std::to_string(id);
 }
 
+std::vector<char*> exec_args(std::vector<std::string>& argv) {
+    std::vector<char*> args;
+    for (auto& arg : argv) {
+        args.push_back(arg.data());
+    }
+    args.push_back(nullptr);
+    return args;
+}
+
 namespace {
 
 std::string user_name(uid_t uid) {
@@ -106,11 +115,7 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     const std::string pid_file = dir.pid_file().string();
     std::filesystem::remove(pid_file, ec);
 
-    std::vector<char*> args;
-    for (auto& arg : argv) {
-        args.push_back(arg.data());
-    }
-    args.push_back(nullptr);
+    std::vector<char*> args = exec_args(argv);
     // Detached twice (setsid, then a grandchild) so that the prolog's end does not end it.
     const pid_t child = ::fork();
     if (child < 0) {
