@@ -11,7 +11,8 @@
 //
 // Byte mutations alone rarely get past protobuf's nested length prefixes (a byte inserted into a
 // node changes the length of the node and of the message around it), so half of the mutations
-// parse the input, change one field through reflection and serialize it again.
+// parse the input, change one field through reflection and serialize it again
+// (proto_mutator.hpp).
 //
 // The seeds are in corpus/validate/. To read one:
 //   tail -c +2 FILE | protoc -I proto --decode=vcpilot.v1.SetKeysRequest vcpilot/v1/pilot.proto
@@ -23,13 +24,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <google/protobuf/message.h>
 #include <google/protobuf/stubs/logging.h>
 #include <limits>
 #include <memory>
-#include <random>
 #include <set>
 #include <string>
 #include <string_view>
@@ -39,9 +38,7 @@
 #include "pilot/keys.hpp"
 #include "pilot/net.hpp"
 #include "pilot/validate.hpp"
-
-// libFuzzer's mutator, for the parts of a message the structured mutation treats as bytes.
-extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
+#include "proto_mutator.hpp"
 
 namespace vcpilot::pilot {
 namespace {
@@ -417,102 +414,14 @@ void fuzz_set_keys(const v1::SetKeysRequest& request) {
     check_cluster(*nodes, request, self);
 }
 
-// ---- structure-aware mutation ----
-
-using google::protobuf::FieldDescriptor;
-using google::protobuf::Message;
+// ---- structure-aware mutation (proto_mutator.hpp) ----
 
 // Values next to the limits the checks draw: VNI, MTU, port, slots, /tmp size.
 constexpr std::uint64_t kInterestingNumbers[] = {
     0,    1,     575,   576,      1450,      4096,       4097,       9000,
     9001, 65535, 65536, 0xFFFFFF, 0x1000000, 0xFFFFFFFF, 1ULL << 40, ~0ULL};
 
-std::uint64_t mutate_number(std::uint64_t value, std::minstd_rand& random) {
-    switch (random() % 4) {
-        case 0:
-            return kInterestingNumbers[random() % std::size(kInterestingNumbers)];
-        case 1:
-            return value + 1;
-        case 2:
-            return value - 1;
-        default:
-            return (std::uint64_t{random()} << 32) ^ random();
-    }
-}
-
-// libFuzzer's own byte mutations (and its dictionary) on one string field.
-std::string mutate_text(std::string text) {
-    const std::size_t size = text.size();
-    text.resize(std::max<std::size_t>(2 * size, 64));
-    text.resize(LLVMFuzzerMutate(reinterpret_cast<std::uint8_t*>(text.data()), size, text.size()));
-    return text;
-}
-
-void mutate_message(Message& message, std::minstd_rand& random) {
-    const auto* descriptor = message.GetDescriptor();
-    const auto* reflection = message.GetReflection();
-    if (descriptor->field_count() == 0) {
-        return;
-    }
-    const FieldDescriptor* field = descriptor->field(
-        static_cast<int>(random() % static_cast<unsigned>(descriptor->field_count())));
-    if (field->is_repeated()) {
-        if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
-            return;  // the requests have repeated messages only
-        }
-        const int count = reflection->FieldSize(message, field);
-        const auto pick = [&] { return static_cast<int>(random() % static_cast<unsigned>(count)); };
-        switch (count == 0 ? 0 : random() % 4) {
-            case 0: {  // a new node: a copy of another, so that it gets past the early checks
-                Message* added = reflection->AddMessage(&message, field);
-                if (count > 0) {
-                    added->CopyFrom(reflection->GetRepeatedMessage(message, field, pick()));
-                }
-                return;
-            }
-            case 1:
-                reflection->SwapElements(&message, field, pick(), count - 1);
-                reflection->RemoveLast(&message, field);
-                return;
-            case 2:
-                reflection->SwapElements(&message, field, pick(), pick());
-                return;
-            default:
-                mutate_message(*reflection->MutableRepeatedMessage(&message, field, pick()),
-                               random);
-                return;
-        }
-    }
-    switch (field->cpp_type()) {
-        case FieldDescriptor::CPPTYPE_STRING:
-            reflection->SetString(&message, field,
-                                  mutate_text(reflection->GetString(message, field)));
-            return;
-        case FieldDescriptor::CPPTYPE_UINT32:
-            reflection->SetUInt32(&message, field,
-                                  static_cast<std::uint32_t>(mutate_number(
-                                      reflection->GetUInt32(message, field), random)));
-            return;
-        case FieldDescriptor::CPPTYPE_UINT64:
-            reflection->SetUInt64(&message, field,
-                                  mutate_number(reflection->GetUInt64(message, field), random));
-            return;
-        case FieldDescriptor::CPPTYPE_BOOL:
-            reflection->SetBool(&message, field, !reflection->GetBool(message, field));
-            return;
-        case FieldDescriptor::CPPTYPE_MESSAGE:
-            if (random() % 8 == 0) {
-                reflection->ClearField(&message, field);
-            } else {
-                mutate_message(*reflection->MutableMessage(&message, field), random);
-            }
-            return;
-        default:
-            return;
-    }
-}
-
-std::unique_ptr<Message> request_for(std::uint8_t selector) {
+std::unique_ptr<google::protobuf::Message> request_for(std::uint8_t selector) {
     if ((selector & 1) == 0) {
         return std::make_unique<v1::SetupRequest>();
     }
@@ -524,25 +433,8 @@ std::unique_ptr<Message> request_for(std::uint8_t selector) {
 
 extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size,
                                                std::size_t max_size, unsigned int seed) {
-    std::minstd_rand random(seed);
-    if (size == 0 || max_size < 2 || size - 1 > static_cast<std::size_t>(INT_MAX) ||
-        random() % 2 == 0) {
-        return LLVMFuzzerMutate(data, size, max_size);
-    }
-    auto request = vcpilot::pilot::request_for(data[0]);
-    if (!request->ParseFromArray(data + 1, static_cast<int>(size - 1))) {
-        return LLVMFuzzerMutate(data, size, max_size);
-    }
-    const unsigned rounds = 1 + random() % 3;
-    for (unsigned i = 0; i < rounds; ++i) {
-        vcpilot::pilot::mutate_message(*request, random);
-    }
-    std::string body;
-    if (!request->SerializeToString(&body) || body.size() > max_size - 1) {
-        return LLVMFuzzerMutate(data, size, max_size);
-    }
-    std::memcpy(data + 1, body.data(), body.size());
-    return body.size() + 1;
+    return vcpilot::fuzz::mutate_input(data, size, max_size, seed, vcpilot::pilot::request_for,
+                                       vcpilot::pilot::kInterestingNumbers);
 }
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {

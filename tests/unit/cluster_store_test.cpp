@@ -132,6 +132,18 @@ TEST_F(ClusterStoreTest, BadRequestsNameTheField) {
     EXPECT_TRUE(live_blocks().empty());
 }
 
+TEST_F(ClusterStoreTest, NodeNamesMustFitAHostname) {
+    // Node i of site s is named "<prefix>-<s>-<i>", and that is its hostname: one DNS label of
+    // at most 63 characters, or every pilot refuses its SETUP (found by coordinator_fuzzer).
+    auto too_long = request({{std::string(30, 's'), 100}});
+    too_long.set_name_prefix(std::string(29, 'p'));  // the last node's name has 64
+    EXPECT_THAT(error_of(create(too_long)), HasSubstr("sites: node names of site"));
+    EXPECT_TRUE(store_.list("", true).value().empty());
+    auto longest = request({{std::string(30, 's'), 100}});
+    longest.set_name_prefix(std::string(28, 'p'));
+    EXPECT_TRUE(create(longest).ok());
+}
+
 TEST_F(ClusterStoreTest, VnisRunOutAndComeBackOnRelease) {
     auto a = create(request({{"a", 1}})).value();
     auto b = create(request({{"a", 1}})).value();
