@@ -427,6 +427,13 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
         }
         if (*existing) {
             if ((*existing)->state != v1::CLUSTER_STATE_RELEASED) {
+                // The GRC sending again what is held already changes nothing; a live cluster
+                // of this site's own with the same id is not the GRC's to take.
+                if ((*existing)->origin != kOriginGrc) {
+                    return Error{fmt::format("cluster id {} is taken here by a cluster of this "
+                                             "site's own",
+                                             assignment.cluster_id())};
+                }
                 return {};
             }
             SQLite::Statement remove(db, "DELETE FROM clusters WHERE id = ?");
@@ -598,6 +605,42 @@ Result<std::vector<NodeRecord>> ClusterStore::nodes(std::string_view id) {
                        }
                        return nodes;
                    });
+}
+
+Result<std::optional<NodeRecord>> ClusterStore::node(std::string_view id, std::string_view site,
+                                                     std::uint32_t ordinal) {
+    return guarded("cannot read a node", store_.path(), [&]() -> Result<std::optional<NodeRecord>> {
+        SQLite::Statement query(store_.database(),
+                                std::string(kNodeColumns) +
+                                    " WHERE cluster = ? AND site = ? AND ordinal = ?");
+        query.bind(1, std::string(id));
+        query.bind(2, std::string(site));
+        query.bind(3, static_cast<std::int64_t>(ordinal));
+        if (!query.executeStep()) {
+            return std::optional<NodeRecord>{};
+        }
+        return std::optional<NodeRecord>{read_node_row(query)};
+    });
+}
+
+Result<NodeSummary> ClusterStore::node_summary(std::string_view id) {
+    return guarded("cannot count the nodes", store_.path(), [&]() -> Result<NodeSummary> {
+        SQLite::Statement query(store_.database(),
+                                "SELECT COUNT(*), COALESCE(SUM(host_key <> ''), 0), "
+                                "COALESCE(SUM(state = ?), 0), COALESCE(SUM(state IN (?, ?)), 0) "
+                                "FROM nodes WHERE cluster = ?");
+        query.bind(1, static_cast<int>(v1::PILOT_STATE_READY));
+        query.bind(2, static_cast<int>(v1::PILOT_STATE_FAILED));
+        query.bind(3, static_cast<int>(v1::PILOT_STATE_GONE));
+        query.bind(4, std::string(id));
+        query.executeStep();  // an aggregate: always one row
+        NodeSummary summary;
+        summary.total = static_cast<std::uint32_t>(query.getColumn(0).getInt64());
+        summary.keyed = static_cast<std::uint32_t>(query.getColumn(1).getInt64());
+        summary.ready = static_cast<std::uint32_t>(query.getColumn(2).getInt64());
+        summary.failed = static_cast<std::uint32_t>(query.getColumn(3).getInt64());
+        return summary;
+    });
 }
 
 Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view host,

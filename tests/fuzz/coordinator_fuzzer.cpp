@@ -130,6 +130,7 @@ struct Fixture {
     std::vector<Cidr> live_blocks;
     std::set<std::uint32_t> vnis;
     std::set<std::string> live_ids;
+    std::set<std::string> live_grc_ids;  // live clusters the GRC assigned
 };
 
 Fixture* fixture = nullptr;
@@ -241,6 +242,7 @@ void make_fixture() {
         .live_blocks = {},
         .vnis = {},
         .live_ids = {},
+        .live_grc_ids = {},
     };
     std::atexit([] {
         std::error_code ignored;
@@ -319,6 +321,9 @@ void make_fixture() {
     for (const auto& cluster : must(store.list("", true), "the fixture's clusters")) {
         if (cluster.state != v1::CLUSTER_STATE_RELEASED) {
             fixture->live_ids.insert(cluster.id);
+            if (cluster.origin == kOriginGrc) {
+                fixture->live_grc_ids.insert(cluster.id);
+            }
         }
         if (cluster.vni) {
             fixture->vnis.insert(*cluster.vni);
@@ -682,8 +687,10 @@ bool acceptable(const v1::SiteAssignment& assignment) {
         assignment.block().empty() || assignment.vni() < 1 || assignment.vni() > kMaxVni) {
         return false;
     }
+    // An id held already: the GRC's own again is accepted (and changes nothing); one of the
+    // site's own clusters is not the GRC's to take.
     if (fixture->live_ids.contains(assignment.cluster_id())) {
-        return true;
+        return fixture->live_grc_ids.contains(assignment.cluster_id());
     }
     const Cidr block = cidr(assignment.block());
     return std::none_of(fixture->live_blocks.begin(), fixture->live_blocks.end(),

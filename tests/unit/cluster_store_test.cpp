@@ -172,6 +172,37 @@ TEST_F(ClusterStoreTest, ReleaseFreesBlocksAndKeepsTheRecord) {
     EXPECT_EQ(create(request({{"a", 2}})).value().sites[0].block, cidr("10.20.0.0/30"));
 }
 
+TEST_F(ClusterStoreTest, AdoptRecordsTheGrcsShareOnceAndNeverTakesALocalId) {
+    v1::SiteAssignment assignment;
+    assignment.set_cluster_id("vc-0000abcd");
+    assignment.set_owner("alice");
+    assignment.set_key_mode(v1::KEY_MODE_CA);
+    assignment.set_vni(7000);
+    assignment.set_name_prefix("vc");
+    assignment.set_slots(1);
+    assignment.set_site("a");
+    assignment.set_block("10.96.0.0/29");
+    assignment.set_nodes(3);
+    ASSERT_TRUE(in_transaction([&] { return store_.adopt(assignment); }));
+    const auto adopted = store_.find("vc-0000abcd").value();
+    ASSERT_TRUE(adopted.has_value());
+    EXPECT_EQ(adopted->origin, kOriginGrc);
+    EXPECT_EQ(adopted->vni, 7000U);
+    EXPECT_EQ(store_.nodes("vc-0000abcd").value().size(), 3U);
+    // Sent again (the CRM reconnected): nothing changes.
+    ASSERT_TRUE(in_transaction([&] { return store_.adopt(assignment); }));
+    EXPECT_EQ(store_.nodes("vc-0000abcd").value().size(), 3U);
+    // The same id as a live cluster of the site's own is refused.
+    const auto local = create(request({{"a", 1}})).value();
+    assignment.set_cluster_id(local.id);
+    assignment.set_vni(7001);
+    assignment.set_block("10.96.0.8/29");
+    const auto refused = in_transaction([&] { return store_.adopt(assignment); });
+    ASSERT_FALSE(refused);
+    EXPECT_THAT(refused.error().message, HasSubstr("taken here"));
+    EXPECT_EQ(store_.find(local.id).value()->origin, "");
+}
+
 TEST_F(ClusterStoreTest, ListShowsOnlyTheOwnersClusters) {
     create(request({{"a", 1}}), "alice").value();
     create(request({{"a", 1}}), "bob").value();
