@@ -20,14 +20,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Waits for the pilot to end and its run directory to be gone; gives up at once if the pilot
+// is dead but left its directory (killed: only `vc-pilot cleanup` will remove it).
 bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::seconds timeout) {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
         std::error_code ec;
-        if (!process_alive(pid) && !std::filesystem::exists(dir.root, ec)) {
-            return true;
+        const bool alive = process_alive(pid);
+        const bool there = std::filesystem::exists(dir.root, ec);
+        if (!alive) {
+            return !there;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     std::error_code ec;
     return !process_alive(pid) && !std::filesystem::exists(dir.root, ec);
