@@ -80,9 +80,25 @@ constexpr const char* kClusterColumns =
     "SELECT id, owner, state, reason, key_mode, vni, name_prefix, slots, image, image_mount, "
     "created_unix_ms, changed_unix_ms, release_by_ms, origin FROM clusters";
 
-Result<std::vector<SiteRecord>> read_sites(SQLite::Database& db, std::string_view id) {
-    SQLite::Statement query(db,
-                            "SELECT site, nodes, block, released FROM sites WHERE cluster = ? ORDER BY site");
+constexpr const char* kSitesQuery =
+    "SELECT site, nodes, block, released FROM sites WHERE cluster = ? ORDER BY site";
+
+// Resets a kept statement when its user is done with it, so that it holds no read snapshot.
+class ResetAfter {
+  public:
+    explicit ResetAfter(SQLite::Statement& statement) : statement_(statement) {}
+    ~ResetAfter() { statement_.tryReset(); }
+    ResetAfter(const ResetAfter&) = delete;
+    ResetAfter& operator=(const ResetAfter&) = delete;
+
+  private:
+    SQLite::Statement& statement_;
+};
+
+// `query` is kSitesQuery, prepared.
+Result<std::vector<SiteRecord>> read_sites(SQLite::Statement& query, std::string_view id) {
+    query.tryReset();
+    ResetAfter done(query);
     query.bind(1, std::string(id));
     std::vector<SiteRecord> sites;
     while (query.executeStep()) {
@@ -98,13 +114,15 @@ Result<std::vector<SiteRecord>> read_sites(SQLite::Database& db, std::string_vie
     return sites;
 }
 
-Result<std::vector<ClusterRecord>> read_clusters(SQLite::Database& db, SQLite::Statement& query) {
+// `sites_query` is kSitesQuery, prepared.
+Result<std::vector<ClusterRecord>> read_clusters(SQLite::Statement& query,
+                                                 SQLite::Statement& sites_query) {
     std::vector<ClusterRecord> clusters;
     while (query.executeStep()) {
         clusters.push_back(read_cluster_row(query));
     }
     for (auto& cluster : clusters) {
-        auto sites = read_sites(db, cluster.id);
+        auto sites = read_sites(sites_query, cluster.id);
         if (!sites) {
             return sites.error();
         }
@@ -145,6 +163,22 @@ auto guarded(std::string_view doing, const std::filesystem::path& path, F&& body
 }
 
 }  // namespace
+
+ClusterStore::ClusterStore(LeaseStore store) : store_(std::move(store)) {}
+ClusterStore::~ClusterStore() = default;
+ClusterStore::ClusterStore(ClusterStore&&) noexcept = default;
+
+SQLite::Statement& ClusterStore::prepared(const std::string& sql) {
+    auto found = statements_.find(sql);
+    if (found == statements_.end()) {
+        return *statements_
+                    .emplace(sql, std::make_unique<SQLite::Statement>(store_.database(), sql))
+                    .first->second;
+    }
+    found->second->tryReset();
+    found->second->clearBindings();
+    return *found->second;
+}
 
 std::uint32_t ClusterRecord::node_count() const {
     std::uint32_t total = 0;
@@ -523,20 +557,20 @@ Status ClusterStore::set_site_released(std::string_view id, std::string_view sit
 }
 
 Result<std::optional<ClusterRecord>> ClusterStore::find(std::string_view id) {
-    return guarded("cannot read a cluster", store_.path(),
-                   [&]() -> Result<std::optional<ClusterRecord>> {
-                       SQLite::Statement query(store_.database(),
-                                               std::string(kClusterColumns) + " WHERE id = ?");
-                       query.bind(1, std::string(id));
-                       auto clusters = read_clusters(store_.database(), query);
-                       if (!clusters) {
-                           return clusters.error();
-                       }
-                       if (clusters->empty()) {
-                           return std::optional<ClusterRecord>{};
-                       }
-                       return std::optional<ClusterRecord>{std::move(clusters->front())};
-                   });
+    return guarded(
+        "cannot read a cluster", store_.path(), [&]() -> Result<std::optional<ClusterRecord>> {
+            SQLite::Statement& query = prepared(std::string(kClusterColumns) + " WHERE id = ?");
+            ResetAfter done(query);
+            query.bind(1, std::string(id));
+            auto clusters = read_clusters(query, prepared(kSitesQuery));
+            if (!clusters) {
+                return clusters.error();
+            }
+            if (clusters->empty()) {
+                return std::optional<ClusterRecord>{};
+            }
+            return std::optional<ClusterRecord>{std::move(clusters->front())};
+        });
 }
 
 Result<std::vector<ClusterRecord>> ClusterStore::list(std::string_view owner,
@@ -546,11 +580,12 @@ Result<std::vector<ClusterRecord>> ClusterStore::list(std::string_view owner,
                        std::string sql = std::string(kClusterColumns) +
                                          " WHERE (?1 = '' OR owner = ?1) AND (?2 OR state <> ?3)"
                                          " ORDER BY created_unix_ms, id";
-                       SQLite::Statement query(store_.database(), sql);
+                       SQLite::Statement& query = prepared(sql);
+                       ResetAfter done(query);
                        query.bind(1, std::string(owner));
                        query.bind(2, include_released ? 1 : 0);
                        query.bind(3, static_cast<int>(v1::CLUSTER_STATE_RELEASED));
-                       return read_clusters(store_.database(), query);
+                       return read_clusters(query, prepared(kSitesQuery));
                    });
 }
 
@@ -563,8 +598,9 @@ Result<std::vector<ClusterRecord>> ClusterStore::in_states(
                            sql += fmt::format("{}{}", i ? "," : "", static_cast<int>(states[i]));
                        }
                        sql += ") ORDER BY created_unix_ms, id";
-                       SQLite::Statement query(store_.database(), sql);
-                       return read_clusters(store_.database(), query);
+                       SQLite::Statement& query = prepared(sql);
+                       ResetAfter done(query);
+                       return read_clusters(query, prepared(kSitesQuery));
                    });
 }
 
@@ -593,26 +629,26 @@ NodeRecord read_node_row(SQLite::Statement& row) {
 }  // namespace
 
 Result<std::vector<NodeRecord>> ClusterStore::nodes(std::string_view id) {
-    return guarded("cannot read the nodes", store_.path(),
-                   [&]() -> Result<std::vector<NodeRecord>> {
-                       SQLite::Statement query(
-                           store_.database(),
-                           std::string(kNodeColumns) + " WHERE cluster = ? ORDER BY site, ordinal");
-                       query.bind(1, std::string(id));
-                       std::vector<NodeRecord> nodes;
-                       while (query.executeStep()) {
-                           nodes.push_back(read_node_row(query));
-                       }
-                       return nodes;
-                   });
+    return guarded(
+        "cannot read the nodes", store_.path(), [&]() -> Result<std::vector<NodeRecord>> {
+            SQLite::Statement& query =
+                prepared(std::string(kNodeColumns) + " WHERE cluster = ? ORDER BY site, ordinal");
+            ResetAfter done(query);
+            query.bind(1, std::string(id));
+            std::vector<NodeRecord> nodes;
+            while (query.executeStep()) {
+                nodes.push_back(read_node_row(query));
+            }
+            return nodes;
+        });
 }
 
 Result<std::optional<NodeRecord>> ClusterStore::node(std::string_view id, std::string_view site,
                                                      std::uint32_t ordinal) {
     return guarded("cannot read a node", store_.path(), [&]() -> Result<std::optional<NodeRecord>> {
-        SQLite::Statement query(store_.database(),
-                                std::string(kNodeColumns) +
-                                    " WHERE cluster = ? AND site = ? AND ordinal = ?");
+        SQLite::Statement& query =
+            prepared(std::string(kNodeColumns) + " WHERE cluster = ? AND site = ? AND ordinal = ?");
+        ResetAfter done(query);
         query.bind(1, std::string(id));
         query.bind(2, std::string(site));
         query.bind(3, static_cast<std::int64_t>(ordinal));
@@ -625,10 +661,11 @@ Result<std::optional<NodeRecord>> ClusterStore::node(std::string_view id, std::s
 
 Result<NodeSummary> ClusterStore::node_summary(std::string_view id) {
     return guarded("cannot count the nodes", store_.path(), [&]() -> Result<NodeSummary> {
-        SQLite::Statement query(store_.database(),
-                                "SELECT COUNT(*), COALESCE(SUM(host_key <> ''), 0), "
-                                "COALESCE(SUM(state = ?), 0), COALESCE(SUM(state IN (?, ?)), 0) "
-                                "FROM nodes WHERE cluster = ?");
+        SQLite::Statement& query = prepared(
+            "SELECT COUNT(*), COALESCE(SUM(host_key <> ''), 0), "
+            "COALESCE(SUM(state = ?), 0), COALESCE(SUM(state IN (?, ?)), 0) "
+            "FROM nodes WHERE cluster = ?");
+        ResetAfter done(query);
         query.bind(1, static_cast<int>(v1::PILOT_STATE_READY));
         query.bind(2, static_cast<int>(v1::PILOT_STATE_FAILED));
         query.bind(3, static_cast<int>(v1::PILOT_STATE_GONE));
@@ -646,9 +683,9 @@ Result<NodeSummary> ClusterStore::node_summary(std::string_view id) {
 Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view host,
                                         std::string_view job, std::string_view underlay) {
     return guarded("cannot attach the pilot", store_.path(), [&]() -> Result<NodeRecord> {
-        SQLite::Database& db = store_.database();
-        SQLite::Statement mine(
-            db, std::string(kNodeColumns) + " WHERE cluster = ? AND host = ? AND job = ?");
+        SQLite::Statement& mine =
+            prepared(std::string(kNodeColumns) + " WHERE cluster = ? AND host = ? AND job = ?");
+        ResetAfter mine_done(mine);
         mine.bind(1, std::string(id));
         mine.bind(2, std::string(host));
         mine.bind(3, std::string(job));
@@ -656,9 +693,10 @@ Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view ho
         if (mine.executeStep()) {
             node = read_node_row(mine);
         } else {
-            SQLite::Statement free_node(
-                db, std::string(kNodeColumns) +
-                        " WHERE cluster = ? AND host = '' ORDER BY site, ordinal LIMIT 1");
+            SQLite::Statement& free_node =
+                prepared(std::string(kNodeColumns) +
+                         " WHERE cluster = ? AND host = '' ORDER BY site, ordinal LIMIT 1");
+            ResetAfter free_done(free_node);
             free_node.bind(1, std::string(id));
             if (!free_node.executeStep()) {
                 return Error{fmt::format(
@@ -680,11 +718,11 @@ Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view ho
 
 Status ClusterStore::update_node(std::string_view id, const NodeRecord& node) {
     return guarded("cannot update a node", store_.path(), [&]() -> Status {
-        SQLite::Statement update(
-            store_.database(),
+        SQLite::Statement& update = prepared(
             "UPDATE nodes SET host = ?, job = ?, underlay = ?, host_key = ?, user_key = ?, "
             "host_certificate = ?, user_certificate = ?, state = ?, reason = ? "
             "WHERE cluster = ? AND site = ? AND ordinal = ?");
+        ResetAfter done(update);
         update.bind(1, node.host);
         update.bind(2, node.job);
         update.bind(3, node.underlay);
@@ -708,9 +746,10 @@ Status ClusterStore::update_node(std::string_view id, const NodeRecord& node) {
 Status ClusterStore::set_state(std::string_view id, v1::ClusterState state, std::string_view reason,
                                std::int64_t release_by_ms) {
     return guarded("cannot change a cluster's state", store_.path(), [&]() -> Status {
-        SQLite::Statement update(store_.database(),
-                                 "UPDATE clusters SET state = ?, reason = ?, changed_unix_ms = ?, "
-                                 "release_by_ms = ? WHERE id = ?");
+        SQLite::Statement& update = prepared(
+            "UPDATE clusters SET state = ?, reason = ?, changed_unix_ms = ?, "
+            "release_by_ms = ? WHERE id = ?");
+        ResetAfter done(update);
         update.bind(1, static_cast<int>(state));
         update.bind(2, std::string(reason));
         update.bind(3, now_unix_ms());
@@ -748,7 +787,8 @@ Status ClusterStore::finish_release(std::string_view id) {
 Result<std::optional<std::array<std::uint8_t, 32>>> ClusterStore::ca_seed(std::string_view id) {
     using Seed = std::optional<std::array<std::uint8_t, 32>>;
     return guarded("cannot read the cluster's CA", store_.path(), [&]() -> Result<Seed> {
-        SQLite::Statement query(store_.database(), "SELECT ca_seed FROM clusters WHERE id = ?");
+        SQLite::Statement& query = prepared("SELECT ca_seed FROM clusters WHERE id = ?");
+        ResetAfter done(query);
         query.bind(1, std::string(id));
         if (!query.executeStep() || query.getColumn(0).isNull()) {
             return Seed{};

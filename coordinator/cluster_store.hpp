@@ -8,6 +8,8 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +21,10 @@
 #include "common/result.hpp"
 #include "common/store.hpp"
 #include "vcpilot/v1/coordinator.pb.h"
+
+namespace SQLite {
+class Statement;
+}
 
 namespace vcpilot::coordinator {
 
@@ -67,6 +73,14 @@ struct NodeRecord {
 };
 
 // A validated request to create a cluster.
+// Counts over a cluster's nodes (ClusterStore::node_summary).
+struct NodeSummary {
+    std::uint32_t total = 0;
+    std::uint32_t keyed = 0;   // reported their keys (host_key not empty)
+    std::uint32_t ready = 0;   // PILOT_STATE_READY
+    std::uint32_t failed = 0;  // PILOT_STATE_FAILED or PILOT_STATE_GONE
+};
+
 struct ClusterSpec {
     std::string owner;
     std::vector<v1::SiteRequest> sites;
@@ -100,7 +114,10 @@ Result<IpAddress> node_address(const Cidr& block, std::uint32_t ordinal);
 
 class ClusterStore {
   public:
-    explicit ClusterStore(LeaseStore store) : store_(std::move(store)) {}
+    explicit ClusterStore(LeaseStore store);
+    ~ClusterStore();
+    ClusterStore(ClusterStore&&) noexcept;
+    ClusterStore& operator=(ClusterStore&&) = delete;  // the kept statements name its database
 
     LeaseStore& leases() noexcept { return store_; }
 
@@ -115,6 +132,13 @@ class ClusterStore {
     // Clusters in one of `states`.
     Result<std::vector<ClusterRecord>> in_states(const std::vector<v1::ClusterState>& states);
     Result<std::vector<NodeRecord>> nodes(std::string_view id);
+    // One node of the cluster, by site and ordinal (none if there is no such node): a report
+    // about one node need not read them all.
+    Result<std::optional<NodeRecord>> node(std::string_view id, std::string_view site,
+                                           std::uint32_t ordinal);
+    // How many nodes the cluster has and how many of them are keyed, READY, FAILED or GONE,
+    // counted by SQLite: what the barrier and the cluster state need, without reading the rows.
+    Result<NodeSummary> node_summary(std::string_view id);
 
     // Records a GRC cluster's share of this site as the GRC made it (block, VNI, owner), with
     // its nodes; the block is leased here too, so that no local cluster overlaps it. Again for
@@ -142,7 +166,13 @@ class ClusterStore {
     Status prune_released(std::int64_t before_unix_ms);
 
   private:
+    // A statement for `sql`, prepared once and kept for the connection's life (preparing costs
+    // more than running most of them), reset and unbound: ready to bind. Not for two uses at once.
+    SQLite::Statement& prepared(const std::string& sql);
+
     LeaseStore store_;
+    // After store_: destroyed (finalized) before the database closes.
+    std::map<std::string, std::unique_ptr<SQLite::Statement>> statements_;
 };
 
 }  // namespace vcpilot::coordinator

@@ -177,6 +177,28 @@ Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
     return false;
 }
 
+Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
+                          const NodeSummary& summary) {
+    if (cluster.state != v1::CLUSTER_STATE_PENDING && cluster.state != v1::CLUSTER_STATE_READY) {
+        return false;
+    }
+    if (summary.failed > 0) {
+        auto nodes = store.nodes(cluster.id);
+        if (!nodes) {
+            return nodes.error();
+        }
+        return settle_state(store, cluster, *nodes);
+    }
+    if (cluster.state == v1::CLUSTER_STATE_PENDING && summary.ready == summary.total &&
+        summary.total > 0) {
+        if (auto ok = store.set_state(cluster.id, v1::CLUSTER_STATE_READY, ""); !ok) {
+            return ok.error();
+        }
+        return true;
+    }
+    return false;
+}
+
 namespace {
 
 constexpr std::size_t kMaxKeyLine = 1024;

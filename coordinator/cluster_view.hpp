@@ -43,6 +43,9 @@ Status certify_node(const SshCa& ca, const ClusterRecord& cluster, NodeRecord& n
 // returns whether it did.
 Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
                           const std::vector<NodeRecord>& nodes);
+// The same from the node counts; reads the nodes only when one failed (for its reason).
+Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
+                          const NodeSummary& summary);
 
 // Checks what a CRM reports about one node (from the network: the GRC trusts the CRM's identity,
 // not its bytes): one-line fields of bounded length, an underlay address, Ed25519 public keys

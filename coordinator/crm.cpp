@@ -368,16 +368,14 @@ Status CrmServer::Impl::keys(const std::shared_ptr<PilotLink>& link, const v1::P
         return Error{fmt::format("no cluster {}", link->cluster)};
     }
     const ClusterRecord& cluster = **found;
-    auto nodes = store.nodes(cluster.id);
-    if (!nodes) {
-        return nodes.error();
+    auto found_node = store.node(cluster.id, link->node.site, link->node.ordinal);
+    if (!found_node) {
+        return found_node.error();
     }
-    auto node = std::find_if(nodes->begin(), nodes->end(), [&](const NodeRecord& candidate) {
-        return candidate.site == link->node.site && candidate.ordinal == link->node.ordinal;
-    });
-    if (node == nodes->end()) {
+    if (!*found_node) {
         return Error{"the pilot's node is gone"};
     }
+    NodeRecord* node = &**found_node;
     if (node->host_key != keys.host_key() || node->user_key != keys.user_key()) {
         node->host_certificate.clear();
         node->user_certificate.clear();
@@ -410,6 +408,21 @@ Status CrmServer::Impl::keys(const std::shared_ptr<PilotLink>& link, const v1::P
 // pilot that has not had the view on its current stream gets it; one that attaches later gets
 // it when it reports its keys.
 Status CrmServer::Impl::send_views(const ClusterRecord& cluster, Effects& effects) {
+    // Before the barrier there is nothing to send: checked without reading every node (a GRC
+    // cluster's barrier is the GRC's view; a local cluster's, every node keyed).
+    if (from_grc(cluster)) {
+        if (!grc_views.contains(cluster.id)) {
+            return {};
+        }
+    } else {
+        auto summary = store.node_summary(cluster.id);
+        if (!summary) {
+            return summary.error();
+        }
+        if (summary->keyed != summary->total) {
+            return {};
+        }
+    }
     auto nodes = store.nodes(cluster.id);
     if (!nodes) {
         return nodes.error();
@@ -470,25 +483,14 @@ Status CrmServer::Impl::send_views(const ClusterRecord& cluster, Effects& effect
 // The cluster state its nodes imply. A GRC cluster is READY here once this site's nodes are
 // and the GRC has sent the view (the GRC holds the state of the whole cluster).
 Status CrmServer::Impl::settle(const ClusterRecord& cluster) {
-    if (from_grc(cluster) && !grc_views.contains(cluster.id)) {
-        bool failed = false;
-        auto nodes = store.nodes(cluster.id);
-        if (!nodes) {
-            return nodes.error();
-        }
-        for (const auto& node : *nodes) {
-            failed = failed || node.state == v1::PILOT_STATE_FAILED ||
-                     node.state == v1::PILOT_STATE_GONE;
-        }
-        if (!failed) {
-            return {};
-        }
+    auto summary = store.node_summary(cluster.id);
+    if (!summary) {
+        return summary.error();
     }
-    auto nodes = store.nodes(cluster.id);
-    if (!nodes) {
-        return nodes.error();
+    if (from_grc(cluster) && !grc_views.contains(cluster.id) && summary->failed == 0) {
+        return {};
     }
-    auto changed = settle_state(store, cluster, *nodes);
+    auto changed = settle_state(store, cluster, *summary);
     if (!changed) {
         return changed.error();
     }
@@ -511,20 +513,18 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
         return found ? Error{"the cluster is gone"} : found.error();
     }
     const ClusterRecord& cluster = **found;
-    auto nodes = store.nodes(cluster.id);
-    if (!nodes) {
-        return nodes.error();
+    auto node = store.node(cluster.id, link->node.site, link->node.ordinal);
+    if (!node) {
+        return node.error();
     }
-    for (auto& node : *nodes) {
-        if (node.site == link->node.site && node.ordinal == link->node.ordinal) {
-            if (node.state == status.state() && node.reason == status.reason()) {
-                return {};
-            }
-            node.state = status.state();
-            node.reason = status.reason();
-            if (auto ok = store.update_node(cluster.id, node); !ok) {
-                return ok;
-            }
+    if (*node) {
+        if ((*node)->state == status.state() && (*node)->reason == status.reason()) {
+            return {};
+        }
+        (*node)->state = status.state();
+        (*node)->reason = status.reason();
+        if (auto ok = store.update_node(cluster.id, **node); !ok) {
+            return ok;
         }
     }
     dirty.insert(cluster.id);
@@ -803,18 +803,11 @@ void CrmServer::Impl::after_batch() {
         return;
     }
     v1::SiteReport message;
-    std::string current;
-    std::vector<NodeRecord> nodes;
     for (const auto& [id, ordinal] : reported) {
-        if (id != current) {
-            current = id;
-            auto found = store.nodes(id);
-            nodes = found ? std::move(*found) : std::vector<NodeRecord>{};
-        }
-        for (const auto& node : nodes) {
-            if (node.site != options.site || node.ordinal != ordinal) {
-                continue;
-            }
+        // One node at a time: a batch usually reports a few nodes of a large cluster.
+        auto found = store.node(id, options.site, ordinal);
+        if (found && *found) {
+            const NodeRecord& node = **found;
             auto* out = message.mutable_nodes()->add_nodes();
             out->set_cluster_id(id);
             out->set_ordinal(ordinal);

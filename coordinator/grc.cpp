@@ -1,5 +1,6 @@
 #include "coordinator/grc.hpp"
 
+#include <algorithm>
 #include <fmt/format.h>
 #include <map>
 #include <spdlog/spdlog.h>
@@ -52,7 +53,10 @@ struct GrcServer::Impl {
     ClusterStore store;  // the writer thread's alone
 
     Writer writer{store.leases().database(), store.leases().path(),
-                  WriterHooks{[this](Effects&) { expire_releases(); },
+                  WriterHooks{[this](Effects& effects) {
+                                  settle_reported(effects);
+                                  expire_releases();
+                              },
                               [this] {
                                   watchers.notify(store, dirty);
                                   dirty.clear();
@@ -60,6 +64,8 @@ struct GrcServer::Impl {
                               [this] {
                                   cas.clear();
                                   dirty.clear();
+                                  reported.clear();
+                                  summaries.clear();
                               },
                               [this] { return next_release_deadline(); }}};
 
@@ -69,6 +75,16 @@ struct GrcServer::Impl {
     std::map<std::string, std::int64_t> release_deadlines;
     CaCache cas;
     std::set<std::string> dirty;
+    // Clusters whose nodes sites reported in this batch: their state and the barrier are settled
+    // once, at the end of the batch, not once per message (a cluster of 10,000 nodes gets
+    // thousands of messages).
+    std::set<std::string> reported;
+    // Node counts of clusters (barrier, READY), so that a batch need not count 10,000 rows:
+    // loaded from the store on first use, then kept up to date by node_reports, the only change
+    // to node rows here but create (a new id) and release (forgotten then). Dropped with a failed
+    // commit.
+    std::map<std::string, NodeSummary> summaries;
+    Result<NodeSummary> summary_of(const std::string& id);
     struct Command {
         std::shared_ptr<WriterLink<v1::NodeOutput>> caller;
         std::set<std::string> pending;  // sites still running it
@@ -96,6 +112,7 @@ struct GrcServer::Impl {
     void send_assignment(const ClusterRecord& cluster, const SiteRecord& site,
                          const std::shared_ptr<SiteLink>& link, Effects& effects);
     Status send_views(const ClusterRecord& cluster, Effects& effects);
+    void settle_reported(Effects& effects);
     Status begin_release(const ClusterRecord& cluster, std::string_view reason,
                          Effects& effects);
     Status maybe_finish_release(const ClusterRecord& cluster);
@@ -176,6 +193,22 @@ void GrcServer::Impl::send_assignment(const ClusterRecord& cluster, const SiteRe
 // The barrier across sites: once every node of every site has reported its keys, each connected
 // site that has not had the view on its current stream gets it, with its nodes' certificates.
 Status GrcServer::Impl::send_views(const ClusterRecord& cluster, Effects& effects) {
+    // Cheap checks first: a connected site still lacks the view, and every node is keyed.
+    const bool wanted =
+        std::any_of(cluster.sites.begin(), cluster.sites.end(), [&](const auto& site) {
+            auto link = link_of(site.site);
+            return link && !link->viewed.contains(cluster.id);
+        });
+    if (!wanted) {
+        return {};
+    }
+    auto summary = summary_of(cluster.id);
+    if (!summary) {
+        return summary.error();
+    }
+    if (summary->keyed != summary->total) {
+        return {};
+    }
     auto nodes = store.nodes(cluster.id);
     if (!nodes) {
         return nodes.error();
@@ -195,6 +228,10 @@ Status GrcServer::Impl::send_views(const ClusterRecord& cluster, Effects& effect
     if (!common) {
         return common.error();
     }
+    std::map<std::string_view, std::vector<const NodeRecord*>> by_site;
+    for (const auto& node : *nodes) {
+        by_site[node.site].push_back(&node);
+    }
     for (const auto& site : cluster.sites) {
         auto link = link_of(site.site);
         if (!link || link->viewed.contains(cluster.id)) {
@@ -206,12 +243,10 @@ Status GrcServer::Impl::send_views(const ClusterRecord& cluster, Effects& effect
         view->set_cluster_id(cluster.id);
         *view->mutable_common() = *common;
         if (cluster.key_mode == v1::KEY_MODE_CA) {
-            for (const auto& node : *nodes) {
-                if (node.site == site.site) {
-                    auto& certificates = (*view->mutable_certificates())[node.ordinal];
-                    certificates.set_host_certificate(node.host_certificate);
-                    certificates.set_user_certificate(node.user_certificate);
-                }
+            for (const NodeRecord* node : by_site[site.site]) {
+                auto& certificates = (*view->mutable_certificates())[node->ordinal];
+                certificates.set_host_certificate(node->host_certificate);
+                certificates.set_user_certificate(node->user_certificate);
             }
         }
         effects.push_back([link, command = std::move(command)] { link->outbox->send(command); });
@@ -278,7 +313,7 @@ Status GrcServer::Impl::site_hello(const std::shared_ptr<SiteLink>& link,
 }
 
 Status GrcServer::Impl::node_reports(const std::shared_ptr<SiteLink>& link,
-                                     const v1::NodeReports& reports, Effects& effects) {
+                                     const v1::NodeReports& reports, Effects&) {
     if (!link->attached) {
         return Error{"node reports before the hello"};
     }
@@ -292,6 +327,18 @@ Status GrcServer::Impl::node_reports(const std::shared_ptr<SiteLink>& link,
     for (const auto& report : reports.nodes()) {
         by_cluster[report.cluster_id()].push_back(&report);
     }
+    // How the counts of each cluster change; applied to `summaries` only if all of this succeeds
+    // (a failure rolls the item's changes back).
+    struct Delta {
+        std::int64_t keyed = 0, ready = 0, failed = 0;
+    };
+    std::map<std::string, Delta> deltas;
+    auto count = [](const NodeRecord& node, std::int64_t sign, Delta& delta) {
+        delta.keyed += node.host_key.empty() ? 0 : sign;
+        delta.ready += node.state == v1::PILOT_STATE_READY ? sign : 0;
+        delta.failed +=
+            node.state == v1::PILOT_STATE_FAILED || node.state == v1::PILOT_STATE_GONE ? sign : 0;
+    };
     for (const auto& [id, list] : by_cluster) {
         auto found = store.find(id);
         if (!found) {
@@ -306,22 +353,21 @@ Status GrcServer::Impl::node_reports(const std::shared_ptr<SiteLink>& link,
             return Error{
                 fmt::format("cluster {} has no nodes at site {}", cluster.id, link->site)};
         }
-        auto nodes = store.nodes(cluster.id);
-        if (!nodes) {
-            return nodes.error();
-        }
         for (const v1::NodeReport* report : list) {
             if (report->ordinal() < 1 || report->ordinal() > site->nodes) {
                 return Error{fmt::format("cluster {}: site {} has no node {}", cluster.id,
                                          link->site, report->ordinal())};
             }
-            auto node = std::find_if(nodes->begin(), nodes->end(), [&](const NodeRecord& n) {
-                return n.site == link->site && n.ordinal == report->ordinal();
-            });
-            if (node == nodes->end()) {
+            auto found_node = store.node(cluster.id, link->site, report->ordinal());
+            if (!found_node) {
+                return found_node.error();
+            }
+            if (!*found_node) {
                 return Error{fmt::format("cluster {}: node {} of site {} is missing", cluster.id,
                                          report->ordinal(), link->site)};
             }
+            NodeRecord* node = &**found_node;
+            count(*node, -1, deltas[cluster.id]);
             const bool keys_changed =
                 node->host_key != report->host_key() || node->user_key != report->user_key();
             node->host = report->host();
@@ -348,19 +394,66 @@ Status GrcServer::Impl::node_reports(const std::shared_ptr<SiteLink>& link,
             if (auto ok = store.update_node(cluster.id, *node); !ok) {
                 return ok;
             }
+            count(*node, +1, deltas[cluster.id]);
         }
         dirty.insert(cluster.id);
         if (cluster.state == v1::CLUSTER_STATE_RELEASING) {
             continue;
         }
-        if (auto settled = settle_state(store, cluster, *nodes); !settled) {
-            return settled.error();
-        }
-        if (auto ok = send_views(cluster, effects); !ok) {
-            return ok;
+        reported.insert(cluster.id);
+    }
+    for (const auto& [id, delta] : deltas) {
+        if (auto found = summaries.find(id); found != summaries.end()) {
+            found->second.keyed = static_cast<std::uint32_t>(found->second.keyed + delta.keyed);
+            found->second.ready = static_cast<std::uint32_t>(found->second.ready + delta.ready);
+            found->second.failed = static_cast<std::uint32_t>(found->second.failed + delta.failed);
         }
     }
     return {};
+}
+
+Result<NodeSummary> GrcServer::Impl::summary_of(const std::string& id) {
+    if (auto found = summaries.find(id); found != summaries.end()) {
+        return found->second;
+    }
+    auto loaded = store.node_summary(id);
+    if (!loaded) {
+        return loaded.error();
+    }
+    summaries.emplace(id, *loaded);
+    return *loaded;
+}
+
+// At the end of a batch, inside its transaction: the state and the barrier of each cluster whose
+// nodes were reported, once (as node_reports did per message, on the clusters as they are now).
+void GrcServer::Impl::settle_reported(Effects& effects) {
+    for (const auto& id : reported) {
+        auto found = store.find(id);
+        if (!found || !*found) {
+            if (!found) {
+                spdlog::error("cluster {}: {}", id, found.error().message);
+            }
+            continue;
+        }
+        const ClusterRecord& cluster = **found;
+        if (cluster.state == v1::CLUSTER_STATE_RELEASING ||
+            cluster.state == v1::CLUSTER_STATE_RELEASED) {
+            continue;
+        }
+        auto summary = summary_of(id);
+        if (!summary) {
+            spdlog::error("cluster {}: {}", id, summary.error().message);
+            continue;
+        }
+        if (auto settled = settle_state(store, cluster, *summary); !settled) {
+            spdlog::error("cluster {}: {}", id, settled.error().message);
+            continue;
+        }
+        if (auto ok = send_views(cluster, effects); !ok) {
+            spdlog::error("cluster {}: {}", id, ok.error().message);
+        }
+    }
+    reported.clear();
 }
 
 Status GrcServer::Impl::begin_release(const ClusterRecord& cluster, std::string_view reason,
@@ -393,6 +486,7 @@ Status GrcServer::Impl::maybe_finish_release(const ClusterRecord& cluster) {
     }
     release_deadlines.erase(cluster.id);
     cas.forget(cluster.id);
+    summaries.erase(cluster.id);
     dirty.insert(cluster.id);
     return {};
 }
@@ -516,6 +610,7 @@ void GrcServer::Impl::expire_releases() {
         }
         release_deadlines.erase(id);
         cas.forget(id);
+        summaries.erase(id);
         dirty.insert(id);
     }
 }

@@ -10,6 +10,22 @@ namespace vcpilot::coordinator {
 Writer::Writer(SQLite::Database& db, std::filesystem::path path, WriterHooks hooks)
     : db_(db), path_(std::move(path)), hooks_(std::move(hooks)) {}
 
+// Runs one of the transaction's statements, prepared on first use and kept: a batch of tiny
+// items (one pilot's report each) otherwise spends much of its time parsing SAVEPOINT and RELEASE.
+void Writer::step(std::unique_ptr<SQLite::Statement>& statement, const char* sql) {
+    if (!statement) {
+        statement = std::make_unique<SQLite::Statement>(db_, sql);
+    }
+    statement->tryReset();
+    try {
+        statement->exec();
+    } catch (const SQLite::Exception&) {
+        statement->tryReset();  // holds nothing while the caller rolls back
+        throw;
+    }
+    statement->tryReset();
+}
+
 Writer::~Writer() {
     stop();
 }
@@ -71,9 +87,9 @@ void Writer::run_batch(std::deque<Work>& batch) {
     std::vector<Status> outcomes(batch.size());
     Status committed;
     try {
-        db_.exec("BEGIN IMMEDIATE");
+        step(begin_, "BEGIN IMMEDIATE");
         for (std::size_t i = 0; i < batch.size(); ++i) {
-            db_.exec("SAVEPOINT work");
+            step(savepoint_, "SAVEPOINT work");
             Effects own;
             try {
                 outcomes[i] = batch[i].apply ? batch[i].apply(own) : Status{};
@@ -81,17 +97,17 @@ void Writer::run_batch(std::deque<Work>& batch) {
                 outcomes[i] = store_detail::db_error("cannot apply a change", path_, error);
             }
             if (outcomes[i]) {
-                db_.exec("RELEASE work");
+                step(release_, "RELEASE work");
                 std::move(own.begin(), own.end(), std::back_inserter(effects));
             } else {
-                db_.exec("ROLLBACK TO work");
-                db_.exec("RELEASE work");
+                step(rollback_to_, "ROLLBACK TO work");
+                step(release_, "RELEASE work");
             }
         }
         if (hooks_.on_tick) {
             hooks_.on_tick(effects);
         }
-        db_.exec("COMMIT");
+        step(commit_, "COMMIT");
     } catch (const SQLite::Exception& error) {
         committed = store_detail::db_error("cannot commit", path_, error);
         spdlog::error("{}", committed.error().message);

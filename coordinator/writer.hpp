@@ -7,10 +7,12 @@
 #pragma once
 
 #include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -53,8 +55,12 @@ class Writer {
   private:
     void run();
     void run_batch(std::deque<Work>& batch);
+    void step(std::unique_ptr<SQLite::Statement>& statement, const char* sql);
 
     SQLite::Database& db_;
+    // BEGIN IMMEDIATE, SAVEPOINT work, RELEASE work, ROLLBACK TO work, COMMIT: prepared on first
+    // use, on the writer thread (destroyed with the writer, before the database closes).
+    std::unique_ptr<SQLite::Statement> begin_, savepoint_, release_, rollback_to_, commit_;
     const std::filesystem::path path_;
     const WriterHooks hooks_;
     std::mutex mutex_;
