@@ -834,6 +834,9 @@ void CrmServer::Impl::after_batch() {
 // Connected: the hello names every GRC cluster held here; every node of them is reported again
 // (the GRC may have missed changes while the stream was down).
 Status CrmServer::Impl::uplink_up(const Uplink& outbox, Effects& effects) {
+    if (!outbox->open()) {
+        return {};  // the stream ended already (its uplink_down came first): nothing is up
+    }
     auto clusters = store.in_states({v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY,
                                      v1::CLUSTER_STATE_FAILED, v1::CLUSTER_STATE_RELEASING});
     if (!clusters) {
@@ -1008,14 +1011,17 @@ class GrcUplink final : public grpc::ClientBidiReactor<v1::SiteReport, v1::SiteC
           call_(std::move(call)),
           outbox_(std::make_shared<Outbox<v1::SiteReport>>(
               [this](const v1::SiteReport* m) { StartWrite(m); }, [](const grpc::Status&) {})) {
+        // Once the call is started, OnDone may run (the GRC refused the connection) and delete
+        // this reactor before the constructor returns: nothing below StartCall may touch it.
+        CrmServer::Impl* const crm_impl = &crm_;
+        const auto outbox = outbox_;
         stub.async()->Connect(&call_->context, this);
         AddHold();  // the writer thread writes from outside the reactions
         StartRead(&in_);
         StartCall();
-        crm_.post({[crm = &crm_, outbox = outbox_](Effects& effects) {
-                       return crm->uplink_up(outbox, effects);
-                   },
-                   {}});
+        crm_impl->post(
+            {[crm_impl, outbox](Effects& effects) { return crm_impl->uplink_up(outbox, effects); },
+             {}});
     }
 
     void OnReadDone(bool ok) override {
@@ -1057,13 +1063,17 @@ class GrcUplink final : public grpc::ClientBidiReactor<v1::SiteReport, v1::SiteC
                        return {};
                    },
                    {}});
-        {
-            std::lock_guard lock(crm_.uplink_mutex);
-            call_->status = status;
-            call_->done = true;
-        }
-        crm_.uplink_changed.notify_all();
+        CrmServer::Impl& crm = crm_;
+        std::shared_ptr<UplinkCall> call = std::move(call_);
         delete this;
+        // Under the lock to the end: once run_uplink sees `done` it may return, and the CRM be
+        // destroyed (on stop), with its mutex and condition variable. It also holds the last
+        // reference to the call, so that the call's context goes with the uplink's thread.
+        std::lock_guard lock(crm.uplink_mutex);
+        call->status = status;
+        call->done = true;
+        call.reset();
+        crm.uplink_changed.notify_all();
     }
 
   private:

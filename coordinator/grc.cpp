@@ -275,6 +275,11 @@ Status GrcServer::Impl::site_hello(const std::shared_ptr<SiteLink>& link,
     if (!clusters) {
         return clusters.error();
     }
+    // Releases go out before assignments: a cluster released here without the site's
+    // confirmation (its release timed out while the site was away) may still hold a block or VNI
+    // at the site that a newer cluster got since, and the CRM refuses an assignment that
+    // overlaps what it holds.
+    Effects assignments;
     for (const auto& cluster : *clusters) {
         const SiteRecord* site = site_of(cluster, link->site);
         if (site == nullptr || site->released) {
@@ -289,9 +294,9 @@ Status GrcServer::Impl::site_hello(const std::shared_ptr<SiteLink>& link,
         }
         live.insert(cluster.id);
         if (!held.contains(cluster.id)) {
-            send_assignment(cluster, *site, link, effects);
+            send_assignment(cluster, *site, link, assignments);
         }
-        if (auto ok = send_views(cluster, effects); !ok) {
+        if (auto ok = send_views(cluster, assignments); !ok) {
             spdlog::warn("cluster {}: {}", cluster.id, ok.error().message);
         }
     }
@@ -301,6 +306,9 @@ Status GrcServer::Impl::site_hello(const std::shared_ptr<SiteLink>& link,
             release.set_release(id);
             effects.push_back([link, release] { link->outbox->send(release); });
         }
+    }
+    for (auto& effect : assignments) {
+        effects.push_back(std::move(effect));
     }
     effects.push_back([replaced, link] {
         if (replaced && replaced != link) {
