@@ -3,6 +3,8 @@
 //   vc-pilot serve --job ID [--node NAME] [--launcher-pid PID]   serve the job's control socket
 //                  [--cluster ID --crm ADDRESS [--munge-socket PATH] [--host NAME]
 //                   [--underlay ADDR] [--crm-timeout SECONDS]]   ... and attach to the site's CRM
+//                  [--job-nodes N --job-user U [--job-net CIDR] [--job-keys ca|exchange]
+//                   [--job-prefix P]]     ... or make the job's own cluster vcj-ID there (Slurm)
 //   vc-pilot cleanup --job ID [--node NAME]                      remove all a job left behind
 #include <fcntl.h>
 #include <poll.h>
