@@ -257,6 +257,19 @@ Result<const SshCa*> CaCache::get(ClusterStore& store, const std::string& id) {
     return &cas_.emplace(id, std::move(*ca)).first->second;
 }
 
+Result<v1::ClusterView> common_view(ClusterStore& store, CaCache& cas, const ClusterRecord& cluster,
+                                    const std::vector<NodeRecord>& nodes) {
+    const SshCa* ca = nullptr;
+    if (cluster.key_mode == v1::KEY_MODE_CA) {
+        auto found = cas.get(store, cluster.id);
+        if (!found) {
+            return found.error();
+        }
+        ca = *found;
+    }
+    return common_view(cluster, nodes, ca);
+}
+
 Status Watchers::add(ClusterStore& store, const ClusterRecord& cluster, Link link) {
     auto described = describe_cluster(store, cluster, true);
     if (!described) {

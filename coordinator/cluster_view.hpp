@@ -63,6 +63,10 @@ class CaCache {
     std::map<std::string, SshCa> cas_;
 };
 
+// common_view with the cluster's CA from `cas` when it is in CA mode.
+Result<v1::ClusterView> common_view(ClusterStore& store, CaCache& cas, const ClusterRecord& cluster,
+                                    const std::vector<NodeRecord>& nodes);
+
 // The write side of a server stream fed by the writer thread (WatchCluster, Run, Exec).
 template <typename T>
 struct WriterLink {

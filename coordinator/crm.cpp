@@ -442,15 +442,7 @@ Status CrmServer::Impl::send_views(const ClusterRecord& cluster, Effects& effect
         if (!every_node_keyed(*nodes)) {
             return {};
         }
-        const SshCa* ca = nullptr;
-        if (cluster.key_mode == v1::KEY_MODE_CA) {
-            auto found = cas.get(store, cluster.id);
-            if (!found) {
-                return found.error();
-            }
-            ca = *found;
-        }
-        auto common = common_view(cluster, *nodes, ca);
+        auto common = common_view(store, cas, cluster, *nodes);
         if (!common) {
             return common.error();
         }
