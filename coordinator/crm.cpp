@@ -22,6 +22,7 @@
 #include "common/store_detail.hpp"
 #include "common/text.hpp"
 #include "coordinator/auth.hpp"
+#include "coordinator/cluster_methods.hpp"
 #include "coordinator/cluster_view.hpp"
 #include "coordinator/streams.hpp"
 #include "coordinator/writer.hpp"
@@ -107,8 +108,8 @@ struct CrmServer::Impl {
     std::map<std::string, v1::SiteClusterView> grc_views;
     std::set<std::pair<std::string, std::uint32_t>> reported;
     struct Command {
-        std::function<void(const v1::NodeOutput&)> deliver;  // in effects
-        std::function<void()> done;                           // in effects
+        std::function<void(const v1::NodeOutput&)> deliver;         // in effects
+        std::function<void()> done;                                 // in effects
         std::map<std::shared_ptr<PilotLink>, std::string> pending;  // link -> node name
     };
     std::map<std::uint64_t, Command> commands;
@@ -242,8 +243,8 @@ Result<ClusterRecord> CrmServer::Impl::create_job_cluster(const v1::PilotHello& 
                                  job_cluster_id(hello.job_id()), quote(hello.cluster_id(), 80))};
     }
     if (!options.pool && job.block().empty()) {
-        return Error{fmt::format("site {} has no address pool of its own for jobs' clusters",
-                                 options.site)};
+        return Error{
+            fmt::format("site {} has no address pool of its own for jobs' clusters", options.site)};
     }
     v1::CreateClusterRequest request;
     auto* site = request.add_sites();
@@ -284,8 +285,7 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
     if (!found) {
         return found.error();
     }
-    if (hello.has_job_cluster() &&
-        (!*found || (*found)->state == v1::CLUSTER_STATE_RELEASED)) {
+    if (hello.has_job_cluster() && (!*found || (*found)->state == v1::CLUSTER_STATE_RELEASED)) {
         auto created = create_job_cluster(hello);
         if (!created) {
             return created.error();
@@ -311,8 +311,8 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
     }
     const v1::PilotState reported_state =
         hello.has_status() ? hello.status().state() : v1::PILOT_STATE_NEW;
-    node->state = reported_state == v1::PILOT_STATE_UNSPECIFIED ? v1::PILOT_STATE_NEW
-                                                                : reported_state;
+    node->state =
+        reported_state == v1::PILOT_STATE_UNSPECIFIED ? v1::PILOT_STATE_NEW : reported_state;
     node->reason = hello.has_status() ? hello.status().reason() : "";
     if (auto ok = store.update_node(cluster.id, *node); !ok) {
         return ok;
@@ -460,14 +460,13 @@ Status CrmServer::Impl::send_views(const ClusterRecord& cluster, Effects& effect
             continue;
         }
         link->second->view_sent = true;
-        effects.push_back(
-            [link = link->second, shared, certs = certificates[node.ordinal]] {
-                v1::PilotCommand command;
-                *command.mutable_view() = *shared;
-                command.mutable_view()->set_host_certificate(certs.first);
-                command.mutable_view()->set_user_certificate(certs.second);
-                link->outbox->send(std::move(command));
-            });
+        effects.push_back([link = link->second, shared, certs = certificates[node.ordinal]] {
+            v1::PilotCommand command;
+            *command.mutable_view() = *shared;
+            command.mutable_view()->set_host_certificate(certs.first);
+            command.mutable_view()->set_user_certificate(certs.second);
+            link->outbox->send(std::move(command));
+        });
     }
     return {};
 }
@@ -527,8 +526,8 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
         return maybe_finish_release(cluster.id, effects);
     }
     // A job's cluster ends with the job: its pilots stop when the job ends.
-    if (of_job(cluster) && (status.state() == v1::PILOT_STATE_STOPPING ||
-                            status.state() == v1::PILOT_STATE_GONE)) {
+    if (of_job(cluster) &&
+        (status.state() == v1::PILOT_STATE_STOPPING || status.state() == v1::PILOT_STATE_GONE)) {
         return begin_release(cluster, "the job ended", effects);
     }
     return settle(cluster);
@@ -714,9 +713,10 @@ void CrmServer::Impl::expire_absent_pilots(Effects& effects) {
             spdlog::warn("cluster {}: the pilot of node {} on {} (job {}) did not come back", id,
                          node.ordinal, node.host, node.job);
             node.state = v1::PILOT_STATE_GONE;
-            node.reason = fmt::format("its pilot on {} (job {}) went away and did not come back "
-                                      "within {} s",
-                                      node.host, node.job, options.reattach_grace.count() / 1000);
+            node.reason = fmt::format(
+                "its pilot on {} (job {}) went away and did not come back "
+                "within {} s",
+                node.host, node.job, options.reattach_grace.count() / 1000);
             if (auto ok = store.update_node(id, node); !ok) {
                 spdlog::error("cluster {}: {}", id, ok.error().message);
                 continue;
@@ -727,9 +727,9 @@ void CrmServer::Impl::expire_absent_pilots(Effects& effects) {
             }
         }
         // A job's cluster ends with the job; another is FAILED until its owner releases it.
-        if (auto ok = of_job(**found) ? begin_release(**found, "a pilot of the job went away",
-                                                      effects)
-                                      : settle(**found);
+        if (auto ok = of_job(**found)
+                          ? begin_release(**found, "a pilot of the job went away", effects)
+                          : settle(**found);
             !ok) {
             spdlog::error("cluster {}: {}", id, ok.error().message);
         }
@@ -764,9 +764,8 @@ Status CrmServer::Impl::start_command(const ClusterRecord& cluster, const v1::Ru
                                       Effects& effects) {
     auto targets = links_of(cluster.id);
     if (targets.empty()) {
-        return Error{
-            fmt::format("no pilot of cluster {} is attached to the CRM of site {}", cluster.id,
-                        options.site)};
+        return Error{fmt::format("no pilot of cluster {} is attached to the CRM of site {}",
+                                 cluster.id, options.site)};
     }
     if (first_only) {
         targets.resize(1);  // links are ordered by site and ordinal
@@ -777,8 +776,8 @@ Status CrmServer::Impl::start_command(const ClusterRecord& cluster, const v1::Ru
     *message.mutable_run()->mutable_command() = run;
     message.mutable_run()->set_as_root(as_root);
     for (const auto& pilot : targets) {
-        command.pending[pilot] = node_name(cluster.name_prefix, pilot->node.site,
-                                           pilot->node.ordinal);
+        command.pending[pilot] =
+            node_name(cluster.name_prefix, pilot->node.site, pilot->node.ordinal);
         effects.push_back([pilot, message] { pilot->outbox->send(message); });
     }
     commands.emplace(id, std::move(command));
@@ -875,8 +874,8 @@ Status CrmServer::Impl::assign(const v1::SiteAssignment& assignment, Effects& ef
                                  options.site)};
     }
     if (auto ok = store.adopt(assignment); !ok) {
-        return Error{fmt::format("assignment of cluster {}: {}",
-                                 quote(assignment.cluster_id(), 80), ok.error().message)};
+        return Error{fmt::format("assignment of cluster {}: {}", quote(assignment.cluster_id(), 80),
+                                 ok.error().message)};
     }
     dirty.insert(assignment.cluster_id());
     v1::SiteReport assigned;
@@ -956,8 +955,8 @@ Status CrmServer::Impl::run_from_grc(const v1::SiteCommandRequest& request, Effe
         return found.error();
     }
     if (!*found || !from_grc(**found) || request.command().argv().empty()) {
-        effects.push_back(answer(options.site, fmt::format("vcpilot: site {} cannot run it\n",
-                                                           options.site)));
+        effects.push_back(
+            answer(options.site, fmt::format("vcpilot: site {} cannot run it\n", options.site)));
         return {};
     }
     Command command;
@@ -1309,56 +1308,21 @@ class CrmService final : public v1::Crm::CallbackService {
     grpc::ServerUnaryReactor* ListClusters(grpc::CallbackServerContext* context,
                                            const v1::ListClustersRequest* request,
                                            v1::ListClustersResponse* response) override {
-        auto* reactor = context->DefaultReactor();
-        auto caller = caller_of(context, "ListClusters");
-        if (!caller) {
-            reactor->Finish({grpc::StatusCode::UNAUTHENTICATED, caller.error().message});
-            return reactor;
-        }
-        if (request->all() && !caller->is_root()) {
-            reactor->Finish(
-                {grpc::StatusCode::PERMISSION_DENIED, "only root may list every user's clusters"});
-            return reactor;
-        }
-        crm_.post({[this, response, all = request->all(), caller = *caller](auto&) -> Status {
-                       auto clusters = crm_.store.list(all ? "" : caller.name, false);
-                       if (!clusters) {
-                           return clusters.error();
-                       }
-                       for (const auto& cluster : *clusters) {
-                           auto described = describe_cluster(crm_.store, cluster, false);
-                           if (!described) {
-                               return described.error();
-                           }
-                           *response->add_clusters() = std::move(*described);
-                       }
-                       return {};
-                   },
-                   [reactor](const Status& status) {
-                       reactor->Finish(to_grpc(grpc::StatusCode::INTERNAL, status));
-                   }});
-        return reactor;
+        return list_clusters(crm_, context, caller_of(context, "ListClusters"), *request, response);
     }
 
     grpc::ServerUnaryReactor* GetCluster(grpc::CallbackServerContext* context,
                                          const v1::ClusterRef* request,
                                          v1::Cluster* response) override {
-        return lookup(context, "GetCluster", request->id(),
-                      [this, response](ClusterRecord& cluster, Effects&) -> Status {
-                          auto described = describe_cluster(crm_.store, cluster, true);
-                          if (!described) {
-                              return described.error();
-                          }
-                          *response = std::move(*described);
-                          return {};
-                      });
+        return get_cluster(crm_, context, caller_of(context, "GetCluster"), request->id(),
+                           response);
     }
 
     grpc::ServerUnaryReactor* ReleaseCluster(grpc::CallbackServerContext* context,
                                              const v1::ClusterRef* request,
                                              v1::Cluster* response) override {
-        return lookup(
-            context, "ReleaseCluster", request->id(),
+        return lookup_cluster(
+            crm_, context, caller_of(context, "ReleaseCluster"), request->id(),
             [this, response](ClusterRecord& cluster, Effects& effects) -> Status {
                 if (from_grc(cluster)) {
                     return Error{fmt::format(
@@ -1373,42 +1337,13 @@ class CrmService final : public v1::Crm::CallbackService {
                         return ok;
                     }
                 }
-                auto again = crm_.store.find(cluster.id);
-                if (!again || !*again) {
-                    return again ? Status{Error{"the cluster vanished"}} : Status{again.error()};
-                }
-                auto described = describe_cluster(crm_.store, **again, false);
-                if (!described) {
-                    return described.error();
-                }
-                *response = std::move(*described);
-                return {};
+                return describe_current(crm_.store, cluster.id, response);
             });
     }
 
     grpc::ServerWriteReactor<v1::Cluster>* WatchCluster(grpc::CallbackServerContext* context,
                                                         const v1::ClusterRef* request) override {
-        auto* reactor = new WriterReactor<v1::Cluster>();
-        auto caller = caller_of(context, "WatchCluster");
-        auto link = reactor->link();
-        if (!caller) {
-            link->outbox->finish({grpc::StatusCode::UNAUTHENTICATED, caller.error().message});
-            return reactor;
-        }
-        crm_.post(
-            {[this, link, id = request->id(), caller = *caller](auto&) -> Status {
-                 auto cluster = crm_.owned_cluster(id, caller);
-                 if (!cluster) {
-                     return cluster.error();
-                 }
-                 return crm_.watchers.add(crm_.store, *cluster, link);
-             },
-             [link](const Status& status) {
-                 if (!status) {
-                     link->outbox->finish({grpc::StatusCode::NOT_FOUND, status.error().message});
-                 }
-             }});
-        return reactor;
+        return watch_cluster(crm_, caller_of(context, "WatchCluster"), request->id());
     }
 
     grpc::ServerWriteReactor<v1::NodeOutput>* Run(
@@ -1424,32 +1359,6 @@ class CrmService final : public v1::Crm::CallbackService {
   private:
     Result<Caller> caller_of(grpc::CallbackServerContext* context, std::string_view method) {
         return munge_caller(*context, method, crm_.options.munge_socket);
-    }
-
-    template <typename Body>
-    grpc::ServerUnaryReactor* lookup(grpc::CallbackServerContext* context, std::string_view method,
-                                     const std::string& id, Body body) {
-        auto* reactor = context->DefaultReactor();
-        auto caller = caller_of(context, method);
-        if (!caller) {
-            reactor->Finish({grpc::StatusCode::UNAUTHENTICATED, caller.error().message});
-            return reactor;
-        }
-        auto not_found = std::make_shared<bool>(false);
-        crm_.post({[this, id, caller = *caller, body, not_found](auto& effects) -> Status {
-                       auto cluster = crm_.owned_cluster(id, caller);
-                       if (!cluster) {
-                           *not_found = true;
-                           return cluster.error();
-                       }
-                       return body(*cluster, effects);
-                   },
-                   [reactor, not_found](const Status& status) {
-                       reactor->Finish(to_grpc(*not_found ? grpc::StatusCode::NOT_FOUND
-                                                          : grpc::StatusCode::FAILED_PRECONDITION,
-                                               status));
-                   }});
-        return reactor;
     }
 
     grpc::ServerWriteReactor<v1::NodeOutput>* command(grpc::CallbackServerContext* context,

@@ -9,6 +9,7 @@
 #include "common/store_detail.hpp"
 #include "common/text.hpp"
 #include "coordinator/auth.hpp"
+#include "coordinator/cluster_methods.hpp"
 #include "coordinator/cluster_view.hpp"
 #include "coordinator/streams.hpp"
 #include "coordinator/writer.hpp"
@@ -26,8 +27,8 @@ struct SiteLink {
     explicit SiteLink(std::shared_ptr<Outbox<v1::SiteCommand>> outbox_)
         : outbox(std::move(outbox_)) {}
     const std::shared_ptr<Outbox<v1::SiteCommand>> outbox;
-    std::string site;           // from the certificate, checked against the hello
-    bool attached = false;      // the hello was accepted
+    std::string site;              // from the certificate, checked against the hello
+    bool attached = false;         // the hello was accepted
     std::set<std::string> viewed;  // clusters whose view this stream carried
 };
 
@@ -113,8 +114,7 @@ struct GrcServer::Impl {
                          const std::shared_ptr<SiteLink>& link, Effects& effects);
     Status send_views(const ClusterRecord& cluster, Effects& effects);
     void settle_reported(Effects& effects);
-    Status begin_release(const ClusterRecord& cluster, std::string_view reason,
-                         Effects& effects);
+    Status begin_release(const ClusterRecord& cluster, std::string_view reason, Effects& effects);
     Status maybe_finish_release(const ClusterRecord& cluster);
     std::optional<std::int64_t> next_release_deadline() const;
     void expire_releases();
@@ -350,8 +350,7 @@ Status GrcServer::Impl::node_reports(const std::shared_ptr<SiteLink>& link,
         const ClusterRecord& cluster = **found;
         const SiteRecord* site = site_of(cluster, link->site);
         if (site == nullptr) {
-            return Error{
-                fmt::format("cluster {} has no nodes at site {}", cluster.id, link->site)};
+            return Error{fmt::format("cluster {} has no nodes at site {}", cluster.id, link->site)};
         }
         for (const v1::NodeReport* report : list) {
             if (report->ordinal() < 1 || report->ordinal() > site->nodes) {
@@ -491,8 +490,8 @@ Status GrcServer::Impl::maybe_finish_release(const ClusterRecord& cluster) {
     return {};
 }
 
-Status GrcServer::Impl::site_released(const std::shared_ptr<SiteLink>& link,
-                                      const std::string& id, Effects&) {
+Status GrcServer::Impl::site_released(const std::shared_ptr<SiteLink>& link, const std::string& id,
+                                      Effects&) {
     if (!link->attached) {
         return Error{"released before the hello"};
     }
@@ -761,102 +760,35 @@ class GrcService final : public v1::Grc::CallbackService {
     grpc::ServerUnaryReactor* ListClusters(grpc::CallbackServerContext* context,
                                            const v1::ListClustersRequest* request,
                                            v1::ListClustersResponse* response) override {
-        auto* reactor = context->DefaultReactor();
-        auto caller = grc_.user(*context);
-        if (!caller) {
-            reactor->Finish({grpc::StatusCode::UNAUTHENTICATED, caller.error().message});
-            return reactor;
-        }
-        if (request->all() && !caller->is_root()) {
-            reactor->Finish(
-                {grpc::StatusCode::PERMISSION_DENIED, "only root may list every user's clusters"});
-            return reactor;
-        }
-        grc_.post({[grc = &grc_, response, all = request->all(), caller = *caller](
-                       Effects&) -> Status {
-                       auto clusters = grc->store.list(all ? "" : caller.name, false);
-                       if (!clusters) {
-                           return clusters.error();
-                       }
-                       for (const auto& cluster : *clusters) {
-                           auto described = describe_cluster(grc->store, cluster, false);
-                           if (!described) {
-                               return described.error();
-                           }
-                           *response->add_clusters() = std::move(*described);
-                       }
-                       return {};
-                   },
-                   [reactor](const Status& status) {
-                       reactor->Finish(to_grpc(grpc::StatusCode::INTERNAL, status));
-                   }});
-        return reactor;
+        return list_clusters(grc_, context, grc_.user(*context), *request, response);
     }
 
     grpc::ServerUnaryReactor* GetCluster(grpc::CallbackServerContext* context,
                                          const v1::ClusterRef* request,
                                          v1::Cluster* response) override {
-        return lookup(context, request->id(),
-                      [this, response](ClusterRecord& cluster, Effects&) -> Status {
-                          auto described = describe_cluster(grc_.store, cluster, true);
-                          if (!described) {
-                              return described.error();
-                          }
-                          *response = std::move(*described);
-                          return {};
-                      });
+        return get_cluster(grc_, context, grc_.user(*context), request->id(), response);
     }
 
     grpc::ServerUnaryReactor* ReleaseCluster(grpc::CallbackServerContext* context,
                                              const v1::ClusterRef* request,
                                              v1::Cluster* response) override {
-        return lookup(context, request->id(),
-                      [this, response](ClusterRecord& cluster, Effects& effects) -> Status {
-                          if (cluster.state != v1::CLUSTER_STATE_RELEASED &&
-                              cluster.state != v1::CLUSTER_STATE_RELEASING) {
-                              if (auto ok =
-                                      grc_.begin_release(cluster, "released by its owner", effects);
-                                  !ok) {
-                                  return ok;
-                              }
-                          }
-                          auto again = grc_.store.find(cluster.id);
-                          if (!again || !*again) {
-                              return again ? Status{Error{"the cluster vanished"}}
-                                           : Status{again.error()};
-                          }
-                          auto described = describe_cluster(grc_.store, **again, false);
-                          if (!described) {
-                              return described.error();
-                          }
-                          *response = std::move(*described);
-                          return {};
-                      });
+        return lookup_cluster(
+            grc_, context, grc_.user(*context), request->id(),
+            [this, response](ClusterRecord& cluster, Effects& effects) -> Status {
+                if (cluster.state != v1::CLUSTER_STATE_RELEASED &&
+                    cluster.state != v1::CLUSTER_STATE_RELEASING) {
+                    if (auto ok = grc_.begin_release(cluster, "released by its owner", effects);
+                        !ok) {
+                        return ok;
+                    }
+                }
+                return describe_current(grc_.store, cluster.id, response);
+            });
     }
 
     grpc::ServerWriteReactor<v1::Cluster>* WatchCluster(grpc::CallbackServerContext* context,
                                                         const v1::ClusterRef* request) override {
-        auto* reactor = new WriterReactor<v1::Cluster>();
-        auto link = reactor->link();
-        auto caller = grc_.user(*context);
-        if (!caller) {
-            link->outbox->finish({grpc::StatusCode::UNAUTHENTICATED, caller.error().message});
-            return reactor;
-        }
-        grc_.post({[grc = &grc_, link, id = request->id(), caller = *caller](Effects&) -> Status {
-                       auto cluster = grc->owned_cluster(id, caller);
-                       if (!cluster) {
-                           return cluster.error();
-                       }
-                       return grc->watchers.add(grc->store, *cluster, link);
-                   },
-                   [link](const Status& status) {
-                       if (!status) {
-                           link->outbox->finish(
-                               {grpc::StatusCode::NOT_FOUND, status.error().message});
-                       }
-                   }});
-        return reactor;
+        return watch_cluster(grc_, grc_.user(*context), request->id());
     }
 
     grpc::ServerWriteReactor<v1::NodeOutput>* Run(
@@ -870,33 +802,6 @@ class GrcService final : public v1::Grc::CallbackService {
     }
 
   private:
-    template <typename Body>
-    grpc::ServerUnaryReactor* lookup(grpc::CallbackServerContext* context, const std::string& id,
-                                     Body body) {
-        auto* reactor = context->DefaultReactor();
-        auto caller = grc_.user(*context);
-        if (!caller) {
-            reactor->Finish({grpc::StatusCode::UNAUTHENTICATED, caller.error().message});
-            return reactor;
-        }
-        auto not_found = std::make_shared<bool>(false);
-        grc_.post({[grc = &grc_, id, caller = *caller, body, not_found](Effects& effects)
-                       -> Status {
-                       auto cluster = grc->owned_cluster(id, caller);
-                       if (!cluster) {
-                           *not_found = true;
-                           return cluster.error();
-                       }
-                       return body(*cluster, effects);
-                   },
-                   [reactor, not_found](const Status& status) {
-                       reactor->Finish(to_grpc(*not_found ? grpc::StatusCode::NOT_FOUND
-                                                          : grpc::StatusCode::FAILED_PRECONDITION,
-                                               status));
-                   }});
-        return reactor;
-    }
-
     // RUN goes to the site of the first node, EXEC to every site; each site's CRM runs it on
     // its pilots and streams the output back.
     grpc::ServerWriteReactor<v1::NodeOutput>* command(grpc::CallbackServerContext* context,
@@ -918,8 +823,8 @@ class GrcService final : public v1::Grc::CallbackService {
                                   "only root may EXEC on a cluster's nodes; use run"});
             return reactor;
         }
-        grc_.post({[grc = &grc_, link, request, caller = *caller, every_node](
-                       Effects& effects) -> Status {
+        grc_.post({[grc = &grc_, link, request, caller = *caller,
+                    every_node](Effects& effects) -> Status {
                        auto cluster = grc->owned_cluster(request.id(), caller);
                        if (!cluster) {
                            return cluster.error();
@@ -940,8 +845,8 @@ class GrcService final : public v1::Grc::CallbackService {
                        for (const auto& site : cluster->sites) {
                            auto site_link = grc->link_of(site.site);
                            if (!site_link) {
-                               return Error{fmt::format("the CRM of site {} is not connected",
-                                                        site.site)};
+                               return Error{
+                                   fmt::format("the CRM of site {} is not connected", site.site)};
                            }
                            targets.push_back(site_link);
                            if (!every_node) {
