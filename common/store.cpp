@@ -105,6 +105,11 @@ constexpr std::array<const char*, LeaseStore::kSchemaVersion> kMigrations = {
     ALTER TABLE clusters ADD COLUMN origin TEXT NOT NULL DEFAULT '';
     ALTER TABLE sites ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
     )sql",
+    // 4: nodes lent to a Slurm job that joined a reserved cluster (--vc-cluster): free again
+    // when the job's pilot stops, where any other pilot that stops fails its cluster.
+    R"sql(
+    ALTER TABLE nodes ADD COLUMN lent INTEGER NOT NULL DEFAULT 0;
+    )sql",
 };
 
 // Owner and cluster names end up in error messages and logs; keep them short and printable.

@@ -608,7 +608,7 @@ namespace {
 
 constexpr const char* kNodeColumns =
     "SELECT site, ordinal, host, job, underlay, host_key, user_key, host_certificate, "
-    "user_certificate, state, reason FROM nodes";
+    "user_certificate, state, reason, lent FROM nodes";
 
 NodeRecord read_node_row(SQLite::Statement& row) {
     NodeRecord node;
@@ -623,6 +623,7 @@ NodeRecord read_node_row(SQLite::Statement& row) {
     node.user_certificate = row.getColumn(8).getString();
     node.state = static_cast<v1::PilotState>(row.getColumn(9).getInt());
     node.reason = row.getColumn(10).getString();
+    node.lent = row.getColumn(11).getInt() != 0;
     return node;
 }
 
@@ -680,6 +681,20 @@ Result<NodeSummary> ClusterStore::node_summary(std::string_view id) {
     });
 }
 
+Result<std::uint32_t> ClusterStore::nodes_open_to(std::string_view id, std::string_view site,
+                                                  std::string_view job) {
+    return guarded("cannot count the free nodes", store_.path(), [&]() -> Result<std::uint32_t> {
+        SQLite::Statement& query = prepared(
+            "SELECT COUNT(*) FROM nodes WHERE cluster = ? AND site = ? AND (host = '' OR job = ?)");
+        ResetAfter done(query);
+        query.bind(1, std::string(id));
+        query.bind(2, std::string(site));
+        query.bind(3, std::string(job));
+        query.executeStep();  // an aggregate: always one row
+        return static_cast<std::uint32_t>(query.getColumn(0).getInt64());
+    });
+}
+
 Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view host,
                                         std::string_view job, std::string_view underlay) {
     return guarded("cannot attach the pilot", store_.path(), [&]() -> Result<NodeRecord> {
@@ -720,7 +735,7 @@ Status ClusterStore::update_node(std::string_view id, const NodeRecord& node) {
     return guarded("cannot update a node", store_.path(), [&]() -> Status {
         SQLite::Statement& update = prepared(
             "UPDATE nodes SET host = ?, job = ?, underlay = ?, host_key = ?, user_key = ?, "
-            "host_certificate = ?, user_certificate = ?, state = ?, reason = ? "
+            "host_certificate = ?, user_certificate = ?, state = ?, reason = ?, lent = ? "
             "WHERE cluster = ? AND site = ? AND ordinal = ?");
         ResetAfter done(update);
         update.bind(1, node.host);
@@ -732,9 +747,10 @@ Status ClusterStore::update_node(std::string_view id, const NodeRecord& node) {
         update.bind(7, node.user_certificate);
         update.bind(8, static_cast<int>(node.state));
         update.bind(9, node.reason);
-        update.bind(10, std::string(id));
-        update.bind(11, node.site);
-        update.bind(12, static_cast<std::int64_t>(node.ordinal));
+        update.bind(10, node.lent ? 1 : 0);
+        update.bind(11, std::string(id));
+        update.bind(12, node.site);
+        update.bind(13, static_cast<std::int64_t>(node.ordinal));
         if (update.exec() != 1) {
             return Error{
                 fmt::format("cluster {} has no node {} of site {}", id, node.ordinal, node.site)};

@@ -70,6 +70,9 @@ struct NodeRecord {
     std::string user_certificate;
     v1::PilotState state = v1::PILOT_STATE_NEW;
     std::string reason;
+    // Lent to a Slurm job that joined the cluster (--vc-cluster): when the job's pilot stops,
+    // the node is free again for the next job instead of failing the cluster.
+    bool lent = false;
 };
 
 // A validated request to create a cluster.
@@ -150,6 +153,10 @@ class ClusterStore {
     // At the GRC: the site's CRM confirmed the cluster's release.
     Status set_site_released(std::string_view id, std::string_view site);
 
+    // How many nodes of the cluster at `site` are free or already held by a pilot of `job`:
+    // the most a job joining the cluster can have there.
+    Result<std::uint32_t> nodes_open_to(std::string_view id, std::string_view site,
+                                        std::string_view job);
     // Gives the pilot (host, job) a node of the cluster: the one it already holds, else the
     // lowest free ordinal. Refuses when every node is taken.
     Result<NodeRecord> attach(std::string_view id, std::string_view host, std::string_view job,

@@ -54,6 +54,8 @@ struct PilotLink {
     NodeKey node;
     bool attached = false;
     bool view_sent = false;
+    // Its node was lent to its job and has been taken back: what it still says is not news.
+    bool returned = false;
 };
 
 using Uplink = std::shared_ptr<Outbox<v1::SiteReport>>;
@@ -143,6 +145,8 @@ struct CrmServer::Impl {
                                      const Caller& caller) const;
     Result<ClusterRecord> create(const ClusterSpec& spec);
     Result<ClusterRecord> create_job_cluster(const v1::PilotHello& hello);
+    Status check_join(const std::optional<ClusterRecord>& cluster, const v1::PilotHello& hello);
+    Status return_node(const ClusterRecord& cluster, const NodeRecord& node, std::string_view why);
     Result<ClusterRecord> owned_cluster(const std::string& id, const Caller& caller);
     Status begin_release(const ClusterRecord& cluster, std::string_view reason, Effects& effects);
     Status maybe_finish_release(const std::string& id, Effects& effects);
@@ -279,6 +283,91 @@ Result<ClusterRecord> CrmServer::Impl::create_job_cluster(const v1::PilotHello& 
     return created;
 }
 
+// A Slurm job joining a cluster reserved beforehand (--vc-cluster): the job's user must own it,
+// it must be live and this site's own, and the job must fit in the nodes still free here.
+// Someone else's cluster is refused exactly like a missing one: ids are not disclosed.
+Status CrmServer::Impl::check_join(const std::optional<ClusterRecord>& cluster,
+                                   const v1::PilotHello& hello) {
+    const v1::JoinCluster& join = hello.join();
+    if (hello.has_job_cluster()) {
+        return Error{"hello: job_cluster and join exclude each other"};
+    }
+    if (join.user().empty() || join.user().size() > 128 || join.nodes() == 0) {
+        return Error{"hello: join needs the job's user and node count"};
+    }
+    if (join.image().empty() != join.image_mount().empty() ||
+        (!join.image().empty() &&
+         (join.image().front() != '/' || join.image_mount().front() != '/'))) {
+        return Error{"hello: join.image and join.image_mount are absolute paths, both or neither"};
+    }
+    if (!cluster || cluster->state == v1::CLUSTER_STATE_RELEASED || cluster->owner != join.user()) {
+        return Error{fmt::format("no cluster {} of {} at site {}", quote(hello.cluster_id(), 80),
+                                 quote(join.user(), 80), options.site)};
+    }
+    if (from_grc(*cluster) || of_job(*cluster)) {
+        return Error{fmt::format(
+            "cluster {} {}: a job can join only a cluster made with vcctl at this site's CRM",
+            cluster->id, from_grc(*cluster) ? "spans sites" : "is another job's own")};
+    }
+    if (cluster->state == v1::CLUSTER_STATE_RELEASING) {
+        return Error{fmt::format("cluster {} is being released", cluster->id)};
+    }
+    auto open = store.nodes_open_to(cluster->id, options.site, hello.job_id());
+    if (!open) {
+        return open.error();
+    }
+    if (*open < join.nodes()) {
+        return Error{fmt::format("cluster {} has {} free node(s) at site {}, job {} has {}",
+                                 cluster->id, *open, options.site, hello.job_id(), join.nodes())};
+    }
+    // A node of the cluster failed outside any job: it stays FAILED until its owner releases it.
+    if (cluster->state == v1::CLUSTER_STATE_FAILED) {
+        return Error{fmt::format("cluster {} has FAILED ({}); release it and create another",
+                                 cluster->id, cluster->reason)};
+    }
+    return {};
+}
+
+// A node lent to a job comes back when the job's pilot stops (or went away and did not come
+// back): free for the next job, and the cluster waits for pilots again (PENDING) unless a node
+// failed outside any job. The pilots still there get the view again once every node is held:
+// the next job's nodes have other keys and underlay addresses.
+Status CrmServer::Impl::return_node(const ClusterRecord& cluster, const NodeRecord& node,
+                                    std::string_view why) {
+    spdlog::info("cluster {}: node {} is free again: its pilot on {} (job {}) {}", cluster.id,
+                 node_name(cluster.name_prefix, node.site, node.ordinal), node.host, node.job, why);
+    NodeRecord free_node;
+    free_node.site = node.site;
+    free_node.ordinal = node.ordinal;
+    if (auto ok = store.update_node(cluster.id, free_node); !ok) {
+        return ok;
+    }
+    const auto key = std::pair{cluster.id, NodeKey{node.site, node.ordinal}};
+    if (auto link = links.find(key); link != links.end()) {
+        link->second->returned = true;
+        links.erase(link);
+    }
+    reattach_deadlines.erase(key);
+    for (const auto& other : links_of(cluster.id)) {
+        other->view_sent = false;
+    }
+    dirty.insert(cluster.id);
+    if (from_grc(cluster)) {
+        report(cluster.id, node.ordinal);
+    }
+    if (cluster.state != v1::CLUSTER_STATE_READY && cluster.state != v1::CLUSTER_STATE_FAILED) {
+        return {};
+    }
+    auto summary = store.node_summary(cluster.id);
+    if (!summary) {
+        return summary.error();
+    }
+    if (summary->failed > 0) {
+        return {};
+    }
+    return store.set_state(cluster.id, v1::CLUSTER_STATE_PENDING, "");
+}
+
 Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::PilotHello& hello,
                               const std::string& underlay, Effects& effects) {
     auto found = store.find(hello.cluster_id());
@@ -292,6 +381,11 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
         }
         *found = std::move(*created);
         dirty.insert(hello.cluster_id());
+    }
+    if (hello.has_join()) {
+        if (auto ok = check_join(*found, hello); !ok) {
+            return ok;
+        }
     }
     if (!*found || (*found)->state == v1::CLUSTER_STATE_RELEASED) {
         return Error{
@@ -314,6 +408,7 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
     node->state =
         reported_state == v1::PILOT_STATE_UNSPECIFIED ? v1::PILOT_STATE_NEW : reported_state;
     node->reason = hello.has_status() ? hello.status().reason() : "";
+    node->lent = hello.has_join();
     if (auto ok = store.update_node(cluster.id, *node); !ok) {
         return ok;
     }
@@ -337,6 +432,10 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
     v1::PilotCommand command;
     if (needs_setup) {
         *command.mutable_setup() = setup_for(cluster, *site, *node);
+        if (!hello.join().image().empty()) {
+            command.mutable_setup()->set_image(hello.join().image());
+            command.mutable_setup()->set_image_mount(hello.join().image_mount());
+        }
     }
     effects.push_back([link, replaced, command, needs_setup] {
         if (replaced) {
@@ -354,6 +453,9 @@ Status CrmServer::Impl::keys(const std::shared_ptr<PilotLink>& link, const v1::P
                              Effects& effects) {
     if (!link->attached) {
         return Error{"keys before hello"};
+    }
+    if (link->returned) {
+        return {};
     }
     for (const auto* line : {&keys.host_key(), &keys.user_key()}) {
         if (auto ok = parse_ed25519_public_key(*line); !ok) {
@@ -496,6 +598,9 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
     if (!link->attached) {
         return Error{"status before hello"};
     }
+    if (link->returned) {
+        return {};
+    }
     if (!v1::PilotState_IsValid(status.state())) {
         return Error{fmt::format("status: unknown state {}", static_cast<int>(status.state()))};
     }
@@ -507,6 +612,12 @@ Status CrmServer::Impl::pilot_status(const std::shared_ptr<PilotLink>& link,
     auto node = store.node(cluster.id, link->node.site, link->node.ordinal);
     if (!node) {
         return node.error();
+    }
+    const bool stopping =
+        status.state() == v1::PILOT_STATE_STOPPING || status.state() == v1::PILOT_STATE_GONE;
+    // The job that was lent this node ended: the node is free for the next one.
+    if (*node && (*node)->lent && stopping && cluster.state != v1::CLUSTER_STATE_RELEASING) {
+        return return_node(cluster, **node, "stopped");
     }
     if (*node) {
         if ((*node)->state == status.state() && (*node)->reason == status.reason()) {
@@ -603,6 +714,15 @@ Status CrmServer::Impl::closed(const std::shared_ptr<PilotLink>& link, Effects& 
         return found ? Status{} : Status{found.error()};
     }
     if ((*found)->state != v1::CLUSTER_STATE_RELEASING) {
+        // A job's pilot that failed goes no further: the node it was lent is free at once.
+        auto node = store.node(link->cluster, link->node.site, link->node.ordinal);
+        if (!node) {
+            return node.error();
+        }
+        if (*node && (*node)->lent && (*found)->state != v1::CLUSTER_STATE_RELEASED &&
+            (*node)->state == v1::PILOT_STATE_FAILED) {
+            return return_node(**found, **node, "failed and left");
+        }
         // The pilot may come back (a broken connection, a restart of its own); its node stays
         // its own until the grace ends.
         if ((*found)->state != v1::CLUSTER_STATE_RELEASED) {
@@ -706,8 +826,17 @@ void CrmServer::Impl::expire_absent_pilots(Effects& effects) {
             spdlog::error("cluster {}: {}", id, nodes.error().message);
             continue;
         }
+        bool returned = false;
         for (auto& node : *nodes) {
             if (node.site != where.site || node.ordinal != where.ordinal) {
+                continue;
+            }
+            if (node.lent) {
+                // A job's pilot: the job is over for this node, which is free for the next.
+                if (auto ok = return_node(**found, node, "went away and did not come back"); !ok) {
+                    spdlog::error("cluster {}: {}", id, ok.error().message);
+                }
+                returned = true;
                 continue;
             }
             spdlog::warn("cluster {}: the pilot of node {} on {} (job {}) did not come back", id,
@@ -725,6 +854,9 @@ void CrmServer::Impl::expire_absent_pilots(Effects& effects) {
             if (from_grc(**found)) {
                 report(id, node.ordinal);
             }
+        }
+        if (returned) {
+            continue;
         }
         // A job's cluster ends with the job; another is FAILED until its owner releases it.
         if (auto ok = of_job(**found)

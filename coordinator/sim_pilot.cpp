@@ -19,6 +19,9 @@ class SimPilotFleet::Pilot final
         if (spec_.job_cluster) {
             *h->mutable_job_cluster() = *spec_.job_cluster;
         }
+        if (spec_.join) {
+            *h->mutable_join() = *spec_.join;
+        }
         h->set_job_id(spec_.job);
         h->set_host(spec_.host);
         h->set_underlay_address(spec_.underlay);
@@ -30,6 +33,13 @@ class SimPilotFleet::Pilot final
     }
 
     void cancel() { context_.TryCancel(); }
+
+    // As a pilot whose job ended: STOPPING, GONE, and the end of its reports.
+    void stop_on_its_own() {
+        send(status(v1::PILOT_STATE_STOPPING));
+        send(status(v1::PILOT_STATE_GONE));
+        close_after_writes();
+    }
 
     void OnReadDone(bool ok) override {
         if (!ok) {
@@ -190,6 +200,10 @@ void SimPilotFleet::cancel() {
     for (auto& pilot : pilots_) {
         pilot->cancel();
     }
+}
+
+void SimPilotFleet::stop_pilot(std::size_t index) {
+    pilots_.at(index)->stop_on_its_own();
 }
 
 void SimPilotFleet::changed() {

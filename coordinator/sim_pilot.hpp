@@ -30,6 +30,8 @@ struct SimPilotSpec {
     std::string user_key;
     // A pilot started by Slurm for its job's own cluster (cluster "vcj-<job>").
     std::optional<v1::JobCluster> job_cluster;
+    // A pilot started by Slurm for a job joining a reserved cluster (--vc-cluster).
+    std::optional<v1::JoinCluster> join;
     // Misbehaviour, for tests: report this state instead of READY after the view.
     v1::PilotState state_after_view = v1::PILOT_STATE_READY;
     std::string failure_reason;
@@ -63,6 +65,8 @@ class SimPilotFleet {
     // Waits until every stream has ended.
     bool wait_done(std::chrono::milliseconds timeout);
     void cancel();
+    // Pilot `index` stops on its own, as at the end of its job (STOPPING, GONE, end of stream).
+    void stop_pilot(std::size_t index);
 
     std::size_t size() const { return specs_.size(); }
     // Snapshots; valid for every pilot once its stream ended.

@@ -593,5 +593,144 @@ TEST_F(CrmTest, AJobClusterIdMustBeTheJobs) {
     EXPECT_THAT(outcome.final_status.error_message(), HasSubstr("vcj-71"));
 }
 
+
+// Pilots that Slurm started for a job joining a reserved cluster (--vc-cluster=ID).
+std::vector<SimPilotSpec> join_pilots(const std::string& cluster, const std::string& job,
+                                      std::size_t count, const std::string& user,
+                                      const std::string& munge_socket) {
+    std::vector<SimPilotSpec> specs;
+    for (std::size_t i = 1; i <= count; ++i) {
+        SimPilotSpec spec;
+        spec.cluster = cluster;
+        spec.job = job;
+        spec.host = "node" + std::to_string(i);
+        spec.underlay = "172.16.1." + std::to_string(10 + i);
+        spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", spec.cluster,
+                                                   spec.host, spec.job),
+                                       munge_socket)
+                              .value();
+        spec.host_key = SshCa::generate().value().public_key_line("host");
+        spec.user_key = SshCa::generate().value().public_key_line("user");
+        v1::JoinCluster join;
+        join.set_user(user);
+        join.set_nodes(static_cast<std::uint32_t>(count));
+        spec.join = join;
+        specs.push_back(std::move(spec));
+    }
+    return specs;
+}
+
+// Every node of the cluster is free: no pilot holds it, nothing of a job is left on it.
+void expect_all_free(const v1::Cluster& cluster) {
+    for (const auto& node : cluster.nodes()) {
+        EXPECT_EQ(node.host(), "") << node.name();
+        EXPECT_EQ(node.state(), v1::PILOT_STATE_NEW) << node.name();
+    }
+}
+
+TEST_F(CrmTest, AJobJoinsAReservedClusterWhichOutlivesItForTheNextJob) {
+    const auto cluster = create(2);
+    for (const std::string job : {"81", "82"}) {
+        auto pilots_ = fleet(join_pilots(cluster.id(), job, 2, cluster.owner(), munged_->socket()));
+        ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U) << "job " << job;
+        const auto ready = wait_for(cluster.id(), v1::CLUSTER_STATE_READY);
+        ASSERT_EQ(ready.state(), v1::CLUSTER_STATE_READY) << ready.reason();
+        std::set<std::string> names;
+        for (std::size_t i = 0; i < 2; ++i) {
+            EXPECT_EQ(pilots_->outcome(i).setup.cluster_id(), cluster.id());
+            names.insert(pilots_->outcome(i).setup.node_name());
+        }
+        EXPECT_EQ(names, (std::set<std::string>{"vc-a-1", "vc-a-2"}));
+        // The job ends: its pilots stop, the nodes are free again, the cluster waits for the
+        // next job instead of failing or being released.
+        pilots_->stop_pilot(0);
+        pilots_->stop_pilot(1);
+        ASSERT_TRUE(pilots_->wait_done(10s));
+        const auto pending = wait_for(cluster.id(), v1::CLUSTER_STATE_PENDING);
+        ASSERT_EQ(pending.state(), v1::CLUSTER_STATE_PENDING) << pending.reason();
+        expect_all_free(pending);
+    }
+}
+
+TEST_F(CrmTest, AJobIsRefusedAClusterItsUserDoesNotOwnAsIfItDidNotExist) {
+    const auto cluster = create(1);
+    v1::Cluster gone;
+    const auto released = create(1);
+    ASSERT_TRUE(release(released.id(), &gone).ok());
+    ASSERT_EQ(wait_for(released.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
+    for (const auto& [id, user] : {std::pair{cluster.id(), std::string("nobody")},
+                                   std::pair{std::string("vc-0badc0de"), cluster.owner()},
+                                   std::pair{released.id(), cluster.owner()}}) {
+        auto pilots_ = fleet(join_pilots(id, "91", 1, user, munged_->socket()));
+        ASSERT_TRUE(pilots_->wait_done(5s));
+        const auto outcome = pilots_->outcome(0);
+        EXPECT_FALSE(outcome.got_setup);
+        EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+        EXPECT_EQ(outcome.final_status.error_message(),
+                  fmt::format("no cluster '{}' of '{}' at site a", id, user));
+    }
+    v1::Cluster untouched;
+    ASSERT_TRUE(get(cluster.id(), &untouched).ok());
+    EXPECT_EQ(untouched.state(), v1::CLUSTER_STATE_PENDING);
+    expect_all_free(untouched);
+}
+
+TEST_F(CrmTest, AJobWithMoreNodesThanAreFreeIsRefusedAndHoldsNothing) {
+    const auto cluster = create(2);
+    auto pilots_ = fleet(join_pilots(cluster.id(), "93", 3, cluster.owner(), munged_->socket()));
+    ASSERT_TRUE(pilots_->wait_done(5s));
+    for (std::size_t i = 0; i < 3; ++i) {
+        const auto outcome = pilots_->outcome(i);
+        EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+        EXPECT_EQ(
+            outcome.final_status.error_message(),
+            fmt::format("cluster {} has 2 free node(s) at site a, job 93 has 3", cluster.id()));
+    }
+    v1::Cluster untouched;
+    ASSERT_TRUE(get(cluster.id(), &untouched).ok());
+    expect_all_free(untouched);
+    // A job that fits still gets in.
+    auto fitting = fleet(join_pilots(cluster.id(), "94", 2, cluster.owner(), munged_->socket()));
+    EXPECT_EQ(fitting->wait_ready(2, 10s), 2U);
+}
+
+TEST_F(CrmTest, AJobsPilotThatGoesAwayGivesItsNodeBackWithoutFailingTheCluster) {
+    stop();
+    reattach_grace_ = 300ms;
+    start();
+    const auto cluster = create(2);
+    auto pilots_ = fleet(join_pilots(cluster.id(), "95", 2, cluster.owner(), munged_->socket()));
+    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
+    pilots_->cancel();  // kill -9 of the pilots: no STOPPING, no GONE
+    pilots_->wait_done(5s);
+    std::this_thread::sleep_for(600ms);
+    v1::Cluster after;
+    ASSERT_TRUE(get(cluster.id(), &after).ok());
+    EXPECT_EQ(after.state(), v1::CLUSTER_STATE_PENDING) << after.reason();
+    expect_all_free(after);
+}
+
+TEST_F(CrmTest, AJobsImageGoesToItsNodesSetup) {
+    const auto cluster = create(1);
+    auto specs = join_pilots(cluster.id(), "96", 1, cluster.owner(), munged_->socket());
+    specs[0].join->set_image("/srv/images/job");
+    specs[0].join->set_image_mount("/mnt");
+    auto pilots_ = fleet(std::move(specs));
+    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
+    EXPECT_EQ(pilots_->outcome(0).setup.image(), "/srv/images/job");
+    EXPECT_EQ(pilots_->outcome(0).setup.image_mount(), "/mnt");
+}
+
+TEST_F(CrmTest, AJobCannotJoinAnotherJobsCluster) {
+    auto owner = fleet(job_pilots("97", 1, "", munged_->socket()));
+    ASSERT_EQ(owner->wait_ready(1, 10s), 1U);
+    auto specs = join_pilots("vcj-97", "98", 1, "nobody", munged_->socket());
+    auto pilots_ = fleet(std::move(specs));
+    ASSERT_TRUE(pilots_->wait_done(5s));
+    EXPECT_THAT(pilots_->outcome(0).final_status.error_message(),
+                HasSubstr("is another job's own"));
+}
 }  // namespace
 }  // namespace vcpilot::coordinator
