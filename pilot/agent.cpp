@@ -374,6 +374,9 @@ CrmAgent::AttachOutcome CrmAgent::attach_once() {
     if (options_.job_cluster) {
         *hello.mutable_job_cluster() = *options_.job_cluster;
     }
+    if (options_.join) {
+        *hello.mutable_join() = *options_.join;
+    }
     connection->status_sent_up_to(now.version);
 
     std::thread forwarder;

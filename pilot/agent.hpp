@@ -39,6 +39,8 @@ struct AgentOptions {
     std::string underlay_address;  // empty: the CRM takes the connection's source address
     // A job's own cluster (cluster_id "vcj-<job>"), made by the first of its pilots to attach.
     std::optional<v1::JobCluster> job_cluster;
+    // A job joining a cluster reserved beforehand (--vc-cluster): its user, node count, image.
+    std::optional<v1::JoinCluster> join;
     CredentialSource credential;
     // Without any CRM (no connection, no credential) for this long in a row, the pilot stops.
     std::chrono::milliseconds give_up_after{60'000};

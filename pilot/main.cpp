@@ -5,6 +5,8 @@
 //                   [--underlay ADDR] [--crm-timeout SECONDS]]   ... and attach to the site's CRM
 //                  [--job-nodes N --job-user U [--job-net CIDR] [--job-keys ca|exchange]
 //                   [--job-prefix P]]     ... or make the job's own cluster vcj-ID there (Slurm)
+//                  [--cluster ID --job-nodes N --job-user U]   ... or join cluster ID (Slurm)
+//                  [--job-image DIR --job-image-mount DIR]     the job's image (Slurm)
 //   vc-pilot cleanup --job ID [--node NAME]                      remove all a job left behind
 #include <fcntl.h>
 #include <poll.h>
@@ -73,18 +75,22 @@ struct ServeOptions {
     std::string job_net;
     std::string job_keys;
     std::string job_prefix;
+    std::string job_image;
+    std::string job_image_mount;
 };
 
 // The agent's options from the command line, checked.
 Result<AgentOptions> agent_options(const ServeOptions& options, const JobPaths& paths) {
     AgentOptions agent;
-    if (options.job_nodes > 0) {
+    if (options.job_nodes > 0 && options.cluster.empty()) {
         v1::JobCluster job;
         job.set_user(options.job_user);
         job.set_nodes(options.job_nodes);
         job.set_block(options.job_net);
         job.set_key_mode(options.job_keys == "exchange" ? v1::KEY_MODE_EXCHANGE : v1::KEY_MODE_CA);
         job.set_name_prefix(options.job_prefix);
+        job.set_image(options.job_image);
+        job.set_image_mount(options.job_image_mount);
         agent.job_cluster = std::move(job);
         agent.cluster_id = job_cluster_id(paths.job());
     } else {
@@ -92,6 +98,14 @@ Result<AgentOptions> agent_options(const ServeOptions& options, const JobPaths& 
             return ok.error();
         }
         agent.cluster_id = options.cluster;
+        if (options.job_nodes > 0) {
+            v1::JoinCluster join;
+            join.set_user(options.job_user);
+            join.set_nodes(options.job_nodes);
+            join.set_image(options.job_image);
+            join.set_image_mount(options.job_image_mount);
+            agent.join = std::move(join);
+        }
     }
     agent.target = options.crm;
     agent.job_id = paths.job();
@@ -402,22 +416,34 @@ int main(int argc, char** argv) {
     CLI::Option* job_nodes_option =
         serve_command
             ->add_option("--job-nodes", serve_options.job_nodes,
-                         "the job's own cluster (vcj-JOB): its node count; the first pilot of "
-                         "the job to attach makes it")
+                         "the job's node count: with --cluster, the job joins that cluster; "
+                         "else its own cluster vcj-JOB, made by the first of its pilots")
             ->check(CLI::Range(1, 1 << 20))
-            ->needs(crm_option)
-            ->excludes(cluster_option);
+            ->needs(crm_option);
     serve_command->add_option("--job-user", serve_options.job_user, "the job's user (its owner)")
         ->needs(job_nodes_option);
+    // A cluster joined has its own range, keys and names already.
     serve_command->add_option("--job-net", serve_options.job_net, "the job's --vc-net, a CIDR")
-        ->needs(job_nodes_option);
+        ->needs(job_nodes_option)
+        ->excludes(cluster_option);
     serve_command
         ->add_option("--job-keys", serve_options.job_keys, "the job's --vc-keys: ca or exchange")
         ->check(CLI::IsMember({"ca", "exchange"}))
-        ->needs(job_nodes_option);
+        ->needs(job_nodes_option)
+        ->excludes(cluster_option);
     serve_command
         ->add_option("--job-prefix", serve_options.job_prefix, "the job's --vc-hostname-prefix")
-        ->needs(job_nodes_option);
+        ->needs(job_nodes_option)
+        ->excludes(cluster_option);
+    CLI::Option* job_image_option =
+        serve_command
+            ->add_option("--job-image", serve_options.job_image,
+                         "the job's --vc-image: a directory shown read-only at --job-image-mount")
+            ->needs(job_nodes_option);
+    serve_command
+        ->add_option("--job-image-mount", serve_options.job_image_mount,
+                     "where the job's image appears inside the job")
+        ->needs(job_image_option);
     serve_command
         ->add_option("--munge-socket", serve_options.munge_socket,
                      "munged's socket for the CRM credential (default: libmunge's)")
@@ -449,6 +475,10 @@ int main(int argc, char** argv) {
     }
     if (serve_options.job_nodes > 0 && serve_options.job_user.empty()) {
         std::fprintf(stderr, "vc-pilot: --job-nodes needs --job-user\n");
+        return 2;
+    }
+    if (!serve_options.job_image.empty() && serve_options.job_image_mount.empty()) {
+        std::fprintf(stderr, "vc-pilot: --job-image needs --job-image-mount\n");
         return 2;
     }
 

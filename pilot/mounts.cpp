@@ -1,6 +1,7 @@
 #include "pilot/mounts.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <sched.h>
@@ -398,11 +399,27 @@ Status mount_private_tmp(std::uint64_t size_bytes) {
     return {};
 }
 
-Status bind_image_read_only(const fs::path& image, const fs::path& mount_point) {
+// The image, opened before the job's mounts change what its path leads to, and checked to be
+// the directory the job user was found allowed to read.
+Result<UniqueFd> open_image(const fs::path& image,
+                            const std::optional<DirectoryIdentity>& expected) {
     UniqueFd source(open_dir_no_symlinks(image.c_str()));
     if (!source) {
         return step_error("open the image " + quote(image.native(), 200), errno);
     }
+    struct stat st {};
+    if (::fstat(source.get(), &st) != 0) {
+        return step_error("stat the image " + quote(image.native(), 200), errno);
+    }
+    if (expected && !(*expected == DirectoryIdentity{st.st_dev, st.st_ino})) {
+        return Error{"image: " + quote(image.native(), 200) +
+                     " is not the directory that was checked (it was replaced meanwhile)"};
+    }
+    return source;
+}
+
+Status bind_image_read_only(const UniqueFd& source, const fs::path& image,
+                            const fs::path& mount_point) {
     UniqueFd target(open_dir_no_symlinks(mount_point.c_str()));
     if (!target) {
         return step_error("open image_mount " + quote(mount_point.native(), 200), errno);
@@ -567,6 +584,97 @@ std::string random_suffix() {
 
 }  // namespace
 
+namespace {
+
+// What the child of open_image_as_user found.
+struct ReadCheck {
+    int step = 0;  // 0: done; 1: taking the user's ids; 2: opening; 3: access
+    int error = 0;
+    dev_t device = 0;
+    ino_t inode = 0;
+};
+
+// In the forked child: async-signal-safe calls only, then _exit.
+[[noreturn]] void check_read_in_child(int report_fd, const char* image, const gid_t* groups,
+                                      std::size_t group_count, uid_t uid, gid_t gid) {
+    ReadCheck check;
+    if (::setgroups(group_count, groups) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0) {
+        check = {1, errno, 0, 0};
+    } else {
+        const int fd = open_dir_no_symlinks(image);
+        struct stat st {};
+        if (fd < 0) {
+            check = {2, errno, 0, 0};
+        } else if (::faccessat(fd, ".", R_OK | X_OK, AT_EACCESS) != 0) {
+            check = {3, errno, 0, 0};
+        } else if (::fstat(fd, &st) != 0) {
+            check = {2, errno, 0, 0};
+        } else {
+            check = {0, 0, st.st_dev, st.st_ino};
+        }
+    }
+    const ssize_t written = ::write(report_fd, &check, sizeof check);
+    ::_exit(written == static_cast<ssize_t>(sizeof check) ? 0 : 1);
+}
+
+}  // namespace
+
+Result<DirectoryIdentity> open_image_as_user(const fs::path& image, const std::string& user,
+                                             uid_t uid, gid_t gid) {
+    const std::string what = "image: " + quote(image.native(), 200);
+    int count = 64;
+    std::vector<gid_t> groups(static_cast<std::size_t>(count));
+    if (::getgrouplist(user.c_str(), gid, groups.data(), &count) < 0) {
+        groups.resize(static_cast<std::size_t>(count));
+        if (::getgrouplist(user.c_str(), gid, groups.data(), &count) < 0) {
+            return Error{what + ": cannot list the groups of " + quote(user)};
+        }
+    }
+    groups.resize(static_cast<std::size_t>(count));
+    // O_PATH descriptors need no permission, and root's access checks pass everything: only a
+    // process that is the user, groups included, sees what the user may see.
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        return step_error(what + ": pipe", errno);
+    }
+    UniqueFd report_read(pipe_fds[0]);
+    UniqueFd report_write(pipe_fds[1]);
+    const pid_t child = ::fork();
+    if (child < 0) {
+        return step_error(what + ": fork", errno);
+    }
+    if (child == 0) {
+        check_read_in_child(report_write.get(), image.c_str(), groups.data(), groups.size(), uid,
+                            gid);
+    }
+    report_write = UniqueFd();
+    ReadCheck check;
+    ssize_t got = 0;
+    do {
+        got = ::read(report_read.get(), &check, sizeof check);
+    } while (got < 0 && errno == EINTR);
+    int wait_status = 0;
+    while (::waitpid(child, &wait_status, 0) < 0) {
+        if (errno != EINTR) {
+            return step_error(what + ": wait for the checking process", errno);
+        }
+    }
+    if (got != static_cast<ssize_t>(sizeof check)) {
+        return Error{what + ": the process checking it as " + quote(user) + " failed"};
+    }
+    if (check.step == 1) {
+        return Error{what + ": cannot take the identity of " + quote(user) +
+                     " to check it: " + errno_text(check.error)};
+    }
+    if (check.step != 0) {
+        return Error{what + " is not readable by " + quote(user) + " (" + errno_text(check.error) +
+                     "): a job may only use a directory its user can "
+                     "read and enter"};
+    }
+    return DirectoryIdentity{check.device, check.inode};
+}
+
 Status check_image_mount_point(const fs::path& mount_point) {
     if (mount_point == "/" || is_within(mount_point, "/tmp") || is_within(mount_point, "/proc")) {
         return Error{"image_mount: " + quote(mount_point.native()) +
@@ -633,6 +741,14 @@ Status setup_job_mounts(const JobMountPlan& plan) {
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
         return step_error("make / a recursive slave mount", errno);
     }
+    UniqueFd image;
+    if (plan.image) {
+        auto opened = open_image(*plan.image, plan.image_identity);
+        if (!opened) {
+            return opened.error();
+        }
+        image = std::move(*opened);
+    }
     if (auto ok = detach_namespace_files(); !ok) {
         return ok;
     }
@@ -649,7 +765,7 @@ Status setup_job_mounts(const JobMountPlan& plan) {
         return ok;
     }
     if (plan.image) {
-        if (auto ok = bind_image_read_only(*plan.image, *plan.image_mount); !ok) {
+        if (auto ok = bind_image_read_only(image, *plan.image, *plan.image_mount); !ok) {
             return ok;
         }
     }

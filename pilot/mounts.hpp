@@ -19,6 +19,13 @@
 
 namespace vcpilot::pilot {
 
+// Which directory a path led to, once: device and inode.
+struct DirectoryIdentity {
+    dev_t device = 0;
+    ino_t inode = 0;
+    bool operator==(const DirectoryIdentity&) const = default;
+};
+
 struct JobMountPlan {
     JobPaths paths;
     // The job user: owner of the per-job ~/.ssh.
@@ -36,12 +43,23 @@ struct JobMountPlan {
     // directory. Both or neither.
     std::optional<std::filesystem::path> image;
     std::optional<std::filesystem::path> image_mount;
+    // The image as the job user opened it (open_image_as_user): the directory bound must be
+    // that one, not whatever the path leads to by then. None: not checked (root's own SETUP).
+    std::optional<DirectoryIdentity> image_identity;
 };
 
 inline constexpr std::uint64_t kMinTmpSizeBytes = std::uint64_t{1} << 20;
 
 // Where an image may not appear: /, /proc, or inside /tmp (the job's own tmpfs covers it).
 Status check_image_mount_point(const std::filesystem::path& mount_point);
+
+// Whether the job user may read the image: a child process with the user's uid, gid and
+// supplementary groups opens it without following symlinks (so every directory on the way must
+// be searchable by the user) and checks that the user may list and enter it. The pilot is root:
+// without this a user could have a directory they cannot read shown to their job. Returns the
+// directory the user opened.
+Result<DirectoryIdentity> open_image_as_user(const std::filesystem::path& image,
+                                             const std::string& user, uid_t uid, gid_t gid);
 
 // Checks the plan without touching anything; errors name the field ("image: ...").
 Status check_job_mount_plan(const JobMountPlan& plan,
@@ -67,7 +85,9 @@ Status prepare_job_mounts(const JobMountPlan& plan,
 //   5. a tmpfs on /tmp (size, mode 1777, nosuid, nodev);
 //   6. per-job login records (made by prepare) over the host's wtmp, btmp, lastlog and utmp,
 //      which sshd writes for every terminal session;
-//   7. the image bound read-only (also nosuid, nodev) at image_mount.
+//   7. the image bound read-only (also nosuid, nodev) at image_mount; it is opened before
+//      anything is mounted (an image below /tmp is the host's, not the job's), and must be the
+//      directory in image_identity when that is given.
 // Paths that a user could swap for a symlink are opened once and mounted through their file
 // descriptor. Errors name the step and the errno.
 Status setup_job_mounts(const JobMountPlan& plan);

@@ -215,16 +215,25 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
         status_.set_address(plan->address.to_string());
     }
 
-    const JobMountPlan mounts{.paths = paths_,
-                              .uid = plan->user.uid,
-                              .gid = plan->user.gid,
-                              .home = plan->user.home,
-                              .hostname = plan->node_name,
-                              .tmp_size_bytes = plan->tmp_size_bytes,
-                              .image = plan->image,
-                              .image_mount = plan->image_mount};
+    JobMountPlan mounts{.paths = paths_,
+                        .uid = plan->user.uid,
+                        .gid = plan->user.gid,
+                        .home = plan->user.home,
+                        .hostname = plan->node_name,
+                        .tmp_size_bytes = plan->tmp_size_bytes,
+                        .image = plan->image,
+                        .image_mount = plan->image_mount,
+                        .image_identity = {}};
     if (auto ok = prepare_job_mounts(mounts, options_.limits.allowed_image_roots); !ok) {
         return fail_setup("preparing the job's mounts: " + ok.error().message);
+    }
+    if (mounts.image) {
+        auto opened =
+            open_image_as_user(*mounts.image, plan->user.name, plan->user.uid, plan->user.gid);
+        if (!opened) {
+            return fail_setup(opened.error().message);
+        }
+        mounts.image_identity = *opened;
     }
     std::error_code ec;
     fs::create_directories(paths_.sshd_dir(), ec);

@@ -100,7 +100,7 @@ class Scratch {
     JobPaths paths() const { return JobPaths::make(dir_ / "run", "node1", "job1").value(); }
 
     JobMountPlan plan() const {
-        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", kTmpSize, {}, {}};
+        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", kTmpSize, {}, {}, {}};
     }
 
   private:
@@ -144,7 +144,7 @@ TEST(JobMountPlan, RefusesAnInvalidHostname) {
 TEST(JobMountPlan, RefusesARunDirectoryThatWouldBreakOverlayOptions) {
     TempDir temp;
     const JobPaths paths = JobPaths::make(temp.path() / "a,b", "node1", "job1").value();
-    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", kTmpSize, {}, {}};
+    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", kTmpSize, {}, {}, {}};
     EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("run directory"));
 }
 
@@ -502,6 +502,23 @@ TEST_F(SetupJobMounts, RefusesAnImageReplacedBySymlinkAfterPrepare) {
     EXPECT_THAT(view.message(), HasSubstr("open the image"));
 }
 
+TEST_F(SetupJobMounts, RefusesAnImageThatIsNotTheDirectoryTheUserWasCheckedFor) {
+    const fs::path image = scratch_.dir() / "images" / "img";
+    const fs::path mount_point = scratch_.dir() / "mnt" / "image";
+    fs::create_directories(image);
+    fs::create_directories(mount_point);
+    struct stat st {};
+    ASSERT_EQ(::stat(image.c_str(), &st), 0);
+    plan_.image = image;
+    plan_.image_mount = mount_point;
+    plan_.image_identity = DirectoryIdentity{st.st_dev, st.st_ino + 1};  // swapped meanwhile
+    JobView refused(plan_);
+    EXPECT_THAT(refused.message(), HasSubstr("is not the directory that was checked"));
+    plan_.image_identity = DirectoryIdentity{st.st_dev, st.st_ino};
+    JobView view(plan_);
+    EXPECT_EQ(view.message(), "ok");
+}
+
 TEST_F(SetupJobMounts, DetachesNamespaceFilesCopiedFromTheHost) {
     // Another job's persisted network namespace, as a pilot leaves it on the host.
     const fs::path ns_dir = scratch_.dir() / "other-job-ns";
@@ -729,5 +746,64 @@ TEST_F(WriteFileInNamespace, DoesNotFollowSymlinksInTheParentPath) {
     EXPECT_FALSE(fs::exists(scratch_.paths().etc_upper() / "evil"));
 }
 
+// ---- the image as the job user may see it (root: the check takes the user's ids) ----------
+
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+
+class ImageAsUser : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        SKIP_UNLESS_ROOT();
+        fs::create_directories(image_);
+        write_text(image_ / "marker", "from the image\n");
+        for (const fs::path& dir : {scratch_.dir(), image_.parent_path(), image_}) {
+            ASSERT_EQ(::chmod(dir.c_str(), 0755), 0) << dir;
+        }
+    }
+    Result<DirectoryIdentity> check() const {
+        return open_image_as_user(image_, "nobody", kNobody, kNogroup);
+    }
+
+    Scratch scratch_;
+    fs::path image_ = scratch_.dir() / "images" / "img";
+};
+
+TEST_F(ImageAsUser, AcceptsADirectoryTheUserCanReadAndEnterAndSaysWhichItIs) {
+    auto opened = check();
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    struct stat st {};
+    ASSERT_EQ(::stat(image_.c_str(), &st), 0);
+    EXPECT_EQ(*opened, (DirectoryIdentity{st.st_dev, st.st_ino}));
+}
+
+TEST_F(ImageAsUser, RefusesADirectoryTheUserCannotListOrEnter) {
+    for (const mode_t mode : {0700, 0711, 0744}) {
+        ASSERT_EQ(::chmod(image_.c_str(), mode), 0);
+        EXPECT_THAT(error_of(check()), HasSubstr("is not readable by 'nobody' (Permission denied)"))
+            << std::oct << mode;
+    }
+}
+
+TEST_F(ImageAsUser, RefusesADirectoryBehindOneTheUserCannotEnter) {
+    ASSERT_EQ(::chmod(image_.parent_path().c_str(), 0700), 0);
+    EXPECT_THAT(error_of(check()), HasSubstr("is not readable by 'nobody'"));
+}
+
+TEST_F(ImageAsUser, GoesByTheUsersGroupsNotRoots) {
+    ASSERT_EQ(::chmod(image_.c_str(), 0750), 0);
+    ASSERT_EQ(::chown(image_.c_str(), 0, kNogroup), 0);
+    EXPECT_TRUE(check().ok());
+    ASSERT_EQ(::chown(image_.c_str(), 0, 0), 0);  // root's group, which the pilot has
+    EXPECT_THAT(error_of(check()), HasSubstr("is not readable by 'nobody'"));
+}
+
+TEST_F(ImageAsUser, RefusesAMissingDirectoryOrASymlink) {
+    EXPECT_THAT(error_of(open_image_as_user(image_ / "missing", "nobody", kNobody, kNogroup)),
+                HasSubstr("No such file or directory"));
+    fs::create_directory_symlink(image_, scratch_.dir() / "link");
+    EXPECT_THAT(error_of(open_image_as_user(scratch_.dir() / "link", "nobody", kNobody, kNogroup)),
+                HasSubstr("is not readable by 'nobody'"));
+}
 }  // namespace
 }  // namespace vcpilot::pilot
