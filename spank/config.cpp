@@ -1,5 +1,6 @@
 #include "spank/config.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -50,6 +51,29 @@ Result<SiteConfig> parse_config(const std::vector<std::string>& arguments) {
                 return ok.error();
             }
             config.run_dir = value;
+        } else if (key == "image_mount") {
+            if (auto ok = absolute_path(key, value); !ok) {
+                return ok.error();
+            }
+            if (value == "/" || value == "/tmp" || value.starts_with("/tmp/") || value == "/proc" ||
+                value.starts_with("/proc/")) {
+                return Error{fmt::format(
+                    "plugstack.conf: image_mount={}: not /, /proc or inside /tmp (the job has "
+                    "its own /tmp)",
+                    quote(value, 80))};
+            }
+            config.image_mount = value;
+        } else if (key == "image_roots") {
+            config.image_roots.clear();
+            for (std::size_t start = 0; start <= value.size();) {
+                const std::size_t end = std::min(value.find(':', start), value.size());
+                const std::string root = value.substr(start, end - start);
+                if (auto ok = absolute_path(key, root); !ok) {
+                    return ok.error();
+                }
+                config.image_roots.push_back(root);
+                start = end + 1;
+            }
         } else if (key == "ready_timeout") {
             int seconds = 0;
             const auto [end, error] =

@@ -20,12 +20,17 @@ struct SiteConfig {
     std::chrono::seconds ready_timeout{60};           // ready_timeout=
     Overlay overlay = Overlay::Vxlan;                 // default_overlay=
     KeyMode keys = KeyMode::Ca;                       // default_keys=
+    // --vc-image: where the job sees the image (an existing directory on every node), and the
+    // directories below which an image may be (the pilot also checks the job's user may read
+    // it, so the default allows any directory the user can read).
+    std::string image_mount = "/mnt";              // image_mount=
+    std::vector<std::string> image_roots = {"/"};  // image_roots=DIR[:DIR...]
 };
 
 // The keys, for the error message and the README.
-inline constexpr const char* kConfigKeys[] = {"crm",     "munge_socket",  "pilot",
-                                              "run_dir", "ready_timeout", "default_overlay",
-                                              "default_keys"};
+inline constexpr const char* kConfigKeys[] = {"crm",          "munge_socket",  "pilot",
+                                              "run_dir",      "ready_timeout", "default_overlay",
+                                              "default_keys", "image_mount",   "image_roots"};
 
 Result<SiteConfig> parse_config(const std::vector<std::string>& arguments);
 

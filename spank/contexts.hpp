@@ -13,7 +13,8 @@ extern "C" {
 
 namespace vcpilot::spank {
 
-// srun/sbatch/salloc, after the options are parsed: refuses what this build cannot do yet.
+// srun/sbatch/salloc, after the options are parsed: refuses options that do not go together
+// and what this build cannot do yet.
 int local_post_options(const JobOptions& options);
 
 // slurmd, once per node at allocation (PrologFlags=Alloc), as root: starts the job's pilot.

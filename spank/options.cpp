@@ -1,6 +1,7 @@
 #include "spank/options.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <fmt/format.h>
 
 #include "common/text.hpp"
@@ -66,6 +67,11 @@ Status apply_option(JobOptions& options, std::string_view name, std::string_view
                         [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
             return bad("want an absolute path");
         }
+        const std::filesystem::path path(value);
+        if (path.lexically_normal().native() != value ||
+            (value.size() > 1 && value.back() == '/')) {
+            return bad("want a normalized path (no '.', '..', '//' or trailing '/')");
+        }
         options.image = value;
         return {};
     }
@@ -96,6 +102,27 @@ Status apply_option(JobOptions& options, std::string_view name, std::string_view
         return {};
     }
     return Error{fmt::format("--{}: not a vcpilot option", name)};
+}
+
+Status check_options(const JobOptions& options) {
+    if (options.cluster.empty()) {
+        return {};
+    }
+    const std::pair<bool, const char*> set_by_cluster[] = {
+        {options.net.has_value(), "vc-net"},
+        {options.overlay.has_value(), "vc-overlay"},
+        {options.keys.has_value(), "vc-keys"},
+        {!options.hostname_prefix.empty(), "vc-hostname-prefix"},
+    };
+    for (const auto& [given, name] : set_by_cluster) {
+        if (given) {
+            return Error{
+                fmt::format("--{} cannot go with --vc-cluster: cluster {} already has its "
+                            "own (set at vcctl create); drop --{}",
+                            name, options.cluster, name)};
+        }
+    }
+    return {};
 }
 
 }  // namespace vcpilot::spank

@@ -46,4 +46,9 @@ inline constexpr OptionInfo kOptions[] = {
 // is one line that names the option and says what is wrong.
 Status apply_option(JobOptions& options, std::string_view name, std::string_view value);
 
+// Checks what the options mean together, once all are given: a cluster joined with
+// --vc-cluster already has its range, overlay, SSH trust and host names, so --vc-net,
+// --vc-overlay, --vc-keys and --vc-hostname-prefix cannot go with it. One line.
+Status check_options(const JobOptions& options);
+
 }  // namespace vcpilot::spank

@@ -99,13 +99,26 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     if (!config.munge_socket.empty()) {
         argv.insert(argv.end(), {"--munge-socket", config.munge_socket});
     }
-    if (options.net) {
-        argv.insert(argv.end(), {"--job-net", options.net->to_string()});
+    if (!options.cluster.empty()) {
+        // The cluster reserved with vcctl has its range, keys and names (check_options refused
+        // those options at submission).
+        argv.insert(argv.end(), {"--cluster", options.cluster});
+    } else {
+        if (options.net) {
+            argv.insert(argv.end(), {"--job-net", options.net->to_string()});
+        }
+        const KeyMode keys = options.keys.value_or(config.keys);
+        argv.insert(argv.end(), {"--job-keys", keys == KeyMode::Exchange ? "exchange" : "ca"});
+        if (!options.hostname_prefix.empty()) {
+            argv.insert(argv.end(), {"--job-prefix", options.hostname_prefix});
+        }
     }
-    const KeyMode keys = options.keys.value_or(config.keys);
-    argv.insert(argv.end(), {"--job-keys", keys == KeyMode::Exchange ? "exchange" : "ca"});
-    if (!options.hostname_prefix.empty()) {
-        argv.insert(argv.end(), {"--job-prefix", options.hostname_prefix});
+    if (!options.image.empty()) {
+        argv.insert(argv.end(),
+                    {"--job-image", options.image, "--job-image-mount", config.image_mount});
+        for (const auto& root : config.image_roots) {
+            argv.insert(argv.end(), {"--image-root", root});
+        }
     }
     // The pilot's pid and log sit next to its run directory (see PilotDir).
     const PilotDir dir = pilot_dir(config.run_dir, node, job);
@@ -151,12 +164,12 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
 }
 
 int local_post_options(const JobOptions& options) {
-    const char* unavailable = !options.cluster.empty() ? "--vc-cluster"
-                              : !options.image.empty() ? "--vc-image"
-                              : options.overlay == Overlay::N2n ? "--vc-overlay=n2n"
-                                                                : nullptr;
-    if (unavailable != nullptr) {
-        slurm_error("vcpilot: %s is not available yet in this vcpilot build", unavailable);
+    if (auto ok = check_options(options); !ok) {
+        slurm_error("vcpilot: %s", ok.error().message.c_str());
+        return -1;
+    }
+    if (options.overlay == Overlay::N2n) {
+        slurm_error("vcpilot: --vc-overlay=n2n is not available yet in this vcpilot build");
         return -1;
     }
     return 0;

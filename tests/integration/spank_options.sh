@@ -42,11 +42,24 @@ if grep -qx 'site1-node[123]' <<<"$out"; then fail "srun --vc: a task ran on the
     fail "srun --vc with a refused range: unclear error: $out"
 pass "a --vc task whose cluster cannot be made is not run (fail closed), with the CRM's reason"
 
-for unavailable in --vc-cluster=vc-0123abcd --vc-image=/srv/image --vc-overlay=n2n; do
-    expect_status 1 as_user srun -N1 "$unavailable" true
-    [[ $ERR == *"not available yet"* ]] || fail "srun $unavailable: unclear error: $ERR"
+expect_status 1 as_user srun -N1 --vc-overlay=n2n true
+[[ $ERR == *"not available yet"* ]] || fail "srun --vc-overlay=n2n: unclear error: $ERR"
+pass "n2n is refused before submission until it exists"
+
+# A cluster reserved with vcctl has its own range, overlay, keys and names.
+before=$(as_user sbatch --parsable -N1 --wrap true)
+for extra in --vc-net=10.77.0.0/24 --vc-overlay=vxlan --vc-keys=exchange --vc-hostname-prefix=mpi; do
+    name=${extra%%=*}
+    expect_status 1 as_user srun -N1 --vc-cluster=vc-0123abcd "$extra" true
+    [[ $ERR == *"vcpilot: $name cannot go with --vc-cluster"* ]] || fail "srun --vc-cluster $extra: unclear error: $ERR"
+    [[ $(grep -c "vcpilot:" <<<"$ERR") == 1 ]] || fail "srun --vc-cluster $extra: not one line: $ERR"
+    if as_user sbatch -N1 --vc-cluster=vc-0123abcd "$extra" --wrap true >/dev/null 2>&1; then
+        fail "sbatch --vc-cluster $extra was accepted"
+    fi
 done
-pass "--vc-cluster, --vc-image and n2n are refused before submission until they exist"
+after=$(as_user sbatch --parsable -N1 --wrap true)
+assert_eq $((before + 1)) "$after" "job id after the refused --vc-cluster submissions (none may be created)"
+pass "--vc-net, --vc-overlay, --vc-keys and --vc-hostname-prefix are refused with --vc-cluster, in one line, before submission"
 
 # A plugstack.conf with a typo: every Slurm command of that configuration says what is wrong.
 run_dir=${VCTB_RUN_DIR:-/run/vctb}

@@ -49,7 +49,9 @@ TEST(SpankOptions, RefusesBadValuesWithOneLineNamingTheOption) {
         {"vc-net", "banana"},           {"vc-overlay", "gre"},      {"vc-image", "relative/dir"},
         {"vc-image", "/a\nb"},          {"vc-cluster", "42"},       {"vc-cluster", "vc-0123ABCD"},
         {"vc-keys", "rsa"},             {"vc-hostname-prefix", "Bad_Name"},
-        {"vc-hostname-prefix", "-x"},
+        {"vc-hostname-prefix", "-x"},   {"vc-image", "/srv/../etc"},
+        {"vc-image", "/srv//img"},      {"vc-image", "/srv/img/"},
+        {"vc-image", "/srv/./img"},
     };
     for (const auto& [name, value] : bad) {
         JobOptions options;
@@ -63,6 +65,34 @@ TEST(SpankOptions, RefusesBadValuesWithOneLineNamingTheOption) {
     EXPECT_THAT(status.error().message, HasSubstr("the network is 10.77.0.0/24"));
 }
 
+TEST(SpankOptions, AClusterJoinedBringsItsOwnRangeOverlayKeysAndNames) {
+    const std::pair<const char*, const char*> set_by_cluster[] = {
+        {"vc-net", "10.77.0.0/24"},
+        {"vc-overlay", "vxlan"},
+        {"vc-keys", "exchange"},
+        {"vc-hostname-prefix", "mpi"},
+    };
+    for (const auto& [name, value] : set_by_cluster) {
+        JobOptions options;
+        ASSERT_TRUE(apply_option(options, "vc-cluster", "vc-0123abcd"));
+        ASSERT_TRUE(apply_option(options, name, value));
+        const auto status = check_options(options);
+        ASSERT_FALSE(status) << name;
+        EXPECT_EQ(status.error().message,
+                  std::string("--") + name +
+                      " cannot go with --vc-cluster: cluster vc-0123abcd already has its own "
+                      "(set at vcctl create); drop --" + name);
+        // Alone, each is fine.
+        JobOptions alone;
+        ASSERT_TRUE(apply_option(alone, name, value));
+        EXPECT_TRUE(check_options(alone)) << name;
+    }
+    JobOptions joined;
+    ASSERT_TRUE(apply_option(joined, "vc-cluster", "vc-0123abcd"));
+    ASSERT_TRUE(apply_option(joined, "vc-image", "/srv/images/debian"));
+    EXPECT_TRUE(check_options(joined)) << "--vc-image goes with --vc-cluster";
+}
+
 TEST(SpankConfig, DefaultsWithoutArguments) {
     const auto config = parse_config({});
     ASSERT_TRUE(config);
@@ -70,13 +100,16 @@ TEST(SpankConfig, DefaultsWithoutArguments) {
     EXPECT_EQ(config->ready_timeout, std::chrono::seconds(60));
     EXPECT_EQ(config->overlay, Overlay::Vxlan);
     EXPECT_EQ(config->keys, KeyMode::Ca);
+    EXPECT_EQ(config->image_mount, "/mnt");
+    EXPECT_EQ(config->image_roots, std::vector<std::string>{"/"});
 }
 
 TEST(SpankConfig, ReadsEveryKey) {
     const auto config =
         parse_config({"crm=172.16.1.2:7400", "munge_socket=/run/munge/munge.socket",
                       "pilot=/opt/vcpilot/vc-pilot", "run_dir=/run/vc", "ready_timeout=90",
-                      "default_overlay=n2n", "default_keys=exchange"});
+                      "default_overlay=n2n", "default_keys=exchange", "image_mount=/vc/image",
+                      "image_roots=/srv/images:/scratch/images"});
     ASSERT_TRUE(config) << config.error().message;
     EXPECT_EQ(config->crm, "172.16.1.2:7400");
     EXPECT_EQ(config->munge_socket, "/run/munge/munge.socket");
@@ -85,6 +118,8 @@ TEST(SpankConfig, ReadsEveryKey) {
     EXPECT_EQ(config->ready_timeout, std::chrono::seconds(90));
     EXPECT_EQ(config->overlay, Overlay::N2n);
     EXPECT_EQ(config->keys, KeyMode::Exchange);
+    EXPECT_EQ(config->image_mount, "/vc/image");
+    EXPECT_EQ(config->image_roots, (std::vector<std::string>{"/srv/images", "/scratch/images"}));
 }
 
 TEST(SpankConfig, AnUnknownKeyOrABadValueIsAnErrorNamingIt) {
@@ -98,6 +133,11 @@ TEST(SpankConfig, AnUnknownKeyOrABadValueIsAnErrorNamingIt) {
         {"ready_timeout=5s", "ready_timeout="},
         {"default_overlay=gre", "default_overlay="},
         {"default_keys=rsa", "default_keys="},
+        {"image_mount=mnt", "image_mount="},
+        {"image_mount=/tmp/image", "image_mount="},
+        {"image_mount=/", "image_mount="},
+        {"image_roots=/srv/images:images", "image_roots="},
+        {"image_roots=", "image_roots="},
     };
     for (const auto& [argument, says] : bad) {
         const auto config = parse_config({argument});
