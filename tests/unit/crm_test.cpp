@@ -2,6 +2,7 @@
 // socket, a private munged, vcctl's client code and simulated pilots.
 #include "coordinator/crm.hpp"
 
+#include <algorithm>
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
@@ -595,11 +596,12 @@ TEST_F(CrmTest, AJobClusterIdMustBeTheJobs) {
 
 
 // Pilots that Slurm started for a job joining a reserved cluster (--vc-cluster=ID).
+// Their hosts are node<first>... with underlay 172.16.1.<10 + first>...
 std::vector<SimPilotSpec> join_pilots(const std::string& cluster, const std::string& job,
                                       std::size_t count, const std::string& user,
-                                      const std::string& munge_socket) {
+                                      const std::string& munge_socket, std::size_t first = 1) {
     std::vector<SimPilotSpec> specs;
-    for (std::size_t i = 1; i <= count; ++i) {
+    for (std::size_t i = first; i < first + count; ++i) {
         SimPilotSpec spec;
         spec.cluster = cluster;
         spec.job = job;
@@ -731,6 +733,48 @@ TEST_F(CrmTest, AJobCannotJoinAnotherJobsCluster) {
     ASSERT_TRUE(pilots_->wait_done(5s));
     EXPECT_THAT(pilots_->outcome(0).final_status.error_message(),
                 HasSubstr("is another job's own"));
+}
+
+// The underlay addresses a view gives the nodes of its (only) site, in ordinal order.
+std::vector<std::string> underlays(const v1::ClusterView& view) {
+    std::vector<std::string> out;
+    const std::string& packed = view.sites(0).underlay();
+    for (std::size_t i = 0; i + 4 <= packed.size(); i += 4) {
+        out.push_back(fmt::format("{}.{}.{}.{}", static_cast<unsigned char>(packed[i]),
+                                  static_cast<unsigned char>(packed[i + 1]),
+                                  static_cast<unsigned char>(packed[i + 2]),
+                                  static_cast<unsigned char>(packed[i + 3])));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+TEST_F(CrmTest, JobsSharingAClusterAllGetTheViewAgainWhenANewJobFillsIt) {
+    const auto cluster = create(4);
+    const std::string owner = cluster.owner();
+    auto a = fleet(join_pilots(cluster.id(), "101", 2, owner, munged_->socket(), 1));
+    auto b = fleet(join_pilots(cluster.id(), "102", 2, owner, munged_->socket(), 3));
+    ASSERT_EQ(a->wait_ready(2, 10s), 2U);
+    ASSERT_EQ(b->wait_ready(2, 10s), 2U);
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
+    a->stop_pilot(0);
+    a->stop_pilot(1);
+    ASSERT_TRUE(a->wait_done(10s));
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_PENDING).state(),
+              v1::CLUSTER_STATE_PENDING);
+    auto c = fleet(join_pilots(cluster.id(), "103", 2, owner, munged_->socket(), 5));
+    ASSERT_EQ(c->wait_ready(2, 10s), 2U);
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
+    const std::vector<std::string> now = {"172.16.1.13", "172.16.1.14", "172.16.1.15",
+                                          "172.16.1.16"};
+    EXPECT_EQ(underlays(c->outcome(0).view), now);
+    // B's nodes stayed, and learned where C's nodes are.
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (underlays(b->outcome(0).view) != now && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(5ms);
+    }
+    EXPECT_EQ(underlays(b->outcome(0).view), now);
+    EXPECT_EQ(underlays(b->outcome(1).view), now);
 }
 }  // namespace
 }  // namespace vcpilot::coordinator
