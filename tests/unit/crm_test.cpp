@@ -760,8 +760,7 @@ TEST_F(CrmTest, JobsSharingAClusterAllGetTheViewAgainWhenANewJobFillsIt) {
     a->stop_pilot(0);
     a->stop_pilot(1);
     ASSERT_TRUE(a->wait_done(10s));
-    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_PENDING).state(),
-              v1::CLUSTER_STATE_PENDING);
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_PENDING).state(), v1::CLUSTER_STATE_PENDING);
     auto c = fleet(join_pilots(cluster.id(), "103", 2, owner, munged_->socket(), 5));
     ASSERT_EQ(c->wait_ready(2, 10s), 2U);
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
