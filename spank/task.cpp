@@ -11,6 +11,8 @@
 
 #include <array>
 #include <chrono>
+#include <cstdint>
+#include <filesystem>
 #include <fmt/format.h>
 #include <thread>
 
@@ -23,6 +25,9 @@ namespace vcpilot::spank {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// slurm.h's SLURM_EXTERN_CONT: the step id of a job's extern step.
+constexpr std::uint32_t kExternStep = 0xfffffffc;
 
 volatile sig_atomic_t g_cancelled = 0;
 
@@ -153,14 +158,35 @@ Status join(const RecordedNamespaces& recorded) {
 }  // namespace
 
 int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions& options) {
-    if (!options.enabled) {
-        return 0;  // a job without --vc is none of our business
+    // The extern step (PrologFlags=Contain) holds what Slurm adopts from outside any step, such
+    // as ssh logins through pam_slurm_adopt: it is the node's, not the job's program, and is
+    // left on the host. Every other step of a --vc job (the batch script, srun steps made from
+    // inside or outside the allocation, salloc's interactive step) joins the virtual node.
+    std::uint32_t step = 0;
+    if (spank_get_item(sp, S_JOB_STEPID, &step) == ESPANK_SUCCESS && step == kExternStep) {
+        return 0;
     }
     const std::string job = job_id(sp);
     if (job.empty()) {
-        return -1;
+        return options.enabled ? -1 : 0;
     }
     const PilotDir dir = pilot_dir(config.run_dir, node_name(), job);
+    // Whether the job asked for --vc is decided at its allocation: the prolog then starts a
+    // pilot and records its pid. A step is not asked again: one that lost --vc on the way (an
+    // srun whose SLURM_SPANK_* variables were dropped) still joins, and one that asks for it
+    // in an allocation made without it is refused at once rather than after ready_timeout.
+    std::error_code ec;
+    const bool job_has_pilot = std::filesystem::exists(dir.pid_file(), ec);
+    if (!job_has_pilot) {
+        if (!options.enabled) {
+            return 0;  // a job without --vc is none of our business
+        }
+        slurm_error("vcpilot: job %s: no virtual cluster was made for this job on this node (was "
+                    "its allocation made without --vc? ask for --vc at salloc or sbatch); the task "
+                    "is not run",
+                    job.c_str());
+        return -1;
+    }
     auto state = [&] {
         CancelWatch watch;
         return wait_ready(dir, config.ready_timeout);
