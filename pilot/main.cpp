@@ -77,7 +77,48 @@ struct ServeOptions {
     std::string job_prefix;
     std::string job_image;
     std::string job_image_mount;
+    std::string srun;  // the real srun for the job's srun relay; empty: found on PATH
 };
+
+// A Slurm job's srun relay: the real srun and vc-srun (next to this program). Without either,
+// srun inside the job cannot reach Slurm, as before; said once in the pilot's log.
+std::optional<SrunRelayOptions> srun_relay_options(const ServeOptions& options) {
+    if (options.job_user.empty()) {
+        return std::nullopt;  // not started by the SPANK plugin for a Slurm job
+    }
+    std::error_code ec;
+    fs::path srun = options.srun;
+    if (srun.empty()) {
+        std::string path = "/usr/local/bin:/usr/bin:/bin";
+        if (const char* env_path = std::getenv("PATH"); env_path != nullptr && *env_path != '\0') {
+            path = std::string(env_path) + ":" + path;
+        }
+        for (std::size_t start = 0; start <= path.size();) {
+            const std::size_t end = std::min(path.find(':', start), path.size());
+            const fs::path candidate = fs::path(path.substr(start, end - start)) / "srun";
+            if (candidate.is_absolute() && ::access(candidate.c_str(), X_OK) == 0) {
+                srun = candidate;
+                break;
+            }
+            start = end + 1;
+        }
+    }
+    const fs::path shim = fs::read_symlink("/proc/self/exe", ec).parent_path() / "vc-srun";
+    if (srun.empty() || ::access(shim.c_str(), X_OK) != 0) {
+        spdlog::warn(
+            "no srun relay for this job: {} not found; srun inside the job will not reach Slurm",
+            srun.empty() ? std::string("srun") : shim.string());
+        return std::nullopt;
+    }
+    SrunRelayOptions relay{.srun = fs::canonical(srun, ec), .shim = shim, .slurm_conf = {}};
+    if (ec) {
+        relay.srun = srun;
+    }
+    if (const char* conf = std::getenv("SLURM_CONF"); conf != nullptr) {
+        relay.slurm_conf = conf;
+    }
+    return relay;
+}
 
 // The agent's options from the command line, checked.
 Result<AgentOptions> agent_options(const ServeOptions& options, const JobPaths& paths) {
@@ -272,6 +313,7 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
         pilot_options.limits.allowed_image_roots.emplace_back(root);
     }
     pilot_options.teardown_grace = std::chrono::milliseconds(options.teardown_grace_ms);
+    pilot_options.srun_relay = srun_relay_options(options);
     PilotService service(*paths, pilot_options);
 
     auto listen_fd = listen_on(paths->socket());
@@ -440,6 +482,10 @@ int main(int argc, char** argv) {
             ->add_option("--job-image", serve_options.job_image,
                          "the job's --vc-image: a directory shown read-only at --job-image-mount")
             ->needs(job_nodes_option);
+    serve_command
+        ->add_option("--srun", serve_options.srun,
+                     "the real srun, run for srun inside the job (default: srun on PATH)")
+        ->needs(job_nodes_option);
     serve_command
         ->add_option("--job-image-mount", serve_options.job_image_mount,
                      "where the job's image appears inside the job")

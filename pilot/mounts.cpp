@@ -734,6 +734,23 @@ Status prepare_job_mounts(const JobMountPlan& plan,
     return replace_file(paths.etc_upper() / "hostname", plan.hostname + "\n", 0644, 0, 0);
 }
 
+namespace {
+
+// Both are the host's root-owned binaries (the pilot found them), not paths a user controls.
+Status bind_srun_shim(const JobMountPlan::SrunShim& shim) {
+    const std::string what = "bind " + shim.shim.native() + " over " + shim.srun.native();
+    if (::mount(shim.shim.c_str(), shim.srun.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+        return step_error(what, errno);
+    }
+    if (::mount(nullptr, shim.srun.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) !=
+        0) {
+        return step_error(what + " read-only", errno);
+    }
+    return {};
+}
+
+}  // namespace
+
 Status setup_job_mounts(const JobMountPlan& plan) {
     if (auto ok = check_plan_shape(plan); !ok) {
         return ok;
@@ -766,6 +783,11 @@ Status setup_job_mounts(const JobMountPlan& plan) {
     }
     if (plan.image) {
         if (auto ok = bind_image_read_only(image, *plan.image, *plan.image_mount); !ok) {
+            return ok;
+        }
+    }
+    if (plan.srun_shim) {
+        if (auto ok = bind_srun_shim(*plan.srun_shim); !ok) {
             return ok;
         }
     }

@@ -46,6 +46,13 @@ struct JobMountPlan {
     // The image as the job user opened it (open_image_as_user): the directory bound must be
     // that one, not whatever the path leads to by then. None: not checked (root's own SETUP).
     std::optional<DirectoryIdentity> image_identity;
+    // Slurm jobs: vc-srun bound over the real srun, so that srun inside the job goes through
+    // the pilot's relay (srun_relay.hpp). Both root-owned files of the host.
+    struct SrunShim {
+        std::filesystem::path shim;
+        std::filesystem::path srun;
+    };
+    std::optional<SrunShim> srun_shim;
 };
 
 inline constexpr std::uint64_t kMinTmpSizeBytes = std::uint64_t{1} << 20;
@@ -87,7 +94,8 @@ Status prepare_job_mounts(const JobMountPlan& plan,
 //      which sshd writes for every terminal session;
 //   7. the image bound read-only (also nosuid, nodev) at image_mount; it is opened before
 //      anything is mounted (an image below /tmp is the host's, not the job's), and must be the
-//      directory in image_identity when that is given.
+//      directory in image_identity when that is given;
+//   8. vc-srun bound read-only over srun, when srun_shim is given.
 // Paths that a user could swap for a symlink are opened once and mounted through their file
 // descriptor. Errors name the step and the errno.
 Status setup_job_mounts(const JobMountPlan& plan);

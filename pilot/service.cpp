@@ -223,7 +223,12 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
                         .tmp_size_bytes = plan->tmp_size_bytes,
                         .image = plan->image,
                         .image_mount = plan->image_mount,
-                        .image_identity = {}};
+                        .image_identity = {},
+                        .srun_shim = {}};
+    if (options_.srun_relay) {
+        mounts.srun_shim =
+            JobMountPlan::SrunShim{options_.srun_relay->shim, options_.srun_relay->srun};
+    }
     if (auto ok = prepare_job_mounts(mounts, options_.limits.allowed_image_roots); !ok) {
         return fail_setup("preparing the job's mounts: " + ok.error().message);
     }
@@ -463,6 +468,20 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
         set_state(v1::PILOT_STATE_FAILED, reason);
         return {grpc::StatusCode::INTERNAL, reason};
     }
+    if (options_.srun_relay && !srun_relay_) {
+        auto relay = SrunRelay::start({.socket = paths_.job_files_dir() / "srun.sock",
+                                       .srun = options_.srun_relay->srun,
+                                       .user = plan_->user.name,
+                                       .uid = plan_->user.uid,
+                                       .gid = plan_->user.gid,
+                                       .slurm_conf = options_.srun_relay->slurm_conf});
+        if (!relay) {
+            const std::string reason = "starting the srun relay: " + relay.error().message;
+            set_state(v1::PILOT_STATE_FAILED, reason);
+            return {grpc::StatusCode::INTERNAL, reason};
+        }
+        srun_relay_ = std::move(*relay);
+    }
     if (state != v1::PILOT_STATE_READY) {
         set_state(v1::PILOT_STATE_READY);
     }
@@ -567,6 +586,7 @@ void PilotService::stop(const std::string& reason) {
     }
     stopped_ = true;
     set_state(v1::PILOT_STATE_STOPPING, reason);
+    srun_relay_.reset();  // its sruns get SIGTERM and cancel their steps
     if (sshd_) {
         if (auto ok = sshd_->stop(); !ok) {
             spdlog::warn("stopping sshd: {}", ok.error().message);

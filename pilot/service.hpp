@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -19,15 +20,24 @@
 #include "pilot/namespaces.hpp"
 #include "pilot/paths.hpp"
 #include "pilot/seccomp.hpp"
+#include "pilot/srun_relay.hpp"
 #include "pilot/sshd.hpp"
 #include "pilot/validate.hpp"
 #include "vcpilot/v1/pilot.grpc.pb.h"
 
 namespace vcpilot::pilot {
 
+// Slurm jobs: srun inside the job is vc-srun, which the pilot's relay serves (srun_relay.hpp).
+struct SrunRelayOptions {
+    std::filesystem::path srun;  // the real srun
+    std::filesystem::path shim;  // vc-srun
+    std::string slurm_conf;      // SLURM_CONF for the relayed srun; empty: the request's
+};
+
 struct PilotOptions {
     SetupLimits limits;
     std::chrono::milliseconds teardown_grace{3000};
+    std::optional<SrunRelayOptions> srun_relay;
 };
 
 // Receives a RUN or EXEC command's output, message by message, the exit status last. Returns
@@ -102,6 +112,7 @@ class PilotService final : public v1::Pilot::Service {
     std::optional<EscapeFilter> filter_;
     std::optional<JobNamespaces> namespaces_;
     std::optional<Sshd> sshd_;
+    std::unique_ptr<SrunRelay> srun_relay_;
     // What the running sshd was started with: a change of mode or of host certificate needs a
     // restart, since sshd reads its host certificate once.
     std::optional<CertificateTrust> sshd_certificates_;

@@ -100,7 +100,7 @@ class Scratch {
     JobPaths paths() const { return JobPaths::make(dir_ / "run", "node1", "job1").value(); }
 
     JobMountPlan plan() const {
-        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", kTmpSize, {}, {}, {}};
+        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", kTmpSize, {}, {}, {}, {}};
     }
 
   private:
@@ -144,7 +144,7 @@ TEST(JobMountPlan, RefusesAnInvalidHostname) {
 TEST(JobMountPlan, RefusesARunDirectoryThatWouldBreakOverlayOptions) {
     TempDir temp;
     const JobPaths paths = JobPaths::make(temp.path() / "a,b", "node1", "job1").value();
-    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", kTmpSize, {}, {}, {}};
+    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", kTmpSize, {}, {}, {}, {}};
     EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("run directory"));
 }
 

@@ -1,0 +1,72 @@
+// The job's way to Slurm. A task of a --vc job sees only lo and the overlay, so an `srun` run
+// inside the job (a batch script's steps, Open MPI's Slurm launcher starting its orted) cannot
+// reach slurmctld or slurmd, nor could slurmstepd connect back to it. Inside the job, `srun` is
+// vc-srun (bound over the real one in the job's mount namespace): it hands its arguments,
+// environment, working directory and standard streams over a unix socket to this relay, which
+// runs the real srun as the job's user in the node's own network namespace, passes signals on
+// and returns srun's exit status. The step srun starts is a step of the job like any other:
+// its tasks join the job's virtual nodes (SPANK task_init_privileged).
+//
+// What runs outside is srun alone, as the job's user, with Slurm's own configuration: the
+// loader variables (LD_*) and SLURM_CONF of the request are dropped, and --prolog/--epilog
+// (commands srun would run right here) are refused.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.hpp"
+#include "pilot/files.hpp"
+
+namespace vcpilot::pilot {
+
+struct SrunRelaySpec {
+    std::filesystem::path socket;  // made here, owned by the job user, mode 0600
+    std::filesystem::path srun;    // the real srun
+    std::string user;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::string slurm_conf;  // SLURM_CONF for srun; empty: srun's default
+};
+
+// Whether srun would run a local command for these arguments or this environment; the error
+// names the option.
+Status check_relayed_srun(const std::vector<std::string>& argv,
+                          const std::vector<std::string>& env);
+
+class SrunRelay {
+  public:
+    static Result<std::unique_ptr<SrunRelay>> start(SrunRelaySpec spec);
+    // Stops accepting, sends SIGTERM to every srun still running and waits for them (srun
+    // cancels its step on SIGTERM), then removes the socket.
+    ~SrunRelay();
+    SrunRelay(const SrunRelay&) = delete;
+    SrunRelay& operator=(const SrunRelay&) = delete;
+
+  private:
+    SrunRelay(SrunRelaySpec spec, UniqueFd listener, UniqueFd stop_read, UniqueFd stop_write,
+              std::vector<gid_t> groups);
+    void accept_loop();
+    void serve(UniqueFd connection);
+
+    SrunRelaySpec spec_;
+    UniqueFd listener_;
+    UniqueFd stop_read_;
+    UniqueFd stop_write_;
+    std::vector<gid_t> groups_;
+    std::atomic<bool> stopping_{false};
+    std::mutex mutex_;
+    std::set<pid_t> running_;
+    std::vector<std::thread> sessions_;
+    std::thread acceptor_;
+};
+
+}  // namespace vcpilot::pilot

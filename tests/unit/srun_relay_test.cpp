@@ -1,0 +1,174 @@
+// srun inside a --vc job: vc-srun hands the command to the pilot's relay, which runs the real
+// srun as the job's user outside the job's network. Here the "real srun" is a script that shows
+// what it was given.
+#include "pilot/srun_relay.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <string>
+#include <thread>
+
+#include "pilot/srun_wire.hpp"
+#include "temp_dir.hpp"
+
+namespace vcpilot::pilot {
+namespace {
+
+TEST(SrunWire, ARequestComesBackAsItWasSent) {
+    const SrunRequest sent{"/home/u", {"srun", "-N2", "", "hostname"}, {"A=1", "EMPTY="}};
+    auto received = decode_srun_request(encode_srun_request(sent));
+    ASSERT_TRUE(received) << received.error().message;
+    EXPECT_EQ(received->cwd, sent.cwd);
+    EXPECT_EQ(received->argv, sent.argv);
+    EXPECT_EQ(received->env, sent.env);
+}
+
+TEST(SrunWire, RefusesCutShortOrMalformedRequests) {
+    const std::string whole = encode_srun_request({"/", {"srun", "x"}, {"A=1"}});
+    EXPECT_FALSE(decode_srun_request(whole.substr(0, whole.size() - 1)));
+    EXPECT_FALSE(decode_srun_request(whole + "extra"));
+    EXPECT_FALSE(decode_srun_request(encode_srun_request({"/", {}, {}})));
+    EXPECT_FALSE(decode_srun_request(encode_srun_request({"/", {"srun"}, {"NOEQUALS"}})));
+    EXPECT_FALSE(
+        decode_srun_request(std::string("/\0"
+                                        "99999999999\0",
+                                        14)));
+}
+
+TEST(SrunRelay, RefusesOptionsThatRunACommandOutsideTheJob) {
+    for (const char* option : {"--prolog=/x", "--prolog", "--prol=/x", "--epilog=/x", "--ep"}) {
+        EXPECT_FALSE(check_relayed_srun({"srun", "-N2", option, "hostname"}, {})) << option;
+    }
+    EXPECT_TRUE(check_relayed_srun({"srun", "--profile=none", "-N2", "orted", "-mca", "x"}, {}));
+}
+
+#ifdef VCPILOT_SRUN_SHIM
+// The relay runs as root; vc-srun as the job's user (nobody here).
+class SrunRelayRun : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (::geteuid() != 0) {
+            GTEST_SKIP() << "needs root (the relay runs srun as the job's user)";
+        }
+        std::filesystem::permissions(dir_.path(), std::filesystem::perms(0755));
+        std::filesystem::create_directories(dir_.path() / "job");
+        std::filesystem::permissions(dir_.path() / "job", std::filesystem::perms(0755));
+        fake_srun_ = dir_.write("fake-srun", R"SH(#!/bin/sh
+echo "args $*"
+echo "uid $(id -u) conf ${SLURM_CONF:-none} loader ${LD_LIBRARY_PATH:-none} keep ${KEEP:-none}"
+echo "cwd $(pwd)"
+echo "to stderr" >&2
+case "$1" in
+    wait) trap 'echo got TERM; exit 3' TERM; sleep 20 & wait ;;
+esac
+exit 7
+)SH");
+        ::chmod(fake_srun_.c_str(), 0755);
+        auto relay = SrunRelay::start({.socket = dir_.path() / "job" / "srun.sock",
+                                       .srun = fake_srun_,
+                                       .user = "nobody",
+                                       .uid = 65534,
+                                       .gid = 65534,
+                                       .slurm_conf = "/etc/site/slurm.conf"});
+        ASSERT_TRUE(relay) << relay.error().message;
+        relay_ = std::move(*relay);
+    }
+
+    // Starts vc-srun as nobody with ARGS; its stdout and stderr go to files.
+    pid_t start_shim(const std::string& args) {
+        const std::string command =
+            "cd / && exec env -i VC_HOSTFILE=" + (dir_.path() / "job" / "hostfile").string() +
+            " SLURM_CONF=/home/u/mine.conf LD_LIBRARY_PATH=/home/u/lib KEEP=kept"
+            " setpriv --reuid=65534 --regid=65534 --clear-groups " VCPILOT_SRUN_SHIM " " +
+            args + " >" + (dir_.path() / "out").string() + " 2>" + (dir_.path() / "err").string();
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            ::execl("/bin/sh", "sh", "-c", command.c_str(), nullptr);
+            ::_exit(127);
+        }
+        return pid;
+    }
+
+    int wait_status(pid_t pid) {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        return status;
+    }
+
+    std::string read(const char* name) {
+        std::string text;
+        if (FILE* f = std::fopen((dir_.path() / name).c_str(), "r")) {
+            std::array<char, 4096> buffer{};
+            std::size_t n = 0;
+            while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0) {
+                text.append(buffer.data(), n);
+            }
+            std::fclose(f);
+        }
+        return text;
+    }
+
+    TempDir dir_;
+    std::filesystem::path fake_srun_;
+    std::unique_ptr<SrunRelay> relay_;
+};
+
+TEST_F(SrunRelayRun, RunsSrunAsTheJobUserWithItsArgumentsAndStreamsAndReturnsItsStatus) {
+    const int status = wait_status(start_shim("-N2 'two words' hostname"));
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 7);
+    const std::string out = read("out");
+    EXPECT_NE(out.find("args -N2 two words hostname\n"), std::string::npos) << out;
+    // Slurm's configuration, not the job's; no loader variables; the rest of the environment.
+    EXPECT_NE(out.find("uid 65534 conf /etc/site/slurm.conf loader none keep kept\n"),
+              std::string::npos)
+        << out;
+    EXPECT_NE(out.find("cwd /\n"), std::string::npos) << out;
+    EXPECT_EQ(read("err"), "to stderr\n");
+}
+
+TEST_F(SrunRelayRun, RefusesProlog) {
+    const int status = wait_status(start_shim("--prolog=/bin/true hostname"));
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    EXPECT_EQ(read("out"), "");
+    EXPECT_NE(read("err").find("--prolog is not available inside a --vc job"), std::string::npos);
+}
+
+TEST_F(SrunRelayRun, PassesSignalsOnToSrun) {
+    const pid_t sh = start_shim("wait");
+    // Until the fake srun has started (it prints its arguments first).
+    for (int i = 0; i < 200 && read("out").find("cwd") == std::string::npos; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // sh exec'd env, which exec'd setpriv, which exec'd vc-srun: same pid.
+    ::kill(sh, SIGTERM);
+    const int status = wait_status(sh);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 3);
+    EXPECT_NE(read("out").find("got TERM"), std::string::npos) << read("out");
+}
+
+TEST_F(SrunRelayRun, RefusesOtherUsers) {
+    // vc-srun as root: the relay serves the job's user only, and vc-srun says the pilot went.
+    const std::string command = "VC_HOSTFILE=" + (dir_.path() / "job" / "hostfile").string() +
+                                " " VCPILOT_SRUN_SHIM " hostname 2>" +
+                                (dir_.path() / "err").string();
+    const int status = std::system(command.c_str());
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    EXPECT_NE(read("err").find("vc-srun:"), std::string::npos);
+}
+#endif
+
+}  // namespace
+}  // namespace vcpilot::pilot
