@@ -2,7 +2,9 @@
 # Jobs with --vc, as the test user: the job prolog starts a pilot on every node, the pilots
 # make the job's cluster at the site's CRM, every task joins its virtual node (only lo and
 # eth0, a virtual hostname, an address in the job's range), unmodified Open MPI runs over ssh
-# in a batch job, GNU parallel farms tasks out over ssh; when the job ends, its cluster is
+# in a batch job and so do srun and mpirun with Slurm's own launcher, salloc's steps run
+# inside while its command stays on the login node, the extern step (PrologFlags=Contain) stays
+# on the node, GNU parallel farms tasks out over ssh; when the job ends, its cluster is
 # released and nothing of it is left on the nodes.
 source "$(dirname "$0")/lib.sh"
 start_clean
@@ -40,6 +42,14 @@ mpirun --hostfile "$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --mca btl tcp,se
 mpirun --hostfile "$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --mca btl tcp,self \
     --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 --map-by node \
     --mca mpi_yield_when_idle 1 -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1
+# srun inside the job, and Open MPI's own Slurm launcher (mpirun runs srun to start its orted):
+# inside the job srun is vc-srun, which the node's pilot runs outside the job's network.
+srun -N2 hostname | sed 's/^/srun-in-batch /' | sort
+mpirun --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
+    --map-by node --mca mpi_yield_when_idle 1 -np 2 hostname | sed 's/^/slurm-launcher /' | sort
+mpirun --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
+    --map-by node --mca mpi_yield_when_idle 1 -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1 |
+    sed 's/^/slurm-launcher /'
 SCRIPT
 chmod 0755 "$run_dir/vc-mpi-job.sh"
 out=$(testbed submit --site site1 --wait --timeout 180 "$run_dir/vc-mpi-job.sh" -N2 --vc 2>&1) ||
@@ -47,11 +57,59 @@ out=$(testbed submit --site site1 --wait --timeout 180 "$run_dir/vc-mpi-job.sh" 
 grep -qx 'vc-site1-1' <<<"$out" && grep -qx 'vc-site1-2' <<<"$out" || fail "mpirun hostname: $out"
 grep -Eq '^ *[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" || fail "NetPIPE over the virtual cluster: $out"
 pass "sbatch -N2 --vc: Open MPI over ssh runs hostname and NetPIPE across the virtual nodes"
+grep -qx 'srun-in-batch vc-site1-1' <<<"$out" && grep -qx 'srun-in-batch vc-site1-2' <<<"$out" ||
+    fail "srun inside the batch script: $out"
+grep -qx 'slurm-launcher vc-site1-1' <<<"$out" && grep -qx 'slurm-launcher vc-site1-2' <<<"$out" ||
+    fail "mpirun with Slurm's launcher: $out"
+grep -Eq '^slurm-launcher +[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" ||
+    fail "NetPIPE under mpirun with Slurm's launcher: $out"
+pass "inside the batch job, srun and mpirun with Slurm's launcher (orted started by srun) run in the virtual nodes"
+
+# Interactive: salloc's command runs on the login node; the steps it makes run inside.
+out=$(testbed exec --user vcuser site1 ctl -- salloc -N2 --vc bash -c \
+    'echo "salloc-command $(hostname)"; srun hostname | sed "s/^/step /";
+     env -u SLURM_SPANK__SLURM_SPANK_OPTION_vcpilot_vc -u _SLURM_SPANK_OPTION_vcpilot_vc srun hostname | sed "s/^/bare-step /"' 2>/dev/null) ||
+    fail "salloc -N2 --vc failed: $out"
+assert_eq "bare-step vc-site1-1
+bare-step vc-site1-2
+salloc-command site1-ctl
+step vc-site1-1
+step vc-site1-2" "$(sort <<<"$out")" "salloc's command and the steps made in its allocation"
+pass "salloc -N2 --vc: srun steps in the allocation get virtual names, also an srun that lost the --vc option"
+expect_status 1 testbed exec --user vcuser site1 ctl -- salloc -N1 srun --vc hostname
+[[ $ERR == *"no virtual cluster was made for this job"* ]] || fail "srun --vc in an allocation without --vc: $ERR"
+pass "srun --vc inside an allocation made without --vc is refused at once, with the reason"
 
 out=$(as_user srun -N1 --vc bash -c 'seq 100 | parallel --sshloginfile "$VC_NODELIST" -j4 "echo {} \$(hostname)" | wc -l') ||
     fail "GNU parallel over ssh failed: $out"
 assert_eq 100 "$(tail -1 <<<"$out")" "tasks GNU parallel ran over ssh"
 pass "GNU parallel --sshloginfile \$VC_NODELIST runs 100 tasks over ssh"
+
+# The extern step (PrologFlags=Contain) holds what Slurm adopts from outside any step (ssh
+# logins through pam_slurm_adopt): it stays on the node, while the job's steps run inside.
+sed -i 's/^PrologFlags=Alloc$/PrologFlags=Alloc,Contain/' "$run_dir/site1/slurm.conf"
+testbed exec site1 ctl -- scontrol reconfigure
+for _ in $(seq 50); do
+    testbed exec site1 ctl -- scontrol show config | grep -q 'PrologFlags *= *Alloc,Contain' && break
+    sleep 0.1
+done
+as_user srun -N1 --vc bash -c 'sleep 3; hostname' >"$run_dir/extern.out" 2>&1 &
+step=$!
+extern= job=
+for _ in $(seq 100); do
+    job=$(as_user squeue -h -o %i | head -1)
+    extern=$(pgrep -f '^sleep 100000000$' | head -1 || true)
+    [[ -n $extern && -n $job ]] && grep -qx state=READY "/run/vcpilot/site1-node1/$job/state.json" 2>/dev/null && break
+    sleep 0.1
+done
+[[ -n $extern ]] || fail "no extern step with PrologFlags=Contain"
+holder=$(awk '$1 == "holder" {print $2}' "/run/vcpilot/site1-node1/$job/namespaces")
+node_net=$(testbed exec site1 node1 -- readlink /proc/self/ns/net)
+assert_eq "$node_net" "$(readlink "/proc/$extern/ns/net")" "the extern step's network namespace (the node's)"
+[[ $(readlink "/proc/$holder/ns/net") != "$node_net" ]] || fail "the job's namespace is the node's"
+wait "$step" || fail "srun --vc with PrologFlags=Contain failed: $(cat "$run_dir/extern.out")"
+assert_eq vc-site1-1 "$(cat "$run_dir/extern.out")" "the step's host name with PrologFlags=Contain"
+pass "PrologFlags=Contain: the extern step stays on the node, the job's step runs in its virtual node"
 
 # Every job's cluster was released when the job ended, and nothing is left on the nodes.
 for _ in $(seq 50); do
@@ -66,6 +124,6 @@ if ps -eo comm | grep -qx 'vc-pilot'; then fail "a pilot is still running"; fi
 assert_eq "$netns_before" "$(ip netns list | wc -l)" "named network namespaces"
 pass "when the jobs end, their clusters are released and nothing is left (run dirs, sshd, pilots)"
 
-rm -f "$run_dir/vc-mpi-job.sh"
+rm -f "$run_dir/vc-mpi-job.sh" "$run_dir/extern.out"
 testbed down
 assert_nothing_left
