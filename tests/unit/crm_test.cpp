@@ -596,7 +596,8 @@ TEST_F(CrmTest, AJobClusterIdMustBeTheJobs) {
 
 
 // Pilots that Slurm started for a job joining a reserved cluster (--vc-cluster=ID).
-// Their hosts are node<first>... with underlay 172.16.1.<10 + first>...
+// Their hosts are node<first>... with underlay 172.16.1.<10 + 2 first>, +2 each: no two
+// follow on from each other, so that a view carries one address per node.
 std::vector<SimPilotSpec> join_pilots(const std::string& cluster, const std::string& job,
                                       std::size_t count, const std::string& user,
                                       const std::string& munge_socket, std::size_t first = 1) {
@@ -606,7 +607,7 @@ std::vector<SimPilotSpec> join_pilots(const std::string& cluster, const std::str
         spec.cluster = cluster;
         spec.job = job;
         spec.host = "node" + std::to_string(i);
-        spec.underlay = "172.16.1." + std::to_string(10 + i);
+        spec.underlay = "172.16.1." + std::to_string(10 + 2 * i);
         spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", spec.cluster,
                                                    spec.host, spec.job),
                                        munge_socket)
@@ -735,7 +736,8 @@ TEST_F(CrmTest, AJobCannotJoinAnotherJobsCluster) {
                 HasSubstr("is another job's own"));
 }
 
-// The underlay addresses a view gives the nodes of its (only) site, in ordinal order.
+// The underlay addresses a view gives the nodes of its (only) site, sorted; for nodes whose
+// underlays do not follow on from each other (join_pilots), one packed address per node.
 std::vector<std::string> underlays(const v1::ClusterView& view) {
     std::vector<std::string> out;
     const std::string& packed = view.sites(0).underlay();
@@ -764,8 +766,8 @@ TEST_F(CrmTest, JobsSharingAClusterAllGetTheViewAgainWhenANewJobFillsIt) {
     auto c = fleet(join_pilots(cluster.id(), "103", 2, owner, munged_->socket(), 5));
     ASSERT_EQ(c->wait_ready(2, 10s), 2U);
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
-    const std::vector<std::string> now = {"172.16.1.13", "172.16.1.14", "172.16.1.15",
-                                          "172.16.1.16"};
+    const std::vector<std::string> now = {"172.16.1.16", "172.16.1.18", "172.16.1.20",
+                                          "172.16.1.22"};
     EXPECT_EQ(underlays(c->outcome(0).view), now);
     // B's nodes stayed, and learned where C's nodes are.
     const auto deadline = std::chrono::steady_clock::now() + 5s;
