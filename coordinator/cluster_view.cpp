@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/text.hpp"
+#include "common/underlays.hpp"
 
 namespace vcpilot::coordinator {
 
@@ -75,13 +76,17 @@ Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
     view.set_cluster_id(cluster.id);
     view.set_name_prefix(cluster.name_prefix);
     view.set_slots(cluster.slots);
-    std::map<std::string, v1::SiteView*> sites;
+    struct Site {
+        v1::SiteView* view;
+        std::vector<IpAddress> underlays;
+    };
+    std::map<std::string, Site, std::less<>> sites;
     for (const auto& site : cluster.sites) {
         auto* site_view = view.add_sites();
         site_view->set_site(site.site);
         site_view->set_block(site.block.to_string());
         site_view->set_nodes(site.nodes);
-        sites[site.site] = site_view;
+        sites[site.site] = Site{site_view, {}};
     }
     // Nodes come ordered by site and ordinal, so node i of a site lands at index i-1.
     for (const auto& node : nodes) {
@@ -95,12 +100,15 @@ Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
             return Error{fmt::format("node {} of site {} has no usable underlay address {}",
                                      node.ordinal, node.site, quote(node.underlay))};
         }
-        const auto bytes = underlay->bytes();
-        found->second->mutable_underlay()->append(reinterpret_cast<const char*>(bytes.data()),
-                                                  bytes.size());
+        found->second.underlays.push_back(*underlay);
         if (cluster.key_mode == v1::KEY_MODE_EXCHANGE) {
-            found->second->add_host_keys(node.host_key);
-            found->second->add_user_keys(node.user_key);
+            found->second.view->add_host_keys(node.host_key);
+            found->second.view->add_user_keys(node.user_key);
+        }
+    }
+    for (auto& [name, site] : sites) {
+        if (auto ok = pack_underlays(site.underlays, *site.view); !ok) {
+            return Error{fmt::format("cluster {}: {}", cluster.id, ok.error().message)};
         }
     }
     if (cluster.key_mode == v1::KEY_MODE_CA) {

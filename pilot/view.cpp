@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/text.hpp"
+#include "common/underlays.hpp"
 #include "pilot/net.hpp"
 #include "pilot/paths.hpp"
 #include "pilot/validate.hpp"
@@ -15,20 +16,6 @@ namespace {
 
 Error field_error(const std::string& field, const std::string& what) {
     return Error{field + ": " + what};
-}
-
-// The underlay address of node `index` (0-based) in a site's packed list of `width`-byte
-// addresses.
-IpAddress packed_address(const std::string& packed, std::size_t index, std::size_t width) {
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(packed.data()) + index * width;
-    if (width == 4) {
-        std::array<std::uint8_t, 4> v4{};
-        std::copy_n(bytes, v4.size(), v4.begin());
-        return IpAddress::from_v4_bytes(v4);
-    }
-    std::array<std::uint8_t, 16> v6{};
-    std::copy_n(bytes, v6.size(), v6.begin());
-    return IpAddress::from_v6_bytes(v6);
 }
 
 }  // namespace
@@ -84,13 +71,9 @@ Result<v1::SetKeysRequest> expand_cluster_view(const v1::ClusterView& view,
             return field_error(where + ".nodes", std::to_string(nodes) + " nodes do not fit in " +
                                                      block->to_string());
         }
-        const std::size_t width = site.underlay().size() == std::size_t{nodes} * 4 ? 4 : 16;
-        if (site.underlay().size() != std::size_t{nodes} * width) {
-            return field_error(where + ".underlay",
-                               std::to_string(site.underlay().size()) + " bytes for " +
-                                   std::to_string(nodes) + " nodes; expected " +
-                                   std::to_string(std::size_t{nodes} * 4) + " (IPv4) or " +
-                                   std::to_string(std::size_t{nodes} * 16) + " (IPv6)");
+        auto underlays = unpack_underlays(site);
+        if (!underlays) {
+            return Error{where + "." + underlays.error().message};
         }
         if (certificates) {
             if (site.host_keys_size() != 0 || site.user_keys_size() != 0) {
@@ -116,7 +99,7 @@ Result<v1::SetKeysRequest> expand_cluster_view(const v1::ClusterView& view,
             node->set_name(prefix + "-" + site.site() + "-" + std::to_string(i));
             node->set_address(address.to_string());
             node->set_mac(to_string(mac_for_address(address)));
-            node->set_underlay_address(packed_address(site.underlay(), i - 1, width).to_string());
+            node->set_underlay_address((*underlays)[i - 1].to_string());
             if (!certificates) {
                 node->set_host_key(site.host_keys(static_cast<int>(i - 1)));
                 node->set_user_key(site.user_keys(static_cast<int>(i - 1)));

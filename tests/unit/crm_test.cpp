@@ -10,6 +10,7 @@
 #include <set>
 
 #include "common/sshcert.hpp"
+#include "common/underlays.hpp"
 #include "coordinator/auth.hpp"
 #include "coordinator/client.hpp"
 #include "coordinator/sim_pilot.hpp"
@@ -171,7 +172,10 @@ TEST_F(CrmTest, PilotsGetSetupThenTheViewAndTheClusterBecomesReady) {
     // The view: one site, underlays packed in ordinal order, a CA and this node's certificates.
     ASSERT_EQ(first.view.sites_size(), 1);
     EXPECT_EQ(first.view.sites(0).block(), "10.20.0.0/29");
-    EXPECT_EQ(first.view.sites(0).underlay().size(), 12U);
+    const auto underlays = unpack_underlays(first.view.sites(0));
+    ASSERT_TRUE(underlays) << underlays.error().message;
+    ASSERT_EQ(underlays->size(), 3U);
+    EXPECT_EQ((*underlays)[0].to_string(), first.setup.vxlan().local_address());  // node 1
     EXPECT_EQ(first.view.sites(0).host_keys_size(), 0);
     EXPECT_THAT(first.view.ca_key(), HasSubstr("ssh-ed25519 "));
     EXPECT_THAT(first.view.host_certificate(), HasSubstr("ssh-ed25519-cert-v01@openssh.com "));

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "common/sshcert.hpp"
+#include "common/underlays.hpp"
 #include "coordinator/client.hpp"
 #include "coordinator/crm.hpp"
 #include "coordinator/daemon.hpp"
@@ -269,7 +270,14 @@ TEST_P(GrcKeyModes, TheBarrierSpansSitesAndEveryNodeGetsTheWholeCluster) {
             const v1::ClusterView& view = outcome.view;
             ASSERT_EQ(view.sites_size(), 2);
             for (const auto& site : view.sites()) {
-                EXPECT_EQ(site.underlay().size(), 8u);  // two IPv4 underlay addresses
+                const auto underlays = unpack_underlays(site);
+                ASSERT_TRUE(underlays) << underlays.error().message;
+                std::set<std::string> got;  // site K's nodes: 172.16.K.11-12, in any order
+                for (const auto& underlay : *underlays) {
+                    got.insert(underlay.to_string());
+                }
+                const std::string lan = site.site() == "a" ? "172.16.1." : "172.16.2.";
+                EXPECT_EQ(got, (std::set<std::string>{lan + "11", lan + "12"}));
                 EXPECT_EQ(site.host_keys_size(), GetParam() == v1::KEY_MODE_EXCHANGE ? 2 : 0);
             }
             if (GetParam() == v1::KEY_MODE_CA) {
