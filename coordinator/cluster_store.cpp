@@ -696,7 +696,8 @@ Result<std::uint32_t> ClusterStore::nodes_open_to(std::string_view id, std::stri
 }
 
 Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view host,
-                                        std::string_view job, std::string_view underlay) {
+                                        std::string_view job, std::string_view underlay,
+                                        std::uint32_t rank) {
     return guarded("cannot attach the pilot", store_.path(), [&]() -> Result<NodeRecord> {
         SQLite::Statement& mine =
             prepared(std::string(kNodeColumns) + " WHERE cluster = ? AND host = ? AND job = ?");
@@ -708,18 +709,37 @@ Result<NodeRecord> ClusterStore::attach(std::string_view id, std::string_view ho
         if (mine.executeStep()) {
             node = read_node_row(mine);
         } else {
-            SQLite::Statement& free_node =
+            // The node numbered `rank` if it is free, else the lowest free one. A CRM holds the
+            // nodes of its own site only, so an ordinal names one node; matching the site
+            // through the cluster's sites keeps the lookup on the primary key.
+            SQLite::Statement& ranked = prepared(
+                std::string(kNodeColumns) +
+                " WHERE cluster = ?1 AND site IN (SELECT site FROM sites WHERE cluster = ?1) "
+                "AND ordinal = ?2 AND host = '' ORDER BY site LIMIT 1");
+            ResetAfter ranked_done(ranked);
+            SQLite::Statement& lowest =
                 prepared(std::string(kNodeColumns) +
                          " WHERE cluster = ? AND host = '' ORDER BY site, ordinal LIMIT 1");
-            ResetAfter free_done(free_node);
-            free_node.bind(1, std::string(id));
-            if (!free_node.executeStep()) {
-                return Error{fmt::format(
-                    "every node of cluster {} is already held by a pilot; {} (job {}) is one "
-                    "too many",
-                    id, host, job)};
+            ResetAfter lowest_done(lowest);
+            SQLite::Statement* free_node = nullptr;
+            if (rank > 0) {
+                ranked.bind(1, std::string(id));
+                ranked.bind(2, static_cast<std::int64_t>(rank));
+                if (ranked.executeStep()) {
+                    free_node = &ranked;
+                }
             }
-            node = read_node_row(free_node);
+            if (free_node == nullptr) {
+                lowest.bind(1, std::string(id));
+                if (!lowest.executeStep()) {
+                    return Error{fmt::format(
+                        "every node of cluster {} is already held by a pilot; {} (job {}) is one "
+                        "too many",
+                        id, host, job)};
+                }
+                free_node = &lowest;
+            }
+            node = read_node_row(*free_node);
             node.host = host;
             node.job = job;
         }

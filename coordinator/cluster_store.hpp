@@ -158,9 +158,10 @@ class ClusterStore {
     Result<std::uint32_t> nodes_open_to(std::string_view id, std::string_view site,
                                         std::string_view job);
     // Gives the pilot (host, job) a node of the cluster: the one it already holds, else the
-    // lowest free ordinal. Refuses when every node is taken.
+    // free node whose ordinal is `rank` (the pilot's place in its Slurm job's node list, 1-based;
+    // 0: none), else the lowest free ordinal. Refuses when every node is taken.
     Result<NodeRecord> attach(std::string_view id, std::string_view host, std::string_view job,
-                              std::string_view underlay);
+                              std::string_view underlay, std::uint32_t rank = 0);
     // Writes every field of `node` but its site and ordinal.
     Status update_node(std::string_view id, const NodeRecord& node);
     Status set_state(std::string_view id, v1::ClusterState state, std::string_view reason,

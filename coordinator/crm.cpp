@@ -395,13 +395,21 @@ Status CrmServer::Impl::hello(const std::shared_ptr<PilotLink>& link, const v1::
     if (cluster.state == v1::CLUSTER_STATE_RELEASING) {
         return Error{fmt::format("cluster {} is being released", cluster.id)};
     }
-    auto node = store.attach(cluster.id, hello.host(), hello.job_id(), underlay);
+    auto node = store.attach(cluster.id, hello.host(), hello.job_id(), underlay, hello.rank());
     if (!node) {
         return node.error();
     }
     const SiteRecord* site = site_of(cluster, node->site);
     if (site == nullptr) {
         return Error{fmt::format("cluster {} has no site {}", cluster.id, node->site)};
+    }
+    if (hello.rank() > 0 && node->ordinal != hello.rank()) {
+        spdlog::info(
+            "cluster {}: the pilot on {} (job {}) is node {} of its job, but node {} "
+            "is {}; it gets node {}",
+            cluster.id, hello.host(), hello.job_id(), hello.rank(), hello.rank(),
+            hello.rank() > site->nodes ? "not in the cluster" : "held by another pilot",
+            node->ordinal);
     }
     const v1::PilotState reported_state =
         hello.has_status() ? hello.status().state() : v1::PILOT_STATE_NEW;

@@ -25,6 +25,7 @@ class SimPilotFleet::Pilot final
         h->set_job_id(spec_.job);
         h->set_host(spec_.host);
         h->set_underlay_address(spec_.underlay);
+        h->set_rank(spec_.rank);
         h->set_munge_credential(spec_.credential);
         h->mutable_status()->set_state(v1::PILOT_STATE_NEW);
         send(std::move(hello));

@@ -32,6 +32,8 @@ struct SimPilotSpec {
     std::optional<v1::JobCluster> job_cluster;
     // A pilot started by Slurm for a job joining a reserved cluster (--vc-cluster).
     std::optional<v1::JoinCluster> join;
+    // This node's place in its Slurm job's node list (PilotHello.rank); 0: none.
+    std::uint32_t rank = 0;
     // Misbehaviour, for tests: report this state instead of READY after the view.
     v1::PilotState state_after_view = v1::PILOT_STATE_READY;
     std::string failure_reason;

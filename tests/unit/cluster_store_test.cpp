@@ -224,6 +224,20 @@ TEST_F(ClusterStoreTest, PilotsGetNodesInOrderAndKeepThem) {
     EXPECT_EQ(nodes[1].underlay, "172.16.1.11");
 }
 
+TEST_F(ClusterStoreTest, APilotWithARankGetsThatNodeWhenItIsFreeElseTheLowestFree) {
+    auto cluster = create(request({{"a", 4}})).value();
+    auto attach = [&](const std::string& host, std::uint32_t rank) {
+        return in_transaction(
+            [&] { return store_.attach(cluster.id, host, "7", "172.16.1.11", rank); });
+    };
+    EXPECT_EQ(attach("n4", 4).value().ordinal, 4U);
+    EXPECT_EQ(attach("n3", 3).value().ordinal, 3U);
+    EXPECT_EQ(attach("x", 3).value().ordinal, 1U);   // node 3 is held
+    EXPECT_EQ(attach("n4", 2).value().ordinal, 4U);  // a pilot keeps the node it holds
+    EXPECT_EQ(attach("y", 5).value().ordinal, 2U);   // there is no node 5
+    EXPECT_THAT(error_of(attach("z", 1)), HasSubstr("one too many"));
+}
+
 // The property the coordinator rests on: whatever the order of creates and releases, live
 // blocks never overlap, and released space is used again.
 TEST_F(ClusterStoreTest, RandomCreateReleaseNeverOverlapsAndReusesSpace) {

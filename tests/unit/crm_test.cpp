@@ -135,6 +135,23 @@ class CrmTest : public ::testing::Test {
         return out;
     }
 
+    // Starts the pilots one after another, each once the one before has its SETUP (a node):
+    // they attach in exactly this order.
+    std::vector<std::unique_ptr<SimPilotFleet>> attach_one_by_one(std::vector<SimPilotSpec> specs) {
+        std::vector<std::unique_ptr<SimPilotFleet>> fleets;
+        for (auto& spec : specs) {
+            const std::string host = spec.host;
+            fleets.push_back(fleet({std::move(spec)}));
+            const auto deadline = std::chrono::steady_clock::now() + 10s;
+            while (!fleets.back()->outcome(0).got_setup &&
+                   std::chrono::steady_clock::now() < deadline) {
+                std::this_thread::sleep_for(2ms);
+            }
+            EXPECT_TRUE(fleets.back()->outcome(0).got_setup) << host;
+        }
+        return fleets;
+    }
+
     std::chrono::milliseconds release_timeout_ = 5s;
     std::chrono::milliseconds reattach_grace_ = 60s;
     TempDir dir_;
@@ -182,6 +199,48 @@ TEST_F(CrmTest, PilotsGetSetupThenTheViewAndTheClusterBecomesReady) {
     EXPECT_NE(first.view.host_certificate(),
               pilots_->outcome((one + 1) % 3).view.host_certificate());
     EXPECT_EQ(first.view.ca_key(), pilots_->outcome((one + 2) % 3).view.ca_key());
+}
+
+// Slurm's pilots say where their node is in the job's node list: the n-th node is node n,
+// whatever order the pilots attach in, and the site's underlays follow the ordinals.
+TEST_F(CrmTest, PilotsWithARankGetTheNodeOfThatOrdinalWhateverTheOrderTheyAttachIn) {
+    const auto cluster = create(4);
+    auto specs = pilots(cluster.id(), 4);
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+        specs[i].rank = static_cast<std::uint32_t>(i + 1);
+    }
+    std::reverse(specs.begin(), specs.end());
+    auto fleets = attach_one_by_one(std::move(specs));
+    for (std::size_t i = 0; i < fleets.size(); ++i) {
+        ASSERT_EQ(fleets[i]->wait_ready(1, 10s), 1U);
+        const auto outcome = fleets[i]->outcome(0);
+        const std::size_t rank = fleets.size() - i;
+        EXPECT_EQ(outcome.setup.node_name(), fmt::format("vc-a-{}", rank));
+        EXPECT_EQ(outcome.setup.address(), fmt::format("10.20.0.{}/29", rank));
+    }
+    // node1 ... node4 have underlays 172.16.1.11 ... .14: one run of 4.
+    const auto view = fleets[0]->outcome(0).view;
+    ASSERT_EQ(view.sites_size(), 1);
+    const auto& site = view.sites(0);
+    EXPECT_THAT(site.underlay_runs(), ::testing::ElementsAre(4U));
+    const auto underlays = unpack_underlays(site);
+    ASSERT_TRUE(underlays) << underlays.error().message;
+    EXPECT_EQ((*underlays)[0].to_string(), "172.16.1.11");
+}
+
+TEST_F(CrmTest, ARankOutOfRangeOrAlreadyHeldGetsTheLowestFreeNode) {
+    const auto cluster = create(3);
+    auto specs = pilots(cluster.id(), 3);
+    specs[0].rank = 2;  // node 2
+    specs[1].rank = 2;  // held: node 1, the lowest free
+    specs[2].rank = 9;  // no such node: node 3, the lowest free
+    auto fleets = attach_one_by_one(std::move(specs));
+    const std::vector<std::string> expected = {"vc-a-2", "vc-a-1", "vc-a-3"};
+    for (std::size_t i = 0; i < fleets.size(); ++i) {
+        ASSERT_EQ(fleets[i]->wait_ready(1, 10s), 1U);
+        EXPECT_EQ(fleets[i]->outcome(0).setup.node_name(), expected[i]);
+    }
+    EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
 }
 
 TEST_F(CrmTest, ExchangeModeSendsEveryKeyAndNoCa) {
@@ -562,6 +621,20 @@ TEST_F(CrmTest, AJobsPilotsMakeItsCluster) {
     EXPECT_EQ(ready.sites(0).block(), "10.20.0.0/30");
 }
 
+TEST_F(CrmTest, AJobsNodesAreNamedInSlurmsOrderOfItsNodes) {
+    auto specs = job_pilots("42", 3, "", munged_->socket());
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+        specs[i].rank = static_cast<std::uint32_t>(i + 1);
+    }
+    std::reverse(specs.begin(), specs.end());
+    auto fleets = attach_one_by_one(std::move(specs));
+    for (std::size_t i = 0; i < fleets.size(); ++i) {
+        ASSERT_EQ(fleets[i]->wait_ready(1, 10s), 1U);
+        EXPECT_EQ(fleets[i]->outcome(0).setup.node_name(),
+                  fmt::format("vc-a-{}", fleets.size() - i));
+    }
+}
+
 TEST_F(CrmTest, TwoJobsMayNameTheSameRangeAndAJobsRangeIsNotThePools) {
     auto first = fleet(job_pilots("51", 2, "10.99.0.0/29", munged_->socket()));
     auto second = fleet(job_pilots("52", 2, "10.99.0.0/29", munged_->socket()));
@@ -656,6 +729,29 @@ TEST_F(CrmTest, AJobJoinsAReservedClusterWhichOutlivesItForTheNextJob) {
         const auto pending = wait_for(cluster.id(), v1::CLUSTER_STATE_PENDING);
         ASSERT_EQ(pending.state(), v1::CLUSTER_STATE_PENDING) << pending.reason();
         expect_all_free(pending);
+    }
+}
+
+// Jobs joining a reserved cluster: each gets the nodes of its ranks while they are free, else
+// the lowest free ones.
+TEST_F(CrmTest, AJobJoiningAClusterGetsTheNodesOfItsRanksWhenTheyAreFree) {
+    const auto cluster = create(4);
+    auto first = join_pilots(cluster.id(), "85", 2, cluster.owner(), munged_->socket(), 1);
+    auto second = join_pilots(cluster.id(), "86", 2, cluster.owner(), munged_->socket(), 3);
+    for (auto* job : {&first, &second}) {
+        for (std::size_t i = 0; i < job->size(); ++i) {
+            (*job)[i].rank = static_cast<std::uint32_t>(i + 1);
+        }
+        std::reverse(job->begin(), job->end());
+    }
+    auto a = attach_one_by_one(std::move(first));
+    auto b = attach_one_by_one(std::move(second));
+    // The second job's nodes 1 and 2 are the first job's: its node 2 gets 3, its node 1 gets 4.
+    const std::vector<std::string> expected = {"vc-a-2", "vc-a-1", "vc-a-3", "vc-a-4"};
+    for (std::size_t i = 0; i < 4; ++i) {
+        auto& pilot = i < 2 ? a[i] : b[i - 2];
+        ASSERT_EQ(pilot->wait_ready(1, 10s), 1U);
+        EXPECT_EQ(pilot->outcome(0).setup.node_name(), expected[i]);
     }
 }
 
