@@ -842,6 +842,7 @@ class ScaleBench {
                 spec.host = host_of(sites_[s], n + 1);
                 spec.job = job;
                 spec.underlay = underlay_of(s + 1, n + 1);
+                spec.rank = n + 1;  // as Slurm starts them: the site's n-th node is node n
                 const KeyPair& keys = keys_[std::size_t{s} * options_.nodes + n];
                 spec.host_key = keys.host;
                 spec.user_key = keys.user;
@@ -1082,6 +1083,7 @@ SmallFigures small_cluster(const Options& options, const std::filesystem::path& 
             specs[n].host = host_of("solo", n + 1);
             specs[n].job = fmt::format("{}", 1000 + run);
             specs[n].underlay = underlay_of(200, n + 1);
+            specs[n].rank = n + 1;
             specs[n].host_key = keys[n].host;
             specs[n].user_key = keys[n].user;
             all.push_back(&specs[n]);
