@@ -369,6 +369,7 @@ CrmAgent::AttachOutcome CrmAgent::attach_once() {
     hello.set_job_id(options_.job_id);
     hello.set_host(options_.host);
     hello.set_underlay_address(options_.underlay_address);
+    hello.set_rank(options_.rank);
     hello.set_munge_credential(*credential);
     *hello.mutable_status() = now.status;
     if (options_.job_cluster) {

@@ -41,6 +41,9 @@ struct AgentOptions {
     std::optional<v1::JobCluster> job_cluster;
     // A job joining a cluster reserved beforehand (--vc-cluster): its user, node count, image.
     std::optional<v1::JoinCluster> join;
+    // This node's place in the Slurm job's node list, 1-based (0: unknown): the CRM gives the
+    // pilot the node of that ordinal when it is free (PilotHello.rank).
+    std::uint32_t rank = 0;
     CredentialSource credential;
     // Without any CRM (no connection, no credential) for this long in a row, the pilot stops.
     std::chrono::milliseconds give_up_after{60'000};

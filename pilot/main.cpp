@@ -7,6 +7,7 @@
 //                   [--job-prefix P]]     ... or make the job's own cluster vcj-ID there (Slurm)
 //                  [--cluster ID --job-nodes N --job-user U]   ... or join cluster ID (Slurm)
 //                  [--job-image DIR --job-image-mount DIR]     the job's image (Slurm)
+//                  [--rank N]       this node's place in the job's node list (Slurm), 1-based
 //   vc-pilot cleanup --job ID [--node NAME]                      remove all a job left behind
 #include <fcntl.h>
 #include <poll.h>
@@ -78,6 +79,9 @@ struct ServeOptions {
     std::string job_image;
     std::string job_image_mount;
     std::string srun;  // the real srun for the job's srun relay; empty: found on PATH
+    // This node's place in the job's node list (Slurm's order), 1-based; 0: unknown. The CRM
+    // gives the pilot the node of that ordinal when it is free.
+    std::uint32_t rank = 0;
 };
 
 // A Slurm job's srun relay: the real srun and vc-srun (next to this program). Without either,
@@ -149,6 +153,7 @@ Result<AgentOptions> agent_options(const ServeOptions& options, const JobPaths& 
         }
     }
     agent.target = options.crm;
+    agent.rank = options.rank;
     agent.job_id = paths.job();
     agent.host = options.host.empty() ? this_host() : options.host;
     if (auto ok = check_job_id("--host", agent.host); !ok) {
@@ -490,6 +495,12 @@ int main(int argc, char** argv) {
         ->add_option("--job-image-mount", serve_options.job_image_mount,
                      "where the job's image appears inside the job")
         ->needs(job_image_option);
+    serve_command
+        ->add_option("--rank", serve_options.rank,
+                     "this node's place in the job's node list, 1-based: the CRM gives this "
+                     "pilot node N of the cluster when it is free (0: the lowest free node)")
+        ->check(CLI::Range(0, 1 << 20))
+        ->needs(crm_option);
     serve_command
         ->add_option("--munge-socket", serve_options.munge_socket,
                      "munged's socket for the CRM credential (default: libmunge's)")

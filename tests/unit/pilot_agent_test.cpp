@@ -298,6 +298,16 @@ TEST_F(AgentTest, SaysHelloFirstWithACredentialBoundToClusterHostAndJob) {
     EXPECT_EQ(said.status().state(), v1::PILOT_STATE_NEW);
     EXPECT_EQ(said.status().job_id(), "job7");
     EXPECT_TRUE(crm().reports(1).front().has_hello()) << "the hello is the first report";
+    EXPECT_EQ(said.rank(), 0U);
+}
+
+TEST_F(AgentTest, SaysItsPlaceInTheJobInTheHello) {
+    AgentOptions agent_options = options();
+    agent_options.rank = 3;
+    start(std::move(agent_options));
+    const auto report = hello(1);
+    ASSERT_TRUE(report);
+    EXPECT_EQ(report->hello().rank(), 3U);
 }
 
 TEST_F(AgentTest, ReportsARefusedSetupAsFailedWithTheReason) {
