@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "spank/contexts.hpp"
+#include "spank/hostlist.hpp"
 #include "spank/pilot_files.hpp"
 
 namespace vcpilot::spank {
@@ -71,6 +72,38 @@ std::uint32_t job_nodes(spank_t sp) {
     return 0;
 }
 
+// This node's place in the job's node list (Slurm's order, 1-based), so that the CRM names the
+// job's first node <prefix>-<site>-1 and so on; 0 when it cannot be told, and the CRM numbers
+// the nodes in the order their pilots attach: never a reason to fail the job.
+std::uint32_t job_rank(const std::string& job, std::uint32_t nodes) {
+    // Slurm 23.02 and later name it SLURM_JOB_NODELIST in the prolog; 22.05 only SLURM_NODELIST.
+    const char* nodelist = std::getenv("SLURM_JOB_NODELIST");
+    if (nodelist == nullptr || *nodelist == '\0') {
+        nodelist = std::getenv("SLURM_NODELIST");
+    }
+    // Slurm's name for this node, which may differ from its hostname.
+    const char* slurm_name = std::getenv("SLURMD_NODENAME");
+    const std::string node =
+        slurm_name != nullptr && *slurm_name != '\0' ? std::string(slurm_name) : node_name();
+    if (nodelist == nullptr || *nodelist == '\0') {
+        slurm_info(
+            "vcpilot: job %s: no SLURM_JOB_NODELIST or SLURM_NODELIST; nodes are "
+            "numbered as they attach",
+            job.c_str());
+        return 0;
+    }
+    auto rank = rank_in_hostlist(nodelist, node);
+    if (!rank || *rank > nodes) {
+        slurm_info(
+            "vcpilot: job %s: cannot tell the place of %s in the job's nodes %.200s "
+            "(%s); nodes are numbered as they attach",
+            job.c_str(), node.c_str(), nodelist,
+            rank ? "beyond the job's node count" : rank.error().message.c_str());
+        return 0;
+    }
+    return *rank;
+}
+
 }  // namespace
 
 int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) {
@@ -98,6 +131,10 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
                                      std::to_string(nodes), "--job-user", user};
     if (!config.munge_socket.empty()) {
         argv.insert(argv.end(), {"--munge-socket", config.munge_socket});
+    }
+    const std::uint32_t rank = job_rank(job, nodes);
+    if (rank > 0) {
+        argv.insert(argv.end(), {"--rank", std::to_string(rank)});
     }
     if (!options.cluster.empty()) {
         // The cluster reserved with vcctl has its range, keys and names (check_options refused
@@ -158,8 +195,10 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
-    slurm_info("vcpilot: job %s: pilot started on %s for %u node(s) of %s", job.c_str(),
-               node.c_str(), nodes, user.c_str());
+    slurm_info(
+        "vcpilot: job %s: pilot started on %s (node %u of the job, 0: unknown) for %u "
+        "node(s) of %s",
+        job.c_str(), node.c_str(), rank, nodes, user.c_str());
     return 0;
 }
 

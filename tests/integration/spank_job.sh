@@ -16,14 +16,20 @@ as_user() { testbed exec --user vcuser site1 node1 -- "$@"; }
 crm() { "$build/coordinator/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
 netns_before=$(ip netns list | wc -l)
 
-out=$(as_user srun -N2 --vc bash -c 'echo "$(hostname) $VC_CLUSTER_ID $VC_NODE_NAME $VC_ADDRESS $(ip -o link | awk -F": " "{print \$2}" | cut -d@ -f1 | sort | tr "\n" ,)"') ||
+# srun -l: task i runs on the job's i-th node in Slurm's order (SLURMD_NODENAME), which is the
+# i+1-th virtual node whatever the order in which the pilots attached.
+out=$(as_user srun -l -N2 --vc bash -c 'echo "$(hostname) $VC_CLUSTER_ID $VC_NODE_NAME $VC_ADDRESS $(ip -o link | awk -F": " "{print \$2}" | cut -d@ -f1 | sort | tr "\n" ,) $SLURMD_NODENAME"') ||
     fail "srun -N2 --vc failed: $out"
 lines=$(sort <<<"$out")
-job=$(awk 'NR==1{print $2}' <<<"$lines")
+job=$(awk 'NR==1{print $3}' <<<"$lines")
 [[ $job =~ ^vcj-[0-9]+$ ]] || fail "VC_CLUSTER_ID is '$job'"
-assert_eq "vc-site1-1 $job vc-site1-1 10.65.0.1 eth0,lo,
-vc-site1-2 $job vc-site1-2 10.65.0.2 eth0,lo," "$lines" "hostname, cluster, node, address and links of each task"
-pass "srun -N2 --vc: each task sees only lo and eth0, its virtual hostname and an address in the job's range"
+assert_eq "0: vc-site1-1 $job vc-site1-1 10.65.0.1 eth0,lo, site1-node1
+1: vc-site1-2 $job vc-site1-2 10.65.0.2 eth0,lo, site1-node2" "$lines" "task, hostname, cluster, node, address, links and Slurm node of each task"
+for n in 1 2; do  # not by luck: the prolog gave each pilot its place in the job
+    grep -q "vcpilot: job ${job#vcj-}: pilot started on site1-node$n (node $n of the job" "$run_dir/site1/log/site1-node$n.log" ||
+        fail "the prolog on site1-node$n did not give its pilot rank $n: $(grep -h "vcpilot: job ${job#vcj-}" "$run_dir"/site1/log/*.log)"
+done
+pass "srun -N2 --vc: each task sees only lo and eth0, its virtual hostname and an address in the job's range; the job's n-th node is vc-site1-n"
 
 out=$(as_user srun -N2 --vc-net=10.65.200.0/29 bash -c 'ssh -T -o BatchMode=yes "$(sed -n 2p "$VC_NODELIST")" hostname; cat "$VC_HOSTFILE"') ||
     fail "ssh inside an srun --vc step failed: $out"
