@@ -20,6 +20,7 @@ secs() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1e6 }'; }
 "$testbed" down >/dev/null 2>&1 || true
 trap '"$testbed" down >/dev/null 2>&1 || true' EXIT
 "$testbed" up --sites 1 --nodes 4 2>/dev/null
+ctld_log=/run/vctb/site1/log/slurmctld.log
 as_user() { "$testbed" exec --user vcuser site1 ctl -- "$@"; }
 # Waits (bounded: 60 s) until no job is left and every node is idle.
 settle() {
@@ -31,11 +32,26 @@ settle() {
     echo "job-overhead.sh: the nodes did not become idle within 60 s" >&2
     exit 1
 }
+# slurmctld starts pending batch jobs in a pass about once a second (batch_sched_delay=0 in
+# the testbed; Slurm's default of 3 s is coarser still): how long a job queues depends on where
+# in that cycle it was submitted, and the two kinds, ending at different points of it, would
+# queue differently. So every job is submitted at the same point, 50 ms after a pass, found from
+# the millisecond of slurmctld's last "sched: Allocate" line (the cycle drifts by ~2 ms a second).
+align() {
+    local last now wait
+    last=$(grep ' sched: Allocate ' "$ctld_log" 2>/dev/null | tail -1 |
+        sed -nE 's/^\[[^]]*\.([0-9]{3})\].*/\1/p' || true)
+    [[ -n $last ]] || return 0
+    now=$(date +%3N)
+    wait=$(((10#$last + 50 - 10#$now + 2000) % 1000))
+    sleep "$(printf '0.%03d' "$wait")"
+}
 # One job: from sbatch until it has left the queue (epilog done), polled every 20 ms from
 # inside the site (sbatch --wait polls at 2 s and more, too coarse for this).
 job() {  # [--vc]
     local t id _
     settle
+    align
     t=$(us)
     id=$(as_user sbatch --parsable --chdir=/tmp --output=/dev/null -N4 "$@" --wrap /bin/true)
     as_user bash -c "for _ in \$(seq 3000); do [[ -z \$(squeue -h -j $id 2>/dev/null) ]] && exit 0; sleep 0.02; done; exit 1" ||

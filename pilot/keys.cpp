@@ -111,7 +111,7 @@ class NewFile {
         return {};
     }
 
-    // Writes `content`, hands the file to uid:gid with `mode`, and flushes it to disk.
+    // Writes `content` and hands the file to uid:gid with `mode` (not synced: see keys.hpp).
     // NOLINTNEXTLINE(readability-make-member-function-const): it changes the file.
     Status fill(const fs::path& shown_as, std::string_view content, uid_t uid, gid_t gid,
                 mode_t mode) {
@@ -133,9 +133,6 @@ class NewFile {
         }
         if (::fchmod(fd_, mode) != 0) {
             return Error{"cannot set the mode of " + show(shown_as) + ": " + errno_text(errno)};
-        }
-        if (::fsync(fd_) != 0) {
-            return Error{"cannot sync " + show(shown_as) + ": " + errno_text(errno)};
         }
         return {};
     }
@@ -297,9 +294,6 @@ Result<std::string> generate_ed25519_key(const fs::path& private_key, uid_t uid,
     }
     if (auto ok = public_file.fill(files.public_key, public_line + "\n", uid, gid, 0644); !ok) {
         return ok.error();
-    }
-    if (::fsync(directory.get()) != 0) {
-        return Error{"cannot sync directory " + show(dir) + ": " + errno_text(errno)};
     }
     private_file.commit();
     public_file.commit();

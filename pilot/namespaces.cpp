@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -19,7 +21,6 @@
 #include "common/job_record.hpp"
 #include "common/text.hpp"
 #include "pilot/files.hpp"
-#include "pilot/net.hpp"
 
 namespace vcpilot::pilot {
 
@@ -205,26 +206,22 @@ std::vector<pid_t> processes_in_job_namespaces(const JobPaths& paths) {
 }
 
 Status teardown_job(const JobPaths& paths, std::chrono::milliseconds grace, TeardownScope scope) {
-    // The kernel frees a network namespace, and the VXLAN device in it, asynchronously; until
-    // then the VNI stays taken on the node. Deleting the device first frees it at once.
-    if (const auto recorded = read_recorded(paths)) {
-        const auto files = NamespaceFiles::of_process(recorded->holder);
-        if (namespace_inode(files.net) == recorded->net) {
-            if (auto netns = open_namespace(files.net)) {
-                if (auto ok = delete_link(netns->get(), kOverlayInterface); !ok) {
-                    return ok;
-                }
-            }
-        }
-    }
+    // The job's VXLAN device goes with its network namespace, which the kernel frees in the
+    // background once the last process in it is gone. Deleting the device here would free its
+    // VNI at once but cost every job end tens of milliseconds of RCU grace periods; the next
+    // job to want that VNI on this node waits for it instead (create_overlay).
     auto pids = processes_in_job_namespaces(paths);
     if (!pids.empty()) {
         for (pid_t pid : pids) {
             ::kill(pid, SIGTERM);
         }
+        // They are mostly gone within a millisecond or two (the holder, sshd's children): look
+        // again soon, then less often.
         const auto deadline = std::chrono::steady_clock::now() + grace;
+        auto pause = std::chrono::milliseconds(1);
         while (!pids.empty() && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            std::this_thread::sleep_for(pause);
+            pause = std::min(pause * 2, std::chrono::milliseconds(10));
             pids = processes_in_job_namespaces(paths);
         }
         for (pid_t pid : pids) {

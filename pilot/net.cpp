@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fmt/format.h>
 #include <memory>
 #include <netlink/addr.h>
@@ -80,6 +81,8 @@ constexpr int kVxlanOverheadV6 = 70;  // IPv6 header is 40
 constexpr std::uint32_t kMinMtuV4 = 68;
 constexpr std::uint32_t kMinMtuV6 = 1280;  // below this the kernel disables IPv6 on the device
 constexpr std::uint32_t kMaxMtu = 65535;
+// How long a VNI still held by the device of a job that just ended may keep a new one waiting.
+constexpr std::chrono::milliseconds kVniBusyWait{3000};
 
 // ---- addresses ----
 
@@ -985,8 +988,20 @@ Status create_overlay(int job_netns_fd, const OverlaySpec& spec) {
         return existing.error();
     }
 
-    if (auto status = add_vxlan(*node, job_netns_fd, spec, *underlay, *mtu); !status) {
-        return status;
+    // The VNI may still be held by the VXLAN device of this node's previous job, whose network
+    // namespace the kernel is freeing in the background (a job's teardown leaves the device to
+    // it: deleting it there costs tens of milliseconds of RCU grace periods at every job end).
+    // The kernel's "File exists" is then only for a moment: try again, for a bounded time.
+    const auto deadline = std::chrono::steady_clock::now() + kVniBusyWait;
+    for (;;) {
+        auto status = add_vxlan(*node, job_netns_fd, spec, *underlay, *mtu);
+        if (status) {
+            break;
+        }
+        if (node->last_errno() != EEXIST || std::chrono::steady_clock::now() >= deadline) {
+            return status;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     OverlayRollback rollback(*job);
     if (auto status = configure_job_side(*job, spec); !status) {

@@ -475,7 +475,7 @@ Status Sshd::stop() {
         ::kill(process.pid, SIGTERM);
         const auto deadline = std::chrono::steady_clock::now() + process.stop_timeout;
         while (process.child.running(ec) && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         if (process.child.running(ec)) {
             process.child.terminate(ec);  // SIGKILL and reap
@@ -586,8 +586,10 @@ Result<Sshd> Sshd::start(const SshdSpec& spec, const NamespaceFiles& namespaces,
                                 std::to_string(launch.ready_timeout.count()) + " ms",
                             log_file);
         }
+        // sshd is up within tens of milliseconds and a look costs two small reads of /proc: a
+        // short, steady pause keeps job start from waiting on the poll rather than on sshd.
         std::this_thread::sleep_for(pause);
-        pause = std::min(pause * 2, std::chrono::milliseconds(20));
+        pause = std::min(pause * 2, std::chrono::milliseconds(2));
     }
 }
 

@@ -2,10 +2,13 @@
 // and sshd down and tells the CRM, which releases the job's cluster), then check that nothing
 // of the job is left. What the pilot left is removed with `vc-pilot cleanup`; if even that
 // leaves something, the epilog fails, so that Slurm drains the node instead of hiding a leak.
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -20,19 +23,32 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Waits for the pilot to end and its run directory to be gone; gives up at once if the pilot
-// is dead but left its directory (killed: only `vc-pilot cleanup` will remove it).
-bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::seconds timeout) {
+// Waits until `pid` has exited, at most `timeout`: woken by the kernel through a pidfd the
+// moment it does, so that job end does not wait on a polling interval.
+void wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-        std::error_code ec;
-        const bool alive = process_alive(pid);
-        const bool there = std::filesystem::exists(dir.root, ec);
-        if (!alive) {
-            return !there;
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd >= 0) {
+        pollfd ready{fd, POLLIN, 0};
+        while (process_alive(pid) && Clock::now() < deadline) {
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            if (::poll(&ready, 1, static_cast<int>(std::max<long>(left.count(), 1))) < 0 &&
+                errno != EINTR) {
+                break;
+            }
         }
+        ::close(fd);
+    }
+    while (process_alive(pid) && Clock::now() < deadline) {  // no pidfds: look every 10 ms
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+}
+
+// Waits for the pilot to end and its run directory to be gone; a pilot that is dead but left
+// its directory was killed: only `vc-pilot cleanup` will remove it.
+bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::seconds timeout) {
+    wait_exit(pid, timeout);
     std::error_code ec;
     return !process_alive(pid) && !std::filesystem::exists(dir.root, ec);
 }
@@ -78,9 +94,10 @@ int job_epilog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     }
     bool clean = wait_gone(dir, pid, std::chrono::seconds(15));
     if (!clean) {
-        slurm_error("vcpilot: job %s: the pilot (pid %d) did not clean up in time; running "
-                    "vc-pilot cleanup",
-                    job.c_str(), static_cast<int>(pid));
+        slurm_error(
+            "vcpilot: job %s: the pilot (pid %d) did not clean up in time; running "
+            "vc-pilot cleanup",
+            job.c_str(), static_cast<int>(pid));
         if (process_alive(pid)) {
             ::kill(pid, SIGKILL);
         }
@@ -88,9 +105,10 @@ int job_epilog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     }
     std::error_code ec;
     if (!clean) {
-        slurm_error("vcpilot: job %s: %s is still there after cleanup (pilot log: %s); failing "
-                    "the epilog so that the node is drained",
-                    job.c_str(), dir.root.c_str(), dir.log_file().c_str());
+        slurm_error(
+            "vcpilot: job %s: %s is still there after cleanup (pilot log: %s); failing "
+            "the epilog so that the node is drained",
+            job.c_str(), dir.root.c_str(), dir.log_file().c_str());
         return -1;
     }
     std::filesystem::remove(dir.log_file(), ec);

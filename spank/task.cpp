@@ -4,8 +4,10 @@
 // tells the task where it is (VC_* variables). Any failure returns an error, and slurmstepd
 // then does not exec the task: a --vc task never runs on the host network.
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,12 +70,54 @@ class CancelWatch {
     sigset_t mask_{};
 };
 
+// Sleeps until something is renamed into or written in the pilot's run directory (the pilot
+// replaces state.json by rename), a signal arrives, or `most` passes: the task wakes when the
+// state changes, not on a polling interval. Before the directory exists, it just sleeps.
+class StateWatch {
+  public:
+    explicit StateWatch(std::filesystem::path dir) : dir_(std::move(dir)) {}
+    ~StateWatch() {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+    }
+    StateWatch(const StateWatch&) = delete;
+    StateWatch& operator=(const StateWatch&) = delete;
+
+    void wait(std::chrono::milliseconds most) {
+        if (fd_ < 0) {
+            fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+            if (fd_ >= 0 &&
+                ::inotify_add_watch(fd_, dir_.c_str(),
+                                    IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF) < 0) {
+                ::close(fd_);
+                fd_ = -1;
+            }
+        }
+        if (fd_ < 0) {
+            std::this_thread::sleep_for(most);
+            return;
+        }
+        pollfd ready{fd_, POLLIN, 0};
+        if (::poll(&ready, 1, static_cast<int>(most.count())) > 0) {
+            std::array<char, 4096> events;  // drained: only "something changed" matters
+            while (::read(fd_, events.data(), events.size()) > 0) {
+            }
+        }
+    }
+
+  private:
+    std::filesystem::path dir_;
+    int fd_ = -1;
+};
+
 // Waits for the pilot's READY; the error says how far it got.
 Result<std::map<std::string, std::string>> wait_ready(const PilotDir& dir,
                                                       std::chrono::seconds timeout) {
     const auto deadline = Clock::now() + timeout;
     std::string last = "not started";
     bool seen = false;
+    StateWatch watch(dir.root);
     for (;;) {
         auto state = read_pilot_state(dir);
         if (!state) {
@@ -105,11 +149,12 @@ Result<std::map<std::string, std::string>> wait_ready(const PilotDir& dir,
             return Error{"the step was cancelled while waiting for the virtual cluster"};
         }
         if (Clock::now() >= deadline) {
-            return Error{fmt::format("the virtual cluster was not ready within {} s (this node's "
-                                     "pilot: {})",
-                                     timeout.count(), last)};
+            return Error{
+                fmt::format("the virtual cluster was not ready within {} s (this node's "
+                            "pilot: {})",
+                            timeout.count(), last)};
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        watch.wait(std::chrono::milliseconds(20));
     }
 }
 
@@ -148,8 +193,8 @@ Status join(const RecordedNamespaces& recorded) {
                                          std::tuple{uts.get(), CLONE_NEWUTS, "UTS"},
                                          std::tuple{mnt.get(), CLONE_NEWNS, "mount"}}) {
         if (::setns(fd, kind) != 0) {
-            return Error{fmt::format("cannot enter the job's {} namespace: {}", name,
-                                     std::strerror(errno))};
+            return Error{
+                fmt::format("cannot enter the job's {} namespace: {}", name, std::strerror(errno))};
         }
     }
     return {};
@@ -181,10 +226,11 @@ int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions&
         if (!options.enabled) {
             return 0;  // a job without --vc is none of our business
         }
-        slurm_error("vcpilot: job %s: no virtual cluster was made for this job on this node (was "
-                    "its allocation made without --vc? ask for --vc at salloc or sbatch); the task "
-                    "is not run",
-                    job.c_str());
+        slurm_error(
+            "vcpilot: job %s: no virtual cluster was made for this job on this node (was "
+            "its allocation made without --vc? ask for --vc at salloc or sbatch); the task "
+            "is not run",
+            job.c_str());
         return -1;
     }
     auto state = [&] {

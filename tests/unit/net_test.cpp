@@ -454,6 +454,18 @@ TEST_F(OverlayOnTwoNodes, RefusesAVniAlreadyUsedOnTheNodeAndLeavesNothing) {
     EXPECT_EQ(links_of(*node1_), node_links);
 }
 
+// A job's teardown leaves its VXLAN device to the kernel, which frees it with the job's network
+// namespace in the background; the next job on the node wanting that VNI waits for it.
+TEST_F(OverlayOnTwoNodes, AVniOfAJobThatJustEndedIsWaitedFor) {
+    ASSERT_TRUE(create_on(*node1_, *job1_, spec_for(100, "172.30.0.1", "10.77.0.1/24")).ok());
+    job1_.reset();  // the last reference: the namespace and its eth0 go, asynchronously
+    auto next_job = Netns::create();
+    ASSERT_TRUE(next_job);
+    const auto made = create_on(*node1_, *next_job, spec_for(100, "172.30.0.1", "10.77.0.1/24"));
+    ASSERT_TRUE(made.ok()) << made.error().message;
+    EXPECT_THAT(links_of(*next_job), ElementsAre("lo", "eth0"));
+}
+
 TEST_F(OverlayOnTwoNodes, RemovesEth0WhenAStepInsideTheJobFails) {
     // With IPv6 disabled in the job namespace, adding an IPv6 address fails after eth0 exists.
     const bool disabled = in_netns(*job1_, [] {
