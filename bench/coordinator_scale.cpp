@@ -58,6 +58,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/grpc_runtime.hpp"
 #include "common/ipam.hpp"
 #include "common/munge.hpp"
 #include "common/sshcert.hpp"
@@ -1514,6 +1515,7 @@ int run(const Options& options) {
 
 int main(int argc, char** argv) {
     using vcpilot::coordinator::Options;
+    vcpilot::tune_grpc_runtime();  // as the daemons do
     Options options;
     CLI::App app{"coordinator-scale-bench: the coordinators at scale with simulated pilots"};
     app.add_option("--source-dir", options.source_dir, "the source tree (for make-test-ca.sh)");

@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include "common/grpc_runtime.hpp"
 #include "common/log.hpp"
 #include "common/store.hpp"
 #include "coordinator/crm.hpp"
@@ -103,6 +104,7 @@ int serve(const Flags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    vcpilot::tune_grpc_runtime();
     block_stop_signals();  // taken by sigwait; every thread started later inherits the mask
 
     CLI::App app{"vc-crmd: the vcpilot Cluster Resource Manager of one site"};

@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include "common/grpc_runtime.hpp"
 #include "common/log.hpp"
 #include "common/store.hpp"
 #include "coordinator/daemon.hpp"
@@ -92,6 +93,7 @@ int serve(const Flags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    vcpilot::tune_grpc_runtime();
     block_stop_signals();  // taken by sigwait; every thread started later inherits the mask
 
     CLI::App app{"vc-grcd: the vcpilot Global Resource Coordinator of several sites"};

@@ -29,6 +29,7 @@
 #include <spdlog/spdlog.h>
 #include <thread>
 
+#include "common/grpc_runtime.hpp"
 #include "common/log.hpp"
 #include "common/naming.hpp"
 #include "pilot/agent.hpp"
@@ -431,6 +432,7 @@ int cleanup(const CommonOptions& common, int grace_ms) {
 
 int main(int argc, char** argv) {
     using namespace vcpilot::pilot;
+    vcpilot::tune_grpc_runtime();
     CLI::App app{"vc-pilot: builds and tears down one node of a job's virtual cluster"};
     app.require_subcommand(1);
     CommonOptions common;
