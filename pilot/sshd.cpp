@@ -208,50 +208,15 @@ Error with_log(std::string message, const fs::path& log) {
 
 // ---- readiness ---------------------------------------------------------------------------
 
-// sshd writes its pid file only after it has bound every listening socket.
+// sshd writes its pid file only after it has bound every listening socket (sshd.c: "after the
+// sigterm handler is setup and the listen sockets are bound"), and exits if it cannot bind one:
+// a pid file naming it means it listens. (Asking /proc/<pid>/net/tcp instead walks the kernel's
+// whole TCP hash, every namespace's, for each look: milliseconds of CPU at every job start.)
 bool pid_file_names(pid_t pid, const fs::path& pid_file) {
     // Through /proc/<pid>/root: the file as sshd sees it, inside the job's mount namespace.
     std::ifstream in("/proc/" + std::to_string(pid) + "/root" + pid_file.native());
     long value = 0;
     return static_cast<bool>(in >> value) && value == pid;
-}
-
-void append_hex(std::string& out, std::uint32_t value, int digits) {
-    static constexpr char kDigits[] = "0123456789ABCDEF";
-    for (int shift = 4 * (digits - 1); shift >= 0; shift -= 4) {
-        out += kDigits[(value >> shift) & 0xf];
-    }
-}
-
-// "0100007F:0016" for 127.0.0.1:22, as /proc/net/tcp prints it: each 32-bit word of the
-// address as the native integer it is in memory, then the port.
-std::string proc_net_address(const IpAddress& address, std::uint16_t port) {
-    std::string text;
-    const auto bytes = address.bytes();
-    for (std::size_t i = 0; i < bytes.size(); i += 4) {
-        std::uint32_t word = 0;
-        std::memcpy(&word, bytes.data() + i, 4);
-        append_hex(text, word, 8);
-    }
-    text += ':';
-    append_hex(text, port, 4);
-    return text;
-}
-
-// Whether a TCP socket listens on address:port in the network namespace of `pid`.
-bool listening_in_netns_of(pid_t pid, const IpAddress& address, std::uint16_t port) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/net/" + (address.is_v4() ? "tcp" : "tcp6"));
-    const std::string wanted = proc_net_address(address, port);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string slot, local, remote, state;
-        if (fields >> slot >> local >> remote >> state && local == wanted && state == "0A") {
-            return true;
-        }
-    }
-    return false;
 }
 
 // ---- the child between fork and exec -----------------------------------------------------
@@ -575,8 +540,7 @@ Result<Sshd> Sshd::start(const SshdSpec& spec, const NamespaceFiles& namespaces,
             message += ") before listening on " + where;
             return with_log(std::move(message), log_file);
         }
-        if (pid_file_names(pid, spec.pid_file) &&
-            listening_in_netns_of(pid, spec.listen, spec.port)) {
+        if (pid_file_names(pid, spec.pid_file)) {
             return Sshd(std::move(process));
         }
         if (std::chrono::steady_clock::now() >= deadline) {
@@ -586,8 +550,8 @@ Result<Sshd> Sshd::start(const SshdSpec& spec, const NamespaceFiles& namespaces,
                                 std::to_string(launch.ready_timeout.count()) + " ms",
                             log_file);
         }
-        // sshd is up within tens of milliseconds and a look costs two small reads of /proc: a
-        // short, steady pause keeps job start from waiting on the poll rather than on sshd.
+        // sshd is up within tens of milliseconds and a look costs one small read: a short,
+        // steady pause keeps job start from waiting on the poll rather than on sshd.
         std::this_thread::sleep_for(pause);
         pause = std::min(pause * 2, std::chrono::milliseconds(2));
     }

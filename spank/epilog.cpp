@@ -8,7 +8,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -23,34 +22,31 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Waits until `pid` has exited, at most `timeout`: woken by the kernel through a pidfd the
-// moment it does, so that job end does not wait on a polling interval.
-void wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
+// Waits until the pilot has torn the job down or has died, at most `timeout`; true if the job
+// is gone. Its run directory is the last thing the pilot removes, so once it has gone nothing
+// of the job is left, and the pilot's last moments (GONE to the CRM, its gRPC server stopping,
+// bounded by its own deadlines) are not waited for. A pilot that died but left its directory
+// was killed: only `vc-pilot cleanup` will remove it. The pilot's death wakes this at once
+// through a pidfd; the directory is looked at every 2 ms.
+bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + timeout;
+    const auto gone = [&] {
+        std::error_code ec;
+        return !std::filesystem::exists(dir.root, ec) && !ec;
+    };
     const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (fd >= 0) {
-        pollfd ready{fd, POLLIN, 0};
-        while (process_alive(pid) && Clock::now() < deadline) {
-            const auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            if (::poll(&ready, 1, static_cast<int>(std::max<long>(left.count(), 1))) < 0 &&
-                errno != EINTR) {
-                break;
-            }
+    while (!gone() && process_alive(pid) && Clock::now() < deadline) {
+        if (fd >= 0) {
+            pollfd died{fd, POLLIN, 0};
+            ::poll(&died, 1, 2);
+        } else {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
         }
+    }
+    if (fd >= 0) {
         ::close(fd);
     }
-    while (process_alive(pid) && Clock::now() < deadline) {  // no pidfds: look every 10 ms
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-}
-
-// Waits for the pilot to end and its run directory to be gone; a pilot that is dead but left
-// its directory was killed: only `vc-pilot cleanup` will remove it.
-bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::seconds timeout) {
-    wait_exit(pid, timeout);
-    std::error_code ec;
-    return !process_alive(pid) && !std::filesystem::exists(dir.root, ec);
+    return gone();
 }
 
 // Runs `vc-pilot cleanup` for the job and waits for it (bounded by the pilot's own teardown
