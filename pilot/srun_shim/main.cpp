@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <string>
 
+#include "pilot/files.hpp"
 #include "pilot/srun_wire.hpp"
 
 extern char** environ;
@@ -37,22 +38,6 @@ void on_signal(int number) {
 int fail(const std::string& message) {
     std::fprintf(stderr, "vc-srun: %s\n", message.c_str());
     return 1;
-}
-
-bool write_all(int fd, const void* data, std::size_t size) {
-    const auto* bytes = static_cast<const char*>(data);
-    while (size > 0) {
-        const ssize_t n = ::write(fd, bytes, size);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        bytes += n;
-        size -= static_cast<std::size_t>(n);
-    }
-    return true;
 }
 
 }  // namespace
@@ -108,9 +93,12 @@ int main(int argc, char** argv) {
     do {
         sent = ::sendmsg(connection, &message, MSG_NOSIGNAL);
     } while (sent < 0 && errno == EINTR);
-    if (sent != static_cast<ssize_t>(sizeof length) ||
-        !write_all(connection, bytes.data(), bytes.size())) {
-        return fail(std::string("cannot send the command to the pilot: ") + std::strerror(errno));
+    int error = sent < 0 ? errno : (sent == static_cast<ssize_t>(sizeof length) ? 0 : EIO);
+    if (error == 0) {
+        error = vcpilot::pilot::write_fully(connection, bytes);
+    }
+    if (error != 0) {
+        return fail(std::string("cannot send the command to the pilot: ") + std::strerror(error));
     }
 
     if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
@@ -136,7 +124,9 @@ int main(int argc, char** argv) {
         if (fds[1].revents != 0) {
             std::int32_t number = 0;
             if (::read(g_signal_pipe[0], &number, sizeof number) == sizeof number) {
-                write_all(connection, &number, sizeof number);
+                vcpilot::pilot::write_fully(
+                    connection,
+                    std::string_view(reinterpret_cast<const char*>(&number), sizeof number));
             }
             continue;
         }

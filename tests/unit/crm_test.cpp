@@ -152,6 +152,17 @@ class CrmTest : public ::testing::Test {
         return fleets;
     }
 
+    // Gives pilot i rank i + 1 (Slurm's order), then lets them attach last first, one by one:
+    // fleets[i] holds the pilot of rank specs.size() - i.
+    std::vector<std::unique_ptr<SimPilotFleet>> attach_ranked_in_reverse(
+        std::vector<SimPilotSpec> specs) {
+        for (std::size_t i = 0; i < specs.size(); ++i) {
+            specs[i].rank = static_cast<std::uint32_t>(i + 1);
+        }
+        std::reverse(specs.begin(), specs.end());
+        return attach_one_by_one(std::move(specs));
+    }
+
     std::chrono::milliseconds release_timeout_ = 5s;
     std::chrono::milliseconds reattach_grace_ = 60s;
     TempDir dir_;
@@ -205,12 +216,7 @@ TEST_F(CrmTest, PilotsGetSetupThenTheViewAndTheClusterBecomesReady) {
 // whatever order the pilots attach in, and the site's underlays follow the ordinals.
 TEST_F(CrmTest, PilotsWithARankGetTheNodeOfThatOrdinalWhateverTheOrderTheyAttachIn) {
     const auto cluster = create(4);
-    auto specs = pilots(cluster.id(), 4);
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-        specs[i].rank = static_cast<std::uint32_t>(i + 1);
-    }
-    std::reverse(specs.begin(), specs.end());
-    auto fleets = attach_one_by_one(std::move(specs));
+    auto fleets = attach_ranked_in_reverse(pilots(cluster.id(), 4));
     for (std::size_t i = 0; i < fleets.size(); ++i) {
         ASSERT_EQ(fleets[i]->wait_ready(1, 10s), 1U);
         const auto outcome = fleets[i]->outcome(0);
@@ -622,12 +628,7 @@ TEST_F(CrmTest, AJobsPilotsMakeItsCluster) {
 }
 
 TEST_F(CrmTest, AJobsNodesAreNamedInSlurmsOrderOfItsNodes) {
-    auto specs = job_pilots("42", 3, "", munged_->socket());
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-        specs[i].rank = static_cast<std::uint32_t>(i + 1);
-    }
-    std::reverse(specs.begin(), specs.end());
-    auto fleets = attach_one_by_one(std::move(specs));
+    auto fleets = attach_ranked_in_reverse(job_pilots("42", 3, "", munged_->socket()));
     for (std::size_t i = 0; i < fleets.size(); ++i) {
         ASSERT_EQ(fleets[i]->wait_ready(1, 10s), 1U);
         EXPECT_EQ(fleets[i]->outcome(0).setup.node_name(),
@@ -663,14 +664,14 @@ TEST_F(CrmTest, AJobClusterIsReleasedWhenAPilotOfItStops) {
 TEST_F(CrmTest, AJobClusterIdMustBeTheJobs) {
     auto specs = job_pilots("71", 1, "", munged_->socket());
     specs[0].cluster = "vcj-72";
-    specs[0].credential = munge_encode("vcpilot-attach\nvcj-72\nnode1\n71", munged_->socket()).value();
+    specs[0].credential =
+        munge_encode("vcpilot-attach\nvcj-72\nnode1\n71", munged_->socket()).value();
     auto pilots_ = fleet(std::move(specs));
     ASSERT_TRUE(pilots_->wait_done(5s));
     const auto outcome = pilots_->outcome(0);
     EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_THAT(outcome.final_status.error_message(), HasSubstr("vcj-71"));
 }
-
 
 // Pilots that Slurm started for a job joining a reserved cluster (--vc-cluster=ID).
 // Their hosts are node<first>... with underlay 172.16.1.<10 + 2 first>, +2 each: no two
