@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Benchmark: GRC + 100 CRMs in one process: 100 x 100 simulated pilots to READY, 4-node latency, create+release/s
+# Benchmark: GRC + 100 CRMs, 100 x 100 simulated pilots (4 processes) to READY, 4-node latency, create+release/s
 #
 # Runs coordinator-scale-bench (bench/coordinator_scale.cpp, built with the tree): one
 # GRC and 100 CRM engines, each CRM with its own SQLite store (WAL, fsync per commit batch) in
 # a temporary directory and its own gRPC server on a unix socket, the CRMs connected to the GRC
 # over mutual TLS on 127.0.0.1 with certificates from scripts/make-test-ca.sh, and a private
-# munged. Simulated pilots are real gRPC clients of Crm.Attach (SimPilotFleet). Figures:
+# munged. Simulated pilots are real gRPC clients of Crm.Attach (SimPilotFleet), in 4 worker
+# processes of their own (--pilot-workers), as pilots are on nodes of their own. Figures:
 #   - create -> 10,000 nodes READY as the GRC sees it (100 sites x 100 nodes) and the bytes each
 #     node receives, in CA key mode; exchange mode (every node gets every key: 2 MB per node at
 #     10,000 nodes, too much for one process holding both ends) runs at 100 x 10, and its bytes

@@ -7,13 +7,14 @@
 //     127.0.0.1) with its site certificate from scripts/make-test-ca.sh. A user makes one
 //     cluster of S sites x N nodes (default 100 x 100) through the GRC; then S x N simulated
 //     pilots (N per CRM, over a few connections per CRM) attach, report keys and states, get the
-//     view and report READY. Timed: create -> every CRM holds its share, pilots start -> every
-//     pilot has the view, and pilots start -> the GRC says READY (polled once every pilot has
-//     the view, so that watching 10,000 nodes does not load the GRC; --observe watch streams
-//     WatchCluster instead). Pilots need the cluster's id in their MUNGE credential, so the
-//     credentials are minted after the create and before the pilots start, outside the timer
-//     (each real pilot mints its own, on its own node, in parallel); keys are generated once,
-//     beforehand. ready = (create -> assigned) + (pilots start -> GRC READY).
+//     view and report READY. The pilots run in --pilot-workers processes of their own (4), as
+//     pilots run on nodes of their own (see PilotWorkers for why it matters here). Timed: create ->
+//     every CRM holds its share, pilots start -> every pilot has the view, and pilots start -> the
+//     GRC says READY (polled once every pilot has the view, so that watching 10,000 nodes does not
+//     load the GRC; --observe watch streams WatchCluster instead). Pilots need the cluster's id in
+//     their MUNGE credential, so the credentials are minted after the create and before the pilots
+//     start, outside the timer (each real pilot mints its own, on its own node, in parallel); keys
+//     are generated once, beforehand. ready = (create -> assigned) + (pilots start -> GRC READY).
 //     Bytes per node = what the pilots received (SimPilotOutcome.bytes_received) / nodes. In
 //     exchange mode every node receives every key (2 MB per node at 100 x 100, 20 GB for one
 //     process holding both ends), so that mode runs at S x --exchange-nodes and its bytes per
@@ -29,6 +30,7 @@
 // the end, on errors, on SIGINT/SIGTERM/SIGHUP and past --max-rss-gb of memory, as is the
 // private munged this starts.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -42,6 +44,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
@@ -749,6 +752,8 @@ struct Options {
     std::vector<std::string> phases = {"ready", "small", "throughput"};
     std::string log_level = "warn";
     unsigned mint_threads = 4;
+    // Processes the simulated pilots of the big cluster run in (see PilotWorkers).
+    unsigned pilot_workers = 4;
     double max_rss_gb = 8;
     bool timeline = false;
 };
@@ -773,6 +778,334 @@ struct ScaleFigures {
     bool ok = false;
 };
 
+// ---- pilot workers ----
+//
+// The big cluster's simulated pilots run in processes of their own, as pilots run on nodes of
+// their own. In one process with the GRC and the CRMs, every call shares gRPC's one callback
+// completion queue, and Debian's libgrpc (built without NDEBUG) looks through every outstanding
+// operation of that queue at each completion (cq_check_tag in completion_queue.cc): at 10,000
+// pilots some 40,000 operations, 12 % of all CPU, growing with the square of the pilots. The
+// workers are forked before this process first uses gRPC and take commands over a pipe, a line
+// each:
+//   prepare CLUSTER NODES JOB TARGET...  (a CRM target per site of the worker) -> prepared MINT_S
+//   go                                   -> views READY TOTAL STEADY_NS BYTES SETUP_BYTES
+//   drain MS                             -> drained
+//   exit
+
+struct WorkerSite {
+    std::uint32_t number;  // 1-based: site "s<number>"
+};
+
+// Reads one line from `fd`, waiting at most until `deadline`; nothing on end of file or time.
+std::optional<std::string> read_line(int fd, Clock::time_point deadline) {
+    std::string line;
+    for (;;) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) {
+            return std::nullopt;
+        }
+        pollfd readable{fd, POLLIN, 0};
+        const int ready = ::poll(&readable, 1, static_cast<int>(left.count()));
+        if (ready < 0 && errno == EINTR) {
+            continue;
+        }
+        if (ready <= 0) {
+            return std::nullopt;
+        }
+        char c = 0;
+        const ssize_t n = ::read(fd, &c, 1);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return std::nullopt;
+        }
+        if (c == '\n') {
+            return line;
+        }
+        line += c;
+    }
+}
+
+void write_line(int fd, const std::string& line) {
+    if (::dprintf(fd, "%s\n", line.c_str()) != static_cast<int>(line.size() + 1)) {
+        throw std::runtime_error("a pilot worker's pipe broke");
+    }
+}
+
+std::vector<std::string> words_of(const std::string& line) {
+    std::istringstream in(line);
+    std::vector<std::string> words;
+    for (std::string word; in >> word;) {
+        words.push_back(word);
+    }
+    return words;
+}
+
+// The worker: runs the commands until "exit" or end of input, then _exits (the parent's
+// workspace and daemons are the parent's to clean up).
+[[noreturn]] void pilot_worker(int in, int out, const Options& options,
+                               const std::vector<KeyPair>& keys, const std::string& munge_socket,
+                               std::vector<std::uint32_t> sites) {
+    try {
+        std::vector<std::unique_ptr<SimPilotFleet>> fleets;
+        const auto forever = Clock::now() + std::chrono::hours(24);
+        while (auto line = read_line(in, forever)) {
+            const auto words = words_of(*line);
+            if (words.empty()) {
+                continue;
+            }
+            if (words[0] == "prepare" && words.size() == 4 + sites.size()) {
+                const std::string& cluster = words[1];
+                const auto nodes = static_cast<std::uint32_t>(std::stoul(words[2]));
+                const std::string& job = words[3];
+                const auto t = Clock::now();
+                std::vector<std::vector<SimPilotSpec>> specs(sites.size());
+                std::vector<SimPilotSpec*> all;
+                for (std::size_t k = 0; k < sites.size(); ++k) {
+                    const std::uint32_t s = sites[k];
+                    specs[k].resize(nodes);
+                    for (std::uint32_t n = 0; n < nodes; ++n) {
+                        SimPilotSpec& spec = specs[k][n];
+                        spec.cluster = cluster;
+                        spec.host = host_of(fmt::format("s{}", s), n + 1);
+                        spec.job = job;
+                        spec.underlay = underlay_of(s, n + 1);
+                        spec.rank = n + 1;  // as Slurm starts them: the site's n-th node
+                        const KeyPair& pair = keys[std::size_t{s - 1} * options.nodes + n];
+                        spec.host_key = pair.host;
+                        spec.user_key = pair.user;
+                        all.push_back(&spec);
+                    }
+                }
+                mint_credentials(all, munge_socket, options.mint_threads);
+                fleets.clear();
+                for (std::size_t k = 0; k < sites.size(); ++k) {
+                    const std::size_t channels =
+                        std::min<std::size_t>(options.channels_per_site, nodes);
+                    fleets.push_back(std::make_unique<SimPilotFleet>(
+                        separate_channels(words[4 + k], channels), std::move(specs[k])));
+                }
+                write_line(out, fmt::format("prepared {:.3f}", seconds_between(t, Clock::now())));
+            } else if (words[0] == "go") {
+                for (auto& fleet : fleets) {
+                    fleet->start();
+                }
+                std::size_t total = 0;
+                for (const auto& fleet : fleets) {
+                    total += fleet->size();
+                }
+                const std::size_t ready =
+                    wait_all_ready(fleets, Clock::now() + std::chrono::seconds(options.timeout_s));
+                const auto t_views = Clock::now();
+                if (ready < total) {
+                    explain_failures(fleets);
+                }
+                std::uint64_t bytes = 0, setup_bytes = 0;
+                for (const auto& fleet : fleets) {
+                    bytes += fleet->bytes_received();
+                    for (std::size_t i = 0; i < fleet->size(); ++i) {
+                        v1::PilotCommand command;
+                        *command.mutable_setup() = fleet->outcome(i).setup;
+                        setup_bytes += command.ByteSizeLong();
+                    }
+                }
+                write_line(out,
+                           fmt::format("views {} {} {} {} {}", ready, total,
+                                       t_views.time_since_epoch().count(), bytes, setup_bytes));
+            } else if (words[0] == "drain" && words.size() == 2) {
+                const std::chrono::milliseconds wait(std::stol(words[1]));
+                const auto until = Clock::now() + wait;
+                for (auto& fleet : fleets) {
+                    fleet->wait_done(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::max(until - Clock::now(), Clock::duration(10ms))));
+                }
+                fleets.clear();
+                write_line(out, "drained");
+            } else if (words[0] == "exit") {
+                break;
+            } else {
+                throw std::runtime_error("unknown command " + *line);
+            }
+        }
+        fleets.clear();
+    } catch (const std::exception& error) {
+        fmt::print(stderr, "pilot worker {}: {}\n", ::getpid(), error.what());
+        std::fflush(stderr);
+        ::_exit(1);
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    ::_exit(0);
+}
+
+// The parent's side: forks the workers (before any gRPC use in this process), sites dealt out
+// in contiguous runs.
+class PilotWorkers {
+  public:
+    struct Views {
+        std::size_t ready = 0, total = 0;
+        Clock::time_point last;  // when the last worker's last pilot had the view
+        std::uint64_t bytes = 0, setup_bytes = 0;
+    };
+
+    PilotWorkers(const Options& options, const std::vector<KeyPair>& keys,
+                 const std::string& munge_socket) {
+        const unsigned count = std::max(1U, std::min(options.pilot_workers, options.sites));
+        std::fflush(stdout);
+        std::fflush(stderr);
+        for (unsigned w = 0; w < count; ++w) {
+            std::vector<std::uint32_t> sites;
+            for (std::uint32_t s = w * options.sites / count + 1;
+                 s <= (w + 1) * options.sites / count; ++s) {
+                sites.push_back(s);
+            }
+            int down[2], up[2];
+            if (::pipe2(down, O_CLOEXEC) != 0 || ::pipe2(up, O_CLOEXEC) != 0) {
+                throw std::runtime_error("pipe for a pilot worker failed");
+            }
+            const pid_t pid = ::fork();
+            if (pid < 0) {
+                throw std::runtime_error("fork of a pilot worker failed");
+            }
+            if (pid == 0) {
+                ::close(down[1]);
+                ::close(up[0]);
+                for (const auto& other : workers_) {
+                    ::close(other.to);
+                    ::close(other.from);
+                }
+                pilot_worker(down[0], up[1], options, keys, munge_socket, std::move(sites));
+            }
+            ::close(down[0]);
+            ::close(up[1]);
+            workers_.push_back({pid, down[1], up[0], std::move(sites)});
+        }
+    }
+    ~PilotWorkers() {
+        for (auto& worker : workers_) {
+            try {
+                write_line(worker.to, "exit");
+            } catch (const std::exception&) {
+            }
+            ::close(worker.to);
+        }
+        for (auto& worker : workers_) {
+            const auto deadline = Clock::now() + 30s;
+            int status = 0;
+            while (::waitpid(worker.pid, &status, WNOHANG) == 0) {
+                if (Clock::now() > deadline) {
+                    ::kill(worker.pid, SIGKILL);
+                    ::waitpid(worker.pid, &status, 0);
+                    break;
+                }
+                std::this_thread::sleep_for(10ms);
+            }
+            ::close(worker.from);
+        }
+    }
+    PilotWorkers(const PilotWorkers&) = delete;
+    PilotWorkers& operator=(const PilotWorkers&) = delete;
+
+    // Each worker makes its pilots (credentials minted: not timed); the longest it took.
+    double prepare(const std::string& cluster, std::uint32_t nodes, const std::string& job,
+                   const std::vector<std::string>& targets, Clock::time_point deadline) {
+        for (const auto& worker : workers_) {
+            std::string line = fmt::format("prepare {} {} {}", cluster, nodes, job);
+            for (const std::uint32_t s : worker.sites) {
+                line += " " + targets[s - 1];
+            }
+            write_line(worker.to, line);
+        }
+        double longest = 0;
+        for (const auto& words : answers("prepared", 2, deadline)) {
+            longest = std::max(longest, std::stod(words[1]));
+        }
+        return longest;
+    }
+
+    void go() {
+        for (const auto& worker : workers_) {
+            write_line(worker.to, "go");
+        }
+    }
+
+    Views wait_views(Clock::time_point deadline) {
+        Views views;
+        for (const auto& words : answers("views", 6, deadline + 10s)) {
+            views.ready += std::stoull(words[1]);
+            views.total += std::stoull(words[2]);
+            views.last =
+                std::max(views.last, Clock::time_point(Clock::duration(std::stoll(words[3]))));
+            views.bytes += std::stoull(words[4]);
+            views.setup_bytes += std::stoull(words[5]);
+        }
+        return views;
+    }
+
+    void drain(std::chrono::milliseconds wait) {
+        for (const auto& worker : workers_) {
+            write_line(worker.to, fmt::format("drain {}", wait.count()));
+        }
+        answers("drained", 1, Clock::now() + wait + 10s);
+    }
+
+    // CPU seconds the workers have used so far.
+    double cpu_seconds() const {
+        const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+        double total = 0;
+        for (const auto& worker : workers_) {
+            std::ifstream in("/proc/" + std::to_string(worker.pid) + "/stat");
+            std::string line;
+            std::getline(in, line);
+            const auto close = line.rfind(')');
+            if (close == std::string::npos) {
+                continue;
+            }
+            std::istringstream rest(line.substr(close + 2));
+            std::string field;
+            for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 14 and 15: utime, stime
+                if (i == 14 || i == 15) {
+                    total += std::stod(field) / tick;
+                }
+            }
+        }
+        return total;
+    }
+
+    std::size_t size() const { return workers_.size(); }
+
+  private:
+    struct Worker {
+        pid_t pid;
+        int to, from;
+        std::vector<std::uint32_t> sites;
+    };
+
+    // Every worker's answer, which must start with `word` and have `words` words.
+    std::vector<std::vector<std::string>> answers(const std::string& word, std::size_t words,
+                                                  Clock::time_point deadline) {
+        std::vector<std::vector<std::string>> out;
+        for (const auto& worker : workers_) {
+            auto line = read_line(worker.from, deadline);
+            if (!line) {
+                throw std::runtime_error(
+                    fmt::format("pilot worker {} did not answer '{}' in time", worker.pid, word));
+            }
+            auto parts = words_of(*line);
+            if (parts.size() != words || parts[0] != word) {
+                throw std::runtime_error(
+                    fmt::format("pilot worker {}: '{}', not '{}'", worker.pid, *line, word));
+            }
+            out.push_back(std::move(parts));
+        }
+        return out;
+    }
+
+    std::vector<Worker> workers_;
+};
+
 class ScaleBench {
   public:
     ScaleBench(const Options& options, const std::filesystem::path& dir, const Munged& munged)
@@ -789,6 +1122,8 @@ class ScaleBench {
         keys_ = make_keys(std::size_t{options_.sites} * options_.nodes, 2);
         fmt::print("  {} ed25519 key pairs: {:.1f} s\n", keys_.size(),
                    seconds_between(t, Clock::now()));
+        workers_.emplace(options_, keys_, munged_.socket());  // before this process uses gRPC
+        fmt::print("  the pilots run in {} worker process(es)\n", workers_->size());
         t = Clock::now();
         grc_ = start_grc(dir_, pki_, sites_);
         for (const auto& site : sites_) {
@@ -801,7 +1136,8 @@ class ScaleBench {
                    seconds_between(t, Clock::now()));
     }
     ~ScaleBench() {
-        // Sites first (their streams to the GRC end), then the GRC.
+        // The pilots first, then the sites (their streams to the GRC end), then the GRC.
+        workers_.reset();
         crms_.clear();
         grc_.reset();
     }
@@ -831,33 +1167,12 @@ class ScaleBench {
         const auto t_assigned = Clock::now();
 
         // Untimed: what each pilot would do on its own node before it starts.
-        auto t = Clock::now();
-        std::vector<std::vector<SimPilotSpec>> specs(sites_.size());
-        std::vector<SimPilotSpec*> all;
         const std::string job = mode == v1::KEY_MODE_CA ? "101" : "102";
-        for (std::uint32_t s = 0; s < sites_.size(); ++s) {
-            specs[s].resize(nodes);
-            for (std::uint32_t n = 0; n < nodes; ++n) {
-                SimPilotSpec& spec = specs[s][n];
-                spec.cluster = id;
-                spec.host = host_of(sites_[s], n + 1);
-                spec.job = job;
-                spec.underlay = underlay_of(s + 1, n + 1);
-                spec.rank = n + 1;  // as Slurm starts them: the site's n-th node is node n
-                const KeyPair& keys = keys_[std::size_t{s} * options_.nodes + n];
-                spec.host_key = keys.host;
-                spec.user_key = keys.user;
-                all.push_back(&spec);
-            }
+        std::vector<std::string> targets;
+        for (const auto& crm : crms_) {
+            targets.push_back(crm.target);
         }
-        mint_credentials(all, munged_.socket(), options_.mint_threads);
-        figures.mint_s = seconds_between(t, Clock::now());
-        std::vector<std::unique_ptr<SimPilotFleet>> fleets;
-        for (std::uint32_t s = 0; s < sites_.size(); ++s) {
-            const std::size_t channels = std::min<std::size_t>(options_.channels_per_site, nodes);
-            fleets.push_back(std::make_unique<SimPilotFleet>(
-                separate_channels(crms_[s].target, channels), std::move(specs[s])));
-        }
+        figures.mint_s = workers_->prepare(id, nodes, job, targets, deadline);
         std::optional<Watch> watch;
         if (options_.observe == "watch") {
             watch.emplace(*alice_, id, std::chrono::seconds(options_.timeout_s + 60));
@@ -867,19 +1182,17 @@ class ScaleBench {
             }
         }
 
+        const auto workers_cpu_before = workers_->cpu_seconds();
         const auto cpu_before = process_cpu_seconds();
         const auto threads_before = cpu_by_thread_name();
         const auto t_start = Clock::now();
-        for (auto& fleet : fleets) {
-            fleet->start();
-        }
-        const std::size_t total = all.size();
-        const std::size_t ready = wait_all_ready(fleets, deadline);
-        const auto t_views = Clock::now();
-        if (ready < total) {
-            fmt::print(stderr, "  only {} of {} pilots got the view in time\n", ready, total);
-            explain_failures(fleets);
-            release_and_drain(id, fleets, deadline);
+        workers_->go();
+        const auto views = workers_->wait_views(deadline);
+        const std::size_t total = views.total;
+        const auto t_views = views.last;
+        if (views.ready < total) {
+            fmt::print(stderr, "  only {} of {} pilots got the view in time\n", views.ready, total);
+            release_and_drain(id, deadline);
             return figures;
         }
         std::optional<Clock::time_point> t_ready =
@@ -887,11 +1200,13 @@ class ScaleBench {
                   : poll_state(*alice_, id, v1::CLUSTER_STATE_READY, deadline, 2ms);
         if (!t_ready) {
             fmt::print(stderr, "  the GRC did not say READY in time\n");
-            release_and_drain(id, fleets, deadline);
+            release_and_drain(id, deadline);
             return figures;
         }
-        figures.cpu_s = process_cpu_seconds() - cpu_before;
-        figures.cpu_threads = cpu_difference(threads_before, cpu_by_thread_name());
+        const double workers_cpu = workers_->cpu_seconds() - workers_cpu_before;
+        figures.cpu_s = process_cpu_seconds() - cpu_before + workers_cpu;
+        figures.cpu_threads = fmt::format("pilot workers {:.1f} s; GRC and CRMs: {}", workers_cpu,
+                                          cpu_difference(threads_before, cpu_by_thread_name()));
         if (watch) {
             figures.watch_messages = watch->messages();
             figures.watch_bytes = watch->bytes();
@@ -908,30 +1223,18 @@ class ScaleBench {
                 }
             }
         }
-        std::uint64_t bytes = 0;
-        for (const auto& fleet : fleets) {
-            bytes += fleet->bytes_received();
-        }
         figures.create_s = seconds_between(t_create, t_created);
         figures.assigned_s = seconds_between(t_create, t_assigned);
         figures.views_s = seconds_between(t_start, t_views);
         figures.grc_ready_s = seconds_between(t_start, *t_ready);
         figures.ready_s = figures.assigned_s + figures.grc_ready_s;
-        figures.bytes_per_node = static_cast<double>(bytes) / static_cast<double>(total);
-        std::uint64_t setup_bytes = 0;
-        for (const auto& fleet : fleets) {
-            for (std::size_t i = 0; i < fleet->size(); ++i) {
-                v1::PilotCommand command;
-                *command.mutable_setup() = fleet->outcome(i).setup;
-                setup_bytes += command.ByteSizeLong();
-            }
-        }
+        figures.bytes_per_node = static_cast<double>(views.bytes) / static_cast<double>(total);
         figures.setup_bytes_per_node =
-            static_cast<double>(setup_bytes) / static_cast<double>(total);
+            static_cast<double>(views.setup_bytes) / static_cast<double>(total);
         figures.cluster = cluster;
         watch.reset();
         const auto t_release = Clock::now();
-        const auto released = release_and_drain(id, fleets, deadline);
+        const auto released = release_and_drain(id, deadline);
         figures.release_s = released ? seconds_between(t_release, *released) : -1;
         figures.ok = true;
         return figures;
@@ -1000,22 +1303,17 @@ class ScaleBench {
         return true;
     }
 
-    // Releases the cluster at the GRC, waits (bounded) for the pilots to stop and the GRC to
-    // say RELEASED; when it did.
-    std::optional<Clock::time_point> release_and_drain(
-        const std::string& id, std::vector<std::unique_ptr<SimPilotFleet>>& fleets,
-        Clock::time_point deadline) {
+    // Releases the cluster at the GRC, waits (bounded) for the GRC to say RELEASED and the
+    // pilots to stop; when the GRC did.
+    std::optional<Clock::time_point> release_and_drain(const std::string& id,
+                                                       Clock::time_point deadline) {
         if (auto status = release(*alice_, id); !status.ok()) {
             fmt::print(stderr, "  release of {}: {}\n", id, status.error_message());
         }
         const auto wait = deadline + 30s;
         auto released = poll_state(*alice_, id, v1::CLUSTER_STATE_RELEASED, wait, 5ms);
-        for (auto& fleet : fleets) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::max(wait - Clock::now(), Clock::duration(10ms)));
-            fleet->wait_done(left);
-        }
-        fleets.clear();
+        workers_->drain(std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::max(wait - Clock::now(), Clock::duration(10ms))));
         return released;
     }
 
@@ -1025,6 +1323,7 @@ class ScaleBench {
     std::vector<std::string> sites_;
     Pki pki_;
     std::vector<KeyPair> keys_;
+    std::optional<PilotWorkers> workers_;
     std::unique_ptr<GrcEngine> grc_;
     std::vector<CrmEngine> crms_;
     std::vector<ClusterClient> crm_clients_;
@@ -1523,6 +1822,9 @@ int main(int argc, char** argv) {
     app.add_option("--sites", options.sites, "sites of the big cluster")->check(CLI::Range(1, 200));
     app.add_option("--nodes", options.nodes, "nodes per site of the big cluster")
         ->check(CLI::Range(1, 1000));
+    app.add_option("--pilot-workers", options.pilot_workers,
+                   "processes the big cluster's simulated pilots run in")
+        ->check(CLI::Range(1, 64));
     app.add_option("--channels-per-site", options.channels_per_site,
                    "separate connections from the pilots of a site to its CRM")
         ->check(CLI::Range(1, 1000));
