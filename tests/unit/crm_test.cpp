@@ -26,6 +26,23 @@ using namespace std::chrono_literals;
 
 constexpr uid_t kNobody = 65534;
 
+// A simulated pilot on host node<i>, its MUNGE credential minted and its keys made.
+SimPilotSpec pilot_spec(const std::string& cluster, const std::string& job, std::size_t i,
+                        const std::string& underlay, const std::string& munge_socket) {
+    SimPilotSpec spec;
+    spec.cluster = cluster;
+    spec.job = job;
+    spec.host = "node" + std::to_string(i);
+    spec.underlay = underlay;
+    spec.credential =
+        munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", spec.cluster, spec.host, spec.job),
+                     munge_socket)
+            .value();
+    spec.host_key = SshCa::generate().value().public_key_line("host");
+    spec.user_key = SshCa::generate().value().public_key_line("user");
+    return spec;
+}
+
 class CrmTest : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -113,17 +130,8 @@ class CrmTest : public ::testing::Test {
                                      std::size_t first = 1) {
         std::vector<SimPilotSpec> specs;
         for (std::size_t i = first; i < first + count; ++i) {
-            SimPilotSpec spec;
-            spec.cluster = cluster;
-            spec.host = "node" + std::to_string(i);
-            spec.underlay = "172.16.1." + std::to_string(10 + i);
-            spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", cluster,
-                                                       spec.host, spec.job),
-                                           munged_->socket())
-                                  .value();
-            spec.host_key = SshCa::generate().value().public_key_line("host");
-            spec.user_key = SshCa::generate().value().public_key_line("user");
-            specs.push_back(std::move(spec));
+            specs.push_back(pilot_spec(cluster, SimPilotSpec{}.job, i,
+                                       "172.16.1." + std::to_string(10 + i), munged_->socket()));
         }
         return specs;
     }
@@ -597,17 +605,8 @@ std::vector<SimPilotSpec> job_pilots(const std::string& job, std::size_t count,
                                      const std::string& block, const std::string& munge_socket) {
     std::vector<SimPilotSpec> specs;
     for (std::size_t i = 1; i <= count; ++i) {
-        SimPilotSpec spec;
-        spec.cluster = "vcj-" + job;
-        spec.job = job;
-        spec.host = "node" + std::to_string(i);
-        spec.underlay = "172.16.1." + std::to_string(10 + i);
-        spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", spec.cluster,
-                                                   spec.host, spec.job),
-                                       munge_socket)
-                              .value();
-        spec.host_key = SshCa::generate().value().public_key_line("host");
-        spec.user_key = SshCa::generate().value().public_key_line("user");
+        SimPilotSpec spec =
+            pilot_spec("vcj-" + job, job, i, "172.16.1." + std::to_string(10 + i), munge_socket);
         v1::JobCluster cluster;
         cluster.set_user("nobody");
         cluster.set_nodes(static_cast<std::uint32_t>(count));
@@ -681,17 +680,8 @@ std::vector<SimPilotSpec> join_pilots(const std::string& cluster, const std::str
                                       const std::string& munge_socket, std::size_t first = 1) {
     std::vector<SimPilotSpec> specs;
     for (std::size_t i = first; i < first + count; ++i) {
-        SimPilotSpec spec;
-        spec.cluster = cluster;
-        spec.job = job;
-        spec.host = "node" + std::to_string(i);
-        spec.underlay = "172.16.1." + std::to_string(10 + 2 * i);
-        spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", spec.cluster,
-                                                   spec.host, spec.job),
-                                       munge_socket)
-                              .value();
-        spec.host_key = SshCa::generate().value().public_key_line("host");
-        spec.user_key = SshCa::generate().value().public_key_line("user");
+        SimPilotSpec spec =
+            pilot_spec(cluster, job, i, "172.16.1." + std::to_string(10 + 2 * i), munge_socket);
         v1::JoinCluster join;
         join.set_user(user);
         join.set_nodes(static_cast<std::uint32_t>(count));
