@@ -141,10 +141,25 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 
 Status check_relayed_srun(const std::vector<std::string>& argv,
                           const std::vector<std::string>& /*env*/) {
-    // getopt_long takes any unambiguous prefix: --prol and --ep are srun's --prolog and --epilog.
+    // srun's options end at its command (or "--"): what follows is the command's own, such as a
+    // program's --epochs. A lone short option that takes a value consumes the next word (srun -n
+    // 4 cmd); a long one without '=' is not assumed to, so the word after it may end the scan
+    // early (a missed --prolog runs only what the user could run from any job without --vc) but
+    // a command's arguments are never refused.
+    static constexpr std::string_view kShortWithValue = "ABbCcDdeFGiJLMmNnopqrSTtWwx";
     for (std::size_t i = 1; i < argv.size(); ++i) {
-        if (starts_with(argv[i], "--prol") || starts_with(argv[i], "--ep")) {
-            return Error{"srun " + argv[i].substr(0, argv[i].find('=')) +
+        const std::string& word = argv[i];
+        if (word == "--" || word.empty() || word[0] != '-' || word == "-") {
+            break;
+        }
+        if (word.size() == 2 && word[1] != '-' &&
+            kShortWithValue.find(word[1]) != std::string_view::npos) {
+            ++i;  // its value
+            continue;
+        }
+        // getopt_long takes any unambiguous prefix: --prol and --ep are --prolog and --epilog.
+        if (starts_with(word, "--prol") || starts_with(word, "--ep")) {
+            return Error{"srun " + word.substr(0, word.find('=')) +
                          " is not available inside a --vc job (it would run a command outside "
                          "the virtual cluster)"};
         }

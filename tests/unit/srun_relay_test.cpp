@@ -48,6 +48,14 @@ TEST(SrunRelay, RefusesOptionsThatRunACommandOutsideTheJob) {
         EXPECT_FALSE(check_relayed_srun({"srun", "-N2", option, "hostname"}, {})) << option;
     }
     EXPECT_TRUE(check_relayed_srun({"srun", "--profile=none", "-N2", "orted", "-mca", "x"}, {}));
+    EXPECT_FALSE(check_relayed_srun({"srun", "-n", "4", "--epilog=/x", "hostname"}, {}));
+}
+
+TEST(SrunRelay, LeavesTheCommandsOwnArgumentsAlone) {
+    EXPECT_TRUE(check_relayed_srun({"srun", "-N2", "train.py", "--epochs", "10"}, {}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "-n", "4", "./a.out", "--prolog=x"}, {}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "-l", "--", "--epilog"}, {}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "--ntasks=2", "--exclusive", "env", "--ep"}, {}));
 }
 
 #ifdef VCPILOT_SRUN_SHIM
