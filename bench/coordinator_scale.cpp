@@ -266,24 +266,13 @@ class Munged {
 
 // ---- the coordinators ----
 
-// As serve_on does for the daemons (keepalive, message sizes), but also says which port was
-// chosen for HOST:0.
+// Serves as the daemons do (serve_on) and says which port was chosen for HOST:0.
 std::unique_ptr<grpc::Server> serve(const std::string& listen,
                                     std::shared_ptr<grpc::ServerCredentials> credentials,
                                     grpc::Service* service, int* port) {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort(listen, std::move(credentials), port);
-    builder.RegisterService(service);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    builder.SetMaxReceiveMessageSize(kMaxCoordinatorMessage);
-    builder.SetMaxSendMessageSize(kMaxCoordinatorMessage);
-    auto server = builder.BuildAndStart();
-    if (!server || *port == 0) {
-        throw std::runtime_error("cannot listen on " + listen);
-    }
+    std::vector<int> ports;
+    auto server = must(serve_on({listen}, {std::move(credentials)}, service, &ports), "serving");
+    *port = ports.at(0);
     return server;
 }
 

@@ -66,7 +66,7 @@ std::shared_ptr<grpc::ServerCredentials> mutual_tls(const std::string& ca, const
 Result<std::unique_ptr<grpc::Server>> serve_on(
     const std::vector<std::string>& listen,
     const std::vector<std::shared_ptr<grpc::ServerCredentials>>& credentials,
-    grpc::Service* service) {
+    grpc::Service* service, std::vector<int>* chosen_ports) {
     grpc::ServerBuilder builder;
     std::vector<int> ports(listen.size(), 0);
     for (std::size_t i = 0; i < listen.size(); ++i) {
@@ -90,6 +90,9 @@ Result<std::unique_ptr<grpc::Server>> serve_on(
             server->Shutdown();
             return Error{fmt::format("cannot listen on {}", listen[i])};
         }
+    }
+    if (chosen_ports != nullptr) {
+        *chosen_ports = std::move(ports);
     }
     return server;
 }

@@ -26,11 +26,12 @@ Result<std::string> read_pem(const std::string& flag, const std::string& path);
 std::shared_ptr<grpc::ServerCredentials> mutual_tls(const std::string& ca, const std::string& cert,
                                                     const std::string& key);
 
-// Builds and starts a server with `service` on every address of `listen`.
+// Builds and starts a server with `service` on every address of `listen`; with `ports`, says
+// which TCP port each address got (the one chosen for HOST:0).
 Result<std::unique_ptr<grpc::Server>> serve_on(
     const std::vector<std::string>& listen,
     const std::vector<std::shared_ptr<grpc::ServerCredentials>>& credentials,
-    grpc::Service* service);
+    grpc::Service* service, std::vector<int>* ports = nullptr);
 
 // Blocks SIGTERM and SIGINT in this thread (call first in main: threads inherit the mask).
 void block_stop_signals();
