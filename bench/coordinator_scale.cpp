@@ -74,6 +74,7 @@
 #include "coordinator/grc.hpp"
 #include "coordinator/sim_pilot.hpp"
 #include "coordinator/streams.hpp"
+#include "tests/unit/test_munged.hpp"
 
 namespace vcpilot::coordinator {
 namespace {
@@ -212,47 +213,10 @@ class Munged {
   public:
     explicit Munged(const std::filesystem::path& dir) : dir_(dir) {
         std::filesystem::create_directories(dir_);
-        const std::string d = dir_.string();
-        const std::string setup = fmt::format(
-            "mungekey --create --keyfile={0}/munge.key && chown munge {0} {0}/munge.key && chmod "
-            "0400 {0}/munge.key && chmod 0755 {0}",
-            d);
-        if (std::system(setup.c_str()) != 0) {
-            throw std::runtime_error("cannot make a MUNGE key in " + d +
-                                     " (are munge and its user installed? run as root)");
-        }
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            throw std::runtime_error("fork failed");
-        }
-        if (pid == 0) {
-            // This thread blocks the stop signals (handle_stop_signals); munged must not.
-            sigset_t none;
-            sigemptyset(&none);
-            ::sigprocmask(SIG_SETMASK, &none, nullptr);
-            const std::string socket = "--socket=" + d + "/munge.socket";
-            const std::string key = "--key-file=" + d + "/munge.key";
-            const std::string pid_file = "--pid-file=" + d + "/munged.pid";
-            const std::string log = "--log-file=" + d + "/munged.log";
-            const std::string seed = "--seed-file=" + d + "/munged.seed";
-            const int out = ::open((d + "/munged.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            if (out >= 0) {
-                ::dup2(out, STDOUT_FILENO);
-                ::dup2(out, STDERR_FILENO);
-            }
-            ::execlp("setpriv", "setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--",
-                     "munged", "--foreground", socket.c_str(), key.c_str(), pid_file.c_str(),
-                     log.c_str(), seed.c_str(), static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        Leftovers::get().set_munged(pid);
-        const auto deadline = Clock::now() + 10s;
-        while (!munge_encode("ping", socket())) {
-            if (Clock::now() > deadline) {
-                Leftovers::get().stop_munged();
-                throw std::runtime_error("munged did not start in " + d);
-            }
-            std::this_thread::sleep_for(10ms);
+        Leftovers::get().set_munged(start_private_munged(dir_));
+        if (!munged_answers(socket(), 10s)) {
+            Leftovers::get().stop_munged();
+            throw std::runtime_error("munged did not start in " + dir_.string());
         }
     }
     ~Munged() { Leftovers::get().stop_munged(); }

@@ -20,6 +20,57 @@
 
 namespace vcpilot {
 
+// Makes a MUNGE key in `dir` and starts a private munged there, as user munge (its output in
+// munged.out); its pid. Root only. The child clears its signal mask: a caller may block the
+// stop signals for a thread of its own.
+inline pid_t start_private_munged(const std::filesystem::path& dir) {
+    const std::string d = dir.string();
+    const std::string setup = "mungekey --create --keyfile=" + d + "/munge.key && chown munge " +
+                              d + " " + d + "/munge.key && chmod 0400 " + d +
+                              "/munge.key && chmod 0755 " + d;  // munged wants it searchable
+    if (std::system(setup.c_str()) != 0) {
+        throw std::runtime_error("cannot make a MUNGE key in " + d +
+                                 " (are munge and its user installed? run as root)");
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        throw std::runtime_error("fork failed");
+    }
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        const std::string socket = "--socket=" + d + "/munge.socket";
+        const std::string key = "--key-file=" + d + "/munge.key";
+        const std::string pid_file = "--pid-file=" + d + "/munged.pid";
+        const std::string log = "--log-file=" + d + "/munged.log";
+        const std::string seed = "--seed-file=" + d + "/munged.seed";
+        // munged in the foreground also talks on stderr: keep the caller's output clean.
+        const int out = ::open((d + "/munged.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out >= 0) {
+            ::dup2(out, STDOUT_FILENO);
+            ::dup2(out, STDERR_FILENO);
+        }
+        ::execlp("setpriv", "setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--",
+                 "munged", "--foreground", socket.c_str(), key.c_str(), pid_file.c_str(),
+                 log.c_str(), seed.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    return pid;
+}
+
+// Whether the munged on `socket` encodes a credential within `timeout`.
+inline bool munged_answers(const std::string& socket, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!munge_encode("ping", socket)) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+}
+
 class TestMunged {
   public:
     // Whether this machine can run one (munged installed, a munge user, tests run as root).
@@ -30,39 +81,10 @@ class TestMunged {
     }
 
     TestMunged() {
-        ::chmod(dir_.path().c_str(), 0755);  // munged wants its socket's path searchable by all
-        const std::string d = dir_.path().string();
-        const std::string setup = "mungekey --create --keyfile=" + d +
-                                  "/munge.key && chown munge " + d + " " + d +
-                                  "/munge.key && chmod 0400 " + d + "/munge.key";
-        if (std::system(setup.c_str()) != 0) {
-            throw std::runtime_error("cannot make a MUNGE key in " + d);
-        }
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            const std::string socket = "--socket=" + d + "/munge.socket";
-            const std::string key = "--key-file=" + d + "/munge.key";
-            const std::string pid_file = "--pid-file=" + d + "/munged.pid";
-            const std::string log = "--log-file=" + d + "/munged.log";
-            const std::string seed = "--seed-file=" + d + "/munged.seed";
-            // munged in the foreground also talks on stderr: keep the test output clean.
-            const int out = ::open((d + "/munged.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            if (out >= 0) {
-                ::dup2(out, STDOUT_FILENO);
-                ::dup2(out, STDERR_FILENO);
-            }
-            ::execlp("setpriv", "setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--",
-                     "munged", "--foreground", socket.c_str(), key.c_str(), pid_file.c_str(),
-                     log.c_str(), seed.c_str(), static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!munge_encode("ping", socket())) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                stop();
-                throw std::runtime_error("munged did not start in " + d);
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        pid_ = start_private_munged(dir_.path());
+        if (!munged_answers(socket(), std::chrono::seconds(10))) {
+            stop();
+            throw std::runtime_error("munged did not start in " + dir_.path().string());
         }
     }
     ~TestMunged() { stop(); }
