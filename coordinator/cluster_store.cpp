@@ -427,8 +427,7 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
     });
 }
 
-Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
-    // The GRC is trusted, but what it sends is still checked: a bad field is refused whole.
+v1::CreateClusterRequest request_of(const v1::SiteAssignment& assignment) {
     v1::CreateClusterRequest request;
     auto* site = request.add_sites();
     site->set_site(assignment.site());
@@ -439,7 +438,12 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
     request.set_slots(assignment.slots());
     request.set_image(assignment.image());
     request.set_image_mount(assignment.image_mount());
-    auto spec = validate_create(request, assignment.owner());
+    return request;
+}
+
+Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
+    // The GRC is trusted, but what it sends is still checked: a bad field is refused whole.
+    auto spec = validate_create(request_of(assignment), assignment.owner());
     if (!spec) {
         return spec.error();
     }
@@ -464,9 +468,10 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
                 // The GRC sending again what is held already changes nothing; a live cluster
                 // of this site's own with the same id is not the GRC's to take.
                 if ((*existing)->origin != kOriginGrc) {
-                    return Error{fmt::format("cluster id {} is taken here by a cluster of this "
-                                             "site's own",
-                                             assignment.cluster_id())};
+                    return Error{
+                        fmt::format("cluster id {} is taken here by a cluster of this "
+                                    "site's own",
+                                    assignment.cluster_id())};
                 }
                 return {};
             }

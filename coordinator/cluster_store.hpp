@@ -111,6 +111,10 @@ inline constexpr std::string_view kOriginJob = "job";
 // coordinator knows) and returns the spec; the error names the field.
 Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std::string owner);
 
+// The one-site CreateClusterRequest a GRC assignment amounts to at its site, to be checked
+// with validate_create (as adopt does).
+v1::CreateClusterRequest request_of(const v1::SiteAssignment& assignment);
+
 // The virtual hostname of node `ordinal` of `site`, and its address.
 std::string node_name(std::string_view prefix, std::string_view site, std::uint32_t ordinal);
 Result<IpAddress> node_address(const Cidr& block, std::uint32_t ordinal);

@@ -672,17 +672,7 @@ void fuzz_create(const v1::CreateClusterRequest& request, std::uint8_t selector)
 // Whether adopt must record the assignment (or accept it as one it already holds), from the
 // fields and the fixture alone.
 bool acceptable(const v1::SiteAssignment& assignment) {
-    v1::CreateClusterRequest request;
-    auto* site = request.add_sites();
-    site->set_site(assignment.site());
-    site->set_nodes(assignment.nodes());
-    site->set_block(assignment.block());
-    request.set_key_mode(assignment.key_mode());
-    request.set_name_prefix(assignment.name_prefix());
-    request.set_slots(assignment.slots());
-    request.set_image(assignment.image());
-    request.set_image_mount(assignment.image_mount());
-    if (!validate_create(request, assignment.owner()) ||
+    if (!validate_create(request_of(assignment), assignment.owner()) ||
         !store_detail::check_name("cluster id", assignment.cluster_id()) ||
         assignment.block().empty() || assignment.vni() < 1 || assignment.vni() > kMaxVni) {
         return false;
