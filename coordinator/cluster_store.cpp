@@ -4,10 +4,12 @@
 #include <SQLiteCpp/Exception.h>
 #include <SQLiteCpp/Statement.h>
 #include <algorithm>
+#include <filesystem>
 #include <fmt/format.h>
 #include <random>
 #include <set>
 
+#include "common/image_mount.hpp"
 #include "common/sshcert.hpp"
 #include "common/store_detail.hpp"
 #include "common/text.hpp"
@@ -285,6 +287,14 @@ Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std
     }
     if (request.image().empty() != request.image_mount().empty()) {
         return Error{"image and image_mount come together: give both or neither"};
+    }
+    // Every pilot would refuse it at SETUP; refused here, before anything is reserved.
+    if (!request.image_mount().empty()) {
+        if (auto status = check_image_mount_point(
+                std::filesystem::path(request.image_mount()).lexically_normal());
+            !status) {
+            return Error{"image_mount: " + status.error().message};
+        }
     }
     spec.image = request.image();
     spec.image_mount = request.image_mount();

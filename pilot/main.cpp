@@ -487,7 +487,7 @@ int main(int argc, char** argv) {
     CLI::Option* job_image_option =
         serve_command
             ->add_option("--job-image", serve_options.job_image,
-                         "the job's --vc-image: a directory shown read-only at --job-image-mount")
+                         "the job's --vc-image: a directory layered read-only over --job-image-mount")
             ->needs(job_nodes_option);
     serve_command
         ->add_option("--srun", serve_options.srun,
@@ -495,7 +495,7 @@ int main(int argc, char** argv) {
         ->needs(job_nodes_option);
     serve_command
         ->add_option("--job-image-mount", serve_options.job_image_mount,
-                     "where the job's image appears inside the job")
+                     "the node's directory that the job's image is layered over")
         ->needs(job_image_option);
     serve_command
         ->add_option("--rank", serve_options.rank,

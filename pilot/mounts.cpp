@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/image_mount.hpp"
 #include "common/text.hpp"
 #include "pilot/files.hpp"
 #include "pilot/namespaces.hpp"
@@ -85,11 +86,6 @@ Status check_overlay_safe(std::string_view field, const fs::path& path) {
     return {};
 }
 
-// Component by component: /srv/images-evil is not within /srv/images.
-bool is_within(const fs::path& path, const fs::path& root) {
-    return std::mismatch(root.begin(), root.end(), path.begin(), path.end()).first == root.end();
-}
-
 // The checks that need no filesystem access: setup repeats them, since it puts these values
 // into mount options.
 Status check_plan_shape(const JobMountPlan& plan) {
@@ -122,7 +118,21 @@ Status check_plan_shape(const JobMountPlan& plan) {
             return ok;
         }
         if (auto ok = check_image_mount_point(*plan.image_mount); !ok) {
-            return ok;
+            return Error{"image_mount: " + ok.error().message};
+        }
+        // overlayfs refuses layers inside one another (ELOOP, "Too many levels of symbolic
+        // links"): say why instead.
+        if (is_within(*plan.image, *plan.image_mount) || is_within(*plan.image_mount, *plan.image)) {
+            return Error{"image: " + quote(plan.image->native(), 200) + " and image_mount " +
+                         quote(plan.image_mount->native(), 200) +
+                         " lie inside one another; the image cannot be layered over a directory "
+                         "that holds it"};
+        }
+        // The union hides what is mounted below image_mount, the job's ~/.ssh among it.
+        if (is_within(plan.home, *plan.image_mount) || is_within(*plan.image_mount, plan.home)) {
+            return Error{"image_mount: " + quote(plan.image_mount->native(), 200) +
+                         " must not hold or lie in the job user's home " +
+                         quote(plan.home.native(), 200)};
         }
     }
     return {};
@@ -418,28 +428,21 @@ Result<UniqueFd> open_image(const fs::path& image,
     return source;
 }
 
-Status bind_image_read_only(const UniqueFd& source, const fs::path& image,
-                            const fs::path& mount_point) {
-    UniqueFd target(open_dir_no_symlinks(mount_point.c_str()));
-    if (!target) {
+// The image as the lower layer of a read-only union at image_mount: its files over the host's
+// directory there, which shows through wherever the image has nothing of the same name. No
+// upper layer, so nothing in the job can write to either; nosuid and nodev, since the image is
+// usually the user's. overlayfs takes its layers by path: /proc/self/fd/N names exactly the
+// directories opened, whatever their paths lead to by now.
+Status union_image(const UniqueFd& image, const fs::path& image_path, const fs::path& mount_point) {
+    UniqueFd host(open_dir_no_symlinks(mount_point.c_str()));
+    if (!host) {
         return step_error("open image_mount " + quote(mount_point.native(), 200), errno);
     }
-    // Not MS_REC: a read-only remount applies to one mount only, and submounts of the image
-    // directory would stay writable.
-    if (::mount(proc_path(source).c_str(), proc_path(target).c_str(), nullptr, MS_BIND, nullptr) !=
-        0) {
-        return step_error("bind the image " + quote(image.native(), 200) + " at " +
-                              quote(mount_point.native(), 200),
-                          errno);
-    }
-    // The old descriptor still refers to the directory underneath; open the new mount.
-    UniqueFd mounted(open_dir_no_symlinks(mount_point.c_str()));
-    if (!mounted) {
-        return step_error("open the image mount " + quote(mount_point.native(), 200), errno);
-    }
-    if (::mount(nullptr, proc_path(mounted).c_str(), nullptr,
-                MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) {
-        return step_error("remount the image at " + quote(mount_point.native(), 200) + " read-only",
+    const std::string options = "lowerdir=" + proc_path(image) + ":" + proc_path(host);
+    if (::mount("vc-image", proc_path(host).c_str(), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
+                options.c_str()) != 0) {
+        return step_error("layer the image " + quote(image_path.native(), 200) + " over " +
+                              quote(mount_point.native(), 200) + " (overlayfs)",
                           errno);
     }
     return {};
@@ -675,14 +678,6 @@ Result<DirectoryIdentity> open_image_as_user(const fs::path& image, const std::s
     return DirectoryIdentity{check.device, check.inode};
 }
 
-Status check_image_mount_point(const fs::path& mount_point) {
-    if (mount_point == "/" || is_within(mount_point, "/tmp") || is_within(mount_point, "/proc")) {
-        return Error{"image_mount: " + quote(mount_point.native()) +
-                     " must not be /, /proc or inside /tmp (the job gets its own /tmp)"};
-    }
-    return {};
-}
-
 Status check_job_mount_plan(const JobMountPlan& plan,
                             std::span<const std::filesystem::path> allowed_image_roots) {
     if (auto ok = check_plan_shape(plan); !ok) {
@@ -782,7 +777,7 @@ Status setup_job_mounts(const JobMountPlan& plan) {
         return ok;
     }
     if (plan.image) {
-        if (auto ok = bind_image_read_only(image, *plan.image, *plan.image_mount); !ok) {
+        if (auto ok = union_image(image, *plan.image, *plan.image_mount); !ok) {
             return ok;
         }
     }

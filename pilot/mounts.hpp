@@ -1,6 +1,6 @@
 // The job's union-mounted view of the node's filesystem: an overlay over /etc whose upper
 // layer holds the cluster's files, a per-job ~/.ssh, a private size-limited /tmp and an
-// optional read-only image. All of it lives in the job's own mount namespace; the host's files
+// optional image layered read-only over one directory. All of it lives in the job's own mount namespace; the host's files
 // and mount table are never changed (the only host-side writes are under the job's run
 // directory).
 #pragma once
@@ -39,11 +39,11 @@ struct JobMountPlan {
     // smaller value is almost certainly a unit mistake.
     std::uint64_t tmp_size_bytes = 0;
     // A directory under one of the allowed image roots, given as its canonical path (no
-    // symlinks, "." or ".."), shown read-only at image_mount, which must be an existing
+    // symlinks, "." or ".."), layered read-only over image_mount, which must be an existing
     // directory. Both or neither.
     std::optional<std::filesystem::path> image;
     std::optional<std::filesystem::path> image_mount;
-    // The image as the job user opened it (open_image_as_user): the directory bound must be
+    // The image as the job user opened it (open_image_as_user): the directory layered must be
     // that one, not whatever the path leads to by then. None: not checked (root's own SETUP).
     std::optional<DirectoryIdentity> image_identity;
     // Slurm jobs: vc-srun bound over the real srun, so that srun inside the job goes through
@@ -56,9 +56,6 @@ struct JobMountPlan {
 };
 
 inline constexpr std::uint64_t kMinTmpSizeBytes = std::uint64_t{1} << 20;
-
-// Where an image may not appear: /, /proc, or inside /tmp (the job's own tmpfs covers it).
-Status check_image_mount_point(const std::filesystem::path& mount_point);
 
 // Whether the job user may read the image: a child process with the user's uid, gid and
 // supplementary groups opens it without following symlinks (so every directory on the way must
@@ -92,9 +89,10 @@ Status prepare_job_mounts(const JobMountPlan& plan,
 //   5. a tmpfs on /tmp (size, mode 1777, nosuid, nodev);
 //   6. per-job login records (made by prepare) over the host's wtmp, btmp, lastlog and utmp,
 //      which sshd writes for every terminal session;
-//   7. the image bound read-only (also nosuid, nodev) at image_mount; it is opened before
-//      anything is mounted (an image below /tmp is the host's, not the job's), and must be the
-//      directory in image_identity when that is given;
+//   7. a read-only overlayfs (also nosuid, nodev) at image_mount whose lower layers are the
+//      image over the host's directory there; the image is opened before anything is mounted
+//      (an image below /tmp is the host's, not the job's), and must be the directory in
+//      image_identity when that is given;
 //   8. vc-srun bound read-only over srun, when srun_shim is given.
 // Paths that a user could swap for a symlink are opened once and mounted through their file
 // descriptor. Errors name the step and the errno.

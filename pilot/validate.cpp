@@ -8,6 +8,7 @@
 #include <set>
 #include <utility>
 
+#include "common/image_mount.hpp"
 #include "common/text.hpp"
 #include "pilot/keys.hpp"
 #include "pilot/mounts.hpp"
@@ -173,7 +174,7 @@ Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLim
             return mount_point.error();
         }
         if (auto ok = check_image_mount_point(*mount_point); !ok) {
-            return ok.error();
+            return field_error("image_mount", ok.error().message);
         }
         image = *path;
         image_mount = *mount_point;

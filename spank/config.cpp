@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/image_mount.hpp"
 #include "common/text.hpp"
 
 namespace vcpilot::spank {
@@ -55,12 +57,10 @@ Result<SiteConfig> parse_config(const std::vector<std::string>& arguments) {
             if (auto ok = absolute_path(key, value); !ok) {
                 return ok.error();
             }
-            if (value == "/" || value == "/tmp" || value.starts_with("/tmp/") || value == "/proc" ||
-                value.starts_with("/proc/")) {
-                return Error{fmt::format(
-                    "plugstack.conf: image_mount={}: not /, /proc or inside /tmp (the job has "
-                    "its own /tmp)",
-                    quote(value, 80))};
+            if (auto ok = check_image_mount_point(std::filesystem::path(value).lexically_normal());
+                !ok) {
+                return Error{fmt::format("plugstack.conf: image_mount={}: {}", quote(value, 80),
+                                         ok.error().message)};
             }
             config.image_mount = value;
         } else if (key == "image_roots") {

@@ -20,7 +20,7 @@ struct SiteConfig {
     std::chrono::seconds ready_timeout{60};           // ready_timeout=
     Overlay overlay = Overlay::Vxlan;                 // default_overlay=
     KeyMode keys = KeyMode::Ca;                       // default_keys=
-    // --vc-image: where the job sees the image (an existing directory on every node), and the
+    // --vc-image: the directory of every node the image is layered over (it must exist), and the
     // directories below which an image may be (the pilot also checks the job's user may read
     // it, so the default allows any directory the user can read).
     std::string image_mount = "/mnt";              // image_mount=

@@ -36,7 +36,7 @@ inline constexpr OptionInfo kOptions[] = {
     {"vc", "", "run the job in a private virtual cluster (vcpilot)"},
     {"vc-net", "CIDR", "the virtual cluster's address range (default: one is chosen)"},
     {"vc-overlay", "vxlan|n2n", "how the virtual nodes are linked (default: the site's)"},
-    {"vc-image", "PATH", "a directory to lay under every virtual node's filesystem"},
+    {"vc-image", "PATH", "a directory layered read-only over the nodes' /mnt"},
     {"vc-cluster", "ID", "join the virtual cluster ID reserved with vcctl"},
     {"vc-keys", "ca|exchange", "how virtual nodes trust each other's SSH keys (default: ca)"},
     {"vc-hostname-prefix", "P", "virtual host names are P-<site>-<i> (default: vc)"},

@@ -3,8 +3,8 @@
 # job's nodes (its virtual names, its id), and again by the next job: the cluster outlives each
 # job, whose nodes are free again when it ends. Someone else's cluster, a job larger than the
 # cluster's free nodes: the tasks are not run, srun says why in one line, and nothing is held
-# or left behind. --vc-image shows a directory read-only at /mnt in every task; one the user
-# cannot read is refused.
+# or left behind. --vc-image is layered read-only over the node's /mnt in every task; one the
+# user cannot read is refused.
 source "$(dirname "$0")/lib.sh"
 start_clean
 
@@ -68,7 +68,8 @@ assert_eq "PENDING ," "$(cluster_state "$id")" "vcuser's cluster after the refus
 assert_eq "PENDING " "$(cluster_state "$other")" "root's cluster after vcuser's refused job"
 pass "another user's cluster, an unknown one and one too small are refused with the CRM's reason; nothing is held or left behind"
 
-# --vc-image: a directory the user can read appears read-only at /mnt; one they cannot is refused.
+# --vc-image: a directory the user can read is layered read-only over the node's /mnt (the lab
+# keeps /mnt/site/README there); one they cannot read is refused.
 image=$run_dir/vc-image-test
 secret=$run_dir/vc-image-secret
 mkdir -p "$image" "$secret"
@@ -76,10 +77,17 @@ echo "marker of the image" >"$image/marker"
 echo "not for vcuser" >"$secret/marker"
 chmod 0755 "$image" && chmod 0644 "$image/marker"
 chmod 0700 "$secret"
-out=$(as_user srun -N2 --vc --vc-image="$image" bash -c 'cat /mnt/marker; touch /mnt/x 2>&1 || true') ||
+mkdir -p "$image/site"
+echo "the image's own" >"$image/site/extra"
+chmod 0755 "$image/site" && chmod 0644 "$image/site/extra"
+out=$(as_user srun -N2 --vc --vc-image="$image" bash -c \
+    'cat /mnt/marker /mnt/site/README /mnt/site/extra; touch /mnt/x /mnt/site/y 2>&1 || true') ||
     fail "srun --vc --vc-image failed: $out"
 assert_eq 2 "$(grep -cx 'marker of the image' <<<"$out")" "tasks that see the image's marker at /mnt"
-assert_eq 2 "$(grep -c 'Read-only file system' <<<"$out")" "tasks refused a write to the image"
+assert_eq 2 "$(grep -cx 'a file of the site' <<<"$out")" "tasks that still see the node's /mnt/site/README"
+assert_eq 2 "$(grep -cx "the image's own" <<<"$out")" "tasks that see the image's file in the merged /mnt/site"
+assert_eq 4 "$(grep -c 'Read-only file system' <<<"$out")" "writes to the union refused"
+[[ ! -e $image/x && ! -e $image/site/y ]] || fail "a write in the job reached the image"
 out=$(as_user srun -N2 --vc-cluster="$id" --vc-image="$image" bash -c 'echo "$(hostname) $(cat /mnt/marker)"') ||
     fail "srun --vc-cluster --vc-image failed: $out"
 assert_eq "rsv-site1-1 marker of the image
@@ -88,7 +96,7 @@ wait_free "$id"
 refused "an image vcuser cannot read" "is not readable by 'vcuser'" -N1 --vc --vc-image="$secret"
 refused "a missing image" "No such file or directory" -N1 --vc --vc-image="$run_dir/no-such-image"
 wait_nothing_left
-pass "--vc-image shows the directory read-only at /mnt (also with --vc-cluster); one the user cannot read, or a missing one, is refused"
+pass "--vc-image is layered read-only over the node's /mnt, whose own files show through (also with --vc-cluster); one the user cannot read, or a missing one, is refused"
 
 user_ctl release "$id" --wait --timeout 30 >/dev/null || fail "vcctl release of the reserved cluster failed"
 root_ctl release "$other" --wait --timeout 30 >/dev/null || fail "vcctl release of root's cluster failed"

@@ -127,6 +127,8 @@ TEST_F(ClusterStoreTest, BadRequestsNameTheField) {
     auto image = request({{"a", 1}});
     image.set_image("/srv/img");
     EXPECT_THAT(error_of(create(image)), HasSubstr("image_mount"));
+    image.set_image_mount("/usr/local");  // the job's sshd would load the user's files as root
+    EXPECT_THAT(error_of(create(image)), HasSubstr("image_mount: '/usr/local' is inside /usr"));
     EXPECT_THAT(error_of(create(request({{"a", 1}}), "")), HasSubstr("owner"));
     EXPECT_TRUE(store_.list("", true).value().empty());
     EXPECT_TRUE(live_blocks().empty());

@@ -91,11 +91,25 @@ class Scratch {
     ~Scratch() {
         std::error_code ignored;
         fs::remove_all(dir_, ignored);
+        if (!mount_dir_.empty()) {
+            fs::remove_all(mount_dir_, ignored);
+        }
     }
     Scratch(const Scratch&) = delete;
     Scratch& operator=(const Scratch&) = delete;
 
     const fs::path& dir() const { return dir_; }
+    // A directory an image may be layered over: image_mount may not lie in /run, /var or /tmp,
+    // so it is made under /mnt, on first use. Empty when that cannot be done (not root).
+    const fs::path& mount_dir() {
+        if (mount_dir_.empty()) {
+            std::string name = "/mnt/vcpilot-mounts-test-XXXXXX";
+            if (::mkdtemp(name.data()) != nullptr) {
+                mount_dir_ = name;
+            }
+        }
+        return mount_dir_;
+    }
     fs::path home() const { return dir_ / "home"; }
     JobPaths paths() const { return JobPaths::make(dir_ / "run", "node1", "job1").value(); }
 
@@ -105,6 +119,7 @@ class Scratch {
 
   private:
     fs::path dir_;
+    fs::path mount_dir_;
 };
 
 // ---- the plan's checks (no privileges needed) ---------------------------------------------
@@ -150,7 +165,11 @@ TEST(JobMountPlan, RefusesARunDirectoryThatWouldBreakOverlayOptions) {
 
 class ImagePlan : public ::testing::Test {
   protected:
-    ImagePlan() {
+    void SetUp() override {
+        if (scratch_.mount_dir().empty()) {
+            GTEST_SKIP() << "needs a directory under /mnt (root)";
+        }
+        mount_point_ = scratch_.mount_dir() / "image";
         fs::create_directories(roots_[0] / "img" / "bin");
         fs::create_directories(scratch_.dir() / "images-evil" / "img");
         fs::create_directories(scratch_.dir() / "other" / "img");
@@ -168,7 +187,7 @@ class ImagePlan : public ::testing::Test {
 
     Scratch scratch_;
     std::vector<fs::path> roots_{scratch_.dir() / "images"};
-    fs::path mount_point_ = scratch_.dir() / "mnt" / "image";
+    fs::path mount_point_;
 };
 
 TEST_F(ImagePlan, AcceptsADirectoryInsideAnAllowedRoot) {
@@ -227,12 +246,36 @@ TEST_F(ImagePlan, NeedsImageAndImageMountTogether) {
 
 TEST_F(ImagePlan, RefusesAnImageMountThatIsMissingRootOrUnderTmp) {
     JobMountPlan plan = plan_with(roots_[0] / "img");
-    plan.image_mount = scratch_.dir() / "mnt" / "missing";
+    plan.image_mount = scratch_.mount_dir() / "missing";
     EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image_mount: "));
     plan.image_mount = "/";
     EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image_mount: "));
     plan.image_mount = "/tmp/image";
-    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("image_mount: "));
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("job's own /tmp"));
+}
+
+TEST_F(ImagePlan, RefusesAnImageMountWhereTheJobsRootProcessesLook) {
+    // The job's sshd runs as root in the job's view; an image is usually the user's files.
+    JobMountPlan plan = plan_with(roots_[0] / "img");
+    for (const char* reserved : {"/usr", "/usr/local", "/etc/ssh", "/lib", "/run", "/var/lib",
+                                 "/sbin", "/root", "/proc/sys", "/sys", "/dev"}) {
+        plan.image_mount = reserved;
+        EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)),
+                    HasSubstr("image_mount: '" + std::string(reserved) + "' is "))
+            << reserved;
+    }
+    // The union would hide what is mounted below it, the job's ~/.ssh among it.
+    plan.home = mount_point_ / "home";
+    plan.image_mount = mount_point_;
+    EXPECT_THAT(error_of(check_job_mount_plan(plan, roots_)), HasSubstr("job user's home"));
+}
+
+TEST_F(ImagePlan, RefusesAnImageInsideItsMountPointOrTheOtherWayRound) {
+    // overlayfs would refuse these with ELOOP; the plan says why.
+    fs::create_directories(mount_point_ / "images" / "img");
+    std::vector<fs::path> roots{mount_point_ / "images"};
+    EXPECT_THAT(error_of(check_job_mount_plan(plan_with(mount_point_ / "images" / "img"), roots)),
+                HasSubstr("lie inside one another"));
 }
 
 // ---- prepare (host side) -----------------------------------------------------------------
@@ -472,27 +515,45 @@ TEST_F(SetupJobMounts, GivesTheJobItsOwnLoginRecords) {
     }
 }
 
-TEST_F(SetupJobMounts, ShowsTheImageReadOnlyAtItsMountPoint) {
+TEST_F(SetupJobMounts, LayersTheImageReadOnlyOverTheHostsDirectory) {
+    ASSERT_FALSE(scratch_.mount_dir().empty());
     const fs::path image = scratch_.dir() / "images" / "img";
-    const fs::path mount_point = scratch_.dir() / "mnt" / "image";
-    fs::create_directories(image);
-    fs::create_directories(mount_point);
+    const fs::path mount_point = scratch_.mount_dir() / "image";
+    fs::create_directories(image / "bin");
+    fs::create_directories(mount_point / "data");
     write_text(image / "release", "image 1.0\n");
+    write_text(image / "bin" / "tool", "the image's tool\n");
+    write_text(mount_point / "release", "host 0.9\n");
+    write_text(mount_point / "data" / "host-only", "the host's file\n");
     plan_.image = image;
     plan_.image_mount = mount_point;
     ASSERT_TRUE(check_job_mount_plan(plan_, std::vector<fs::path>{image.parent_path()}).ok());
     JobView view(plan_);
     ASSERT_EQ(view.message(), "ok");
+    // The image's files win; the host's show through where the image has none.
     EXPECT_EQ(read_text(view.inside(mount_point / "release")), "image 1.0\n");
-    const int fd = ::open(view.inside(mount_point / "new").c_str(), O_WRONLY | O_CREAT, 0644);
-    EXPECT_EQ(fd, -1);
-    EXPECT_EQ(errno, EROFS);
-    EXPECT_TRUE(fs::is_empty(mount_point));  // the host's mount point is untouched
+    EXPECT_EQ(read_text(view.inside(mount_point / "bin" / "tool")), "the image's tool\n");
+    EXPECT_EQ(read_text(view.inside(mount_point / "data" / "host-only")), "the host's file\n");
+    EXPECT_EQ(fs_type_at(view.mountinfo(), mount_point.string()), "overlay");
+    for (const fs::path& target : {mount_point / "new", mount_point / "data" / "new"}) {
+        const int fd = ::open(view.inside(target).c_str(), O_WRONLY | O_CREAT, 0644);
+        EXPECT_EQ(fd, -1) << target;
+        EXPECT_EQ(errno, EROFS) << target;
+    }
+    struct statvfs flags {};
+    ASSERT_EQ(::statvfs(view.inside(mount_point).c_str(), &flags), 0);
+    EXPECT_NE(flags.f_flag & ST_NOSUID, 0U);
+    EXPECT_NE(flags.f_flag & ST_NODEV, 0U);
+    // The host's directory is untouched.
+    EXPECT_EQ(read_text(mount_point / "release"), "host 0.9\n");
+    EXPECT_FALSE(fs::exists(mount_point / "bin"));
+    EXPECT_EQ(fs_type_at(read_text("/proc/self/mountinfo"), mount_point.string()), "");
 }
 
 TEST_F(SetupJobMounts, RefusesAnImageReplacedBySymlinkAfterPrepare) {
+    ASSERT_FALSE(scratch_.mount_dir().empty());
     const fs::path image = scratch_.dir() / "images" / "img";
-    const fs::path mount_point = scratch_.dir() / "mnt" / "image";
+    const fs::path mount_point = scratch_.mount_dir() / "image";
     fs::create_directories(scratch_.dir() / "images");
     fs::create_directories(mount_point);
     fs::create_directory_symlink("/root", image);
@@ -503,8 +564,9 @@ TEST_F(SetupJobMounts, RefusesAnImageReplacedBySymlinkAfterPrepare) {
 }
 
 TEST_F(SetupJobMounts, RefusesAnImageThatIsNotTheDirectoryTheUserWasCheckedFor) {
+    ASSERT_FALSE(scratch_.mount_dir().empty());
     const fs::path image = scratch_.dir() / "images" / "img";
-    const fs::path mount_point = scratch_.dir() / "mnt" / "image";
+    const fs::path mount_point = scratch_.mount_dir() / "image";
     fs::create_directories(image);
     fs::create_directories(mount_point);
     struct stat st {};

@@ -136,6 +136,8 @@ TEST(SpankConfig, AnUnknownKeyOrABadValueIsAnErrorNamingIt) {
         {"image_mount=mnt", "image_mount="},
         {"image_mount=/tmp/image", "image_mount="},
         {"image_mount=/", "image_mount="},
+        {"image_mount=/usr/local", "is inside /usr, where the job's root processes"},
+        {"image_mount=/mnt/../etc", "'/etc' is /etc, where"},
         {"image_roots=/srv/images:images", "image_roots="},
         {"image_roots=", "image_roots="},
     };

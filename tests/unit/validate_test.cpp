@@ -128,6 +128,12 @@ INSTANTIATE_TEST_SUITE_P(
                      r.set_image_mount("/proc");
                  },
                  "image_mount"},
+        BadSetup{"ImageOverUsrLocal",
+                 [](auto& r) {
+                     r.set_image("/srv/images/a");
+                     r.set_image_mount("/usr/local");
+                 },
+                 "image_mount"},
         BadSetup{"ImageInTmp",
                  [](auto& r) {
                      r.set_image("/srv/images/a");
