@@ -2,10 +2,8 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <sched.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -17,8 +15,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <random>
-#include <sstream>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -222,6 +218,24 @@ Status make_dir(const fs::path& dir, mode_t mode, uid_t uid, gid_t gid) {
     }
     if (::fchmod(fd.get(), mode) != 0) {
         return step_error("chmod " + dir.native(), errno);
+    }
+    return {};
+}
+
+// Makes `link` a symlink to `target`, replacing whatever is there (a symlink made next to it,
+// then renamed over it).
+Status replace_with_symlink(const fs::path& link, const fs::path& target) {
+    const fs::path temp = link.parent_path() / ("." + link.filename().native() + ".vcpilot-link");
+    if (::unlink(temp.c_str()) != 0 && errno != ENOENT) {
+        return step_error("remove " + temp.native(), errno);
+    }
+    if (::symlink(target.c_str(), temp.c_str()) != 0) {
+        return step_error("create the symlink " + temp.native(), errno);
+    }
+    if (::rename(temp.c_str(), link.c_str()) != 0) {
+        const int error = errno;
+        ::unlink(temp.c_str());
+        return step_error("rename " + temp.native() + " to " + link.native(), error);
     }
     return {};
 }
@@ -469,126 +483,6 @@ Status cover_login_records(const JobPaths& paths) {
     return {};
 }
 
-// ---- write_file_in_namespace's child -----------------------------------------------------
-
-enum class WriteStep : int { none, enter, open_dir, create, write, chown, chmod, close, rename };
-
-const char* describe(WriteStep step) {
-    switch (step) {
-        case WriteStep::none:
-            return "write";
-        case WriteStep::enter:
-            return "enter the mount namespace";
-        case WriteStep::open_dir:
-            return "open the parent directory without following symlinks";
-        case WriteStep::create:
-            return "create the temporary file";
-        case WriteStep::write:
-            return "write the temporary file";
-        case WriteStep::chown:
-            return "chown the temporary file";
-        case WriteStep::chmod:
-            return "chmod the temporary file";
-        case WriteStep::close:
-            return "close the temporary file";
-        case WriteStep::rename:
-            return "rename the temporary file over the target";
-    }
-    return "write";
-}
-
-struct WriteReport {
-    WriteStep step = WriteStep::none;
-    int error = 0;
-};
-
-// Everything the child needs, prepared by the parent: the child may not allocate.
-struct WriteJob {
-    int ns_fd;
-    int report_fd;
-    const char* directory;
-    const char* name;
-    const char* temp_name;
-    const char* data;
-    std::size_t size;
-    mode_t mode;
-    uid_t uid;
-    gid_t gid;
-};
-
-// Async-signal-safe only: this runs between fork and _exit in a copy of a multi-threaded
-// process.
-[[noreturn]] void write_in_child(const WriteJob& job) {
-    WriteReport report;
-    int dir = -1;
-    int file = -1;
-    auto fail = [&](WriteStep step) {
-        report = {step, errno};
-        if (file >= 0) {
-            ::close(file);
-        }
-        if (dir >= 0 && step > WriteStep::create) {
-            ::unlinkat(dir, job.temp_name, 0);
-        }
-        [[maybe_unused]] ssize_t ignored = ::write(job.report_fd, &report, sizeof report);
-        ::_exit(1);
-    };
-    if (::setns(job.ns_fd, CLONE_NEWNS) != 0) {
-        fail(WriteStep::enter);
-    }
-    dir = open_dir_no_symlinks(job.directory);
-    if (dir < 0) {
-        fail(WriteStep::open_dir);
-    }
-    file = ::openat(dir, job.temp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (file < 0) {
-        fail(WriteStep::create);
-    }
-    const char* data = job.data;
-    std::size_t left = job.size;
-    while (left > 0) {
-        const ssize_t n = ::write(file, data, left);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            fail(WriteStep::write);
-        }
-        data += n;
-        left -= static_cast<std::size_t>(n);
-    }
-    if (::fchown(file, job.uid, job.gid) != 0) {
-        fail(WriteStep::chown);
-    }
-    // After chown, which clears set-id bits.
-    if (::fchmod(file, job.mode) != 0) {
-        fail(WriteStep::chmod);
-    }
-    const int closing = std::exchange(file, -1);
-    if (::close(closing) != 0) {
-        fail(WriteStep::close);
-    }
-    if (::renameat(dir, job.temp_name, dir, job.name) != 0) {
-        fail(WriteStep::rename);
-    }
-    ::_exit(0);
-}
-
-std::string random_suffix() {
-    std::random_device random;
-    const std::uint64_t value = (std::uint64_t{random()} << 32) | random();
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string text;
-    for (int shift = 60; shift >= 0; shift -= 4) {
-        text += kHex[(value >> shift) & 0xf];
-    }
-    return text;
-}
-
-}  // namespace
-
-namespace {
-
 // What the child of open_image_as_user found.
 struct ReadCheck {
     int step = 0;  // 0: done; 1: taking the user's ids; 2: opening; 3: access
@@ -723,10 +617,29 @@ Status prepare_job_mounts(const JobMountPlan& plan,
     if (auto ok = make_dir(paths.user_ssh_dir(), 0700, plan.uid, plan.gid); !ok) {
         return ok;
     }
+    if (auto ok = make_dir(paths.job_files_dir(), 0755, 0, 0); !ok) {
+        return ok;
+    }
     if (auto ok = create_job_login_records(paths); !ok) {
         return ok;
     }
-    return replace_file(paths.etc_upper() / "hostname", plan.hostname + "\n", 0644, 0, 0);
+    if (auto ok = replace_file(paths.etc_upper() / "hostname", plan.hostname + "\n", 0644, 0, 0);
+        !ok) {
+        return ok;
+    }
+    if (!plan.ssh_client_config.empty()) {
+        for (const fs::path& dir : {paths.etc_upper() / "ssh", paths.etc_upper() / "ssh" / "ssh_config.d"}) {
+            if (auto ok = make_dir(dir, 0755, 0, 0); !ok) {
+                return ok;
+            }
+        }
+        if (auto ok = replace_file(paths.etc_upper() / "ssh" / "ssh_config.d" / "vcpilot.conf",
+                                   plan.ssh_client_config, 0644, 0, 0);
+            !ok) {
+            return ok;
+        }
+    }
+    return replace_with_symlink(paths.etc_upper() / "hosts", paths.hosts_file());
 }
 
 namespace {
@@ -785,79 +698,6 @@ Status setup_job_mounts(const JobMountPlan& plan) {
         if (auto ok = bind_srun_shim(*plan.srun_shim); !ok) {
             return ok;
         }
-    }
-    return {};
-}
-
-Status write_file_in_namespace(const std::filesystem::path& mnt_ns_file,
-                               const std::filesystem::path& path_inside, std::string_view content,
-                               mode_t mode, uid_t uid, gid_t gid) {
-    const std::string what = "write " + quote(path_inside.native(), 200) + " in the job";
-    if (auto ok = check_normal_absolute("path", path_inside); !ok) {
-        return Error{what + ": " + ok.error().message};
-    }
-    const std::string name = path_inside.filename().native();
-    if (name.empty() || name == "." || name == "..") {
-        return Error{what + ": the path must name a file"};
-    }
-    if ((mode & ~static_cast<mode_t>(07777)) != 0) {
-        std::ostringstream octal;
-        octal << std::oct << mode;
-        return Error{what + ": mode 0" + octal.str() + " has bits beyond 07777"};
-    }
-    UniqueFd ns(::open(mnt_ns_file.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!ns) {
-        return step_error(what + ": open the namespace file " + mnt_ns_file.native(), errno);
-    }
-    const int type = ::ioctl(ns.get(), NS_GET_NSTYPE);
-    if (type != CLONE_NEWNS) {
-        return Error{what + ": " + mnt_ns_file.native() + " is not a mount namespace" +
-                     (type < 0 ? " (" + errno_text(errno) + ")" : "")};
-    }
-    const std::string directory = path_inside.parent_path().native();
-    const std::string temp_name = ".vcpilot-" + random_suffix() + ".tmp";
-
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-        return step_error(what + ": pipe", errno);
-    }
-    UniqueFd report_read(pipe_fds[0]);
-    UniqueFd report_write(pipe_fds[1]);
-    const WriteJob job{ns.get(),
-                       report_write.get(),
-                       directory.c_str(),
-                       name.c_str(),
-                       temp_name.c_str(),
-                       content.data(),
-                       content.size(),
-                       mode,
-                       uid,
-                       gid};
-    const pid_t child = ::fork();
-    if (child < 0) {
-        return step_error(what + ": fork", errno);
-    }
-    if (child == 0) {
-        write_in_child(job);
-    }
-    report_write = UniqueFd();  // so that the read below ends when the child does
-    WriteReport report;
-    ssize_t got = 0;
-    do {
-        got = ::read(report_read.get(), &report, sizeof report);
-    } while (got < 0 && errno == EINTR);
-    int wait_status = 0;
-    while (::waitpid(child, &wait_status, 0) < 0) {
-        if (errno != EINTR) {
-            return step_error(what + ": wait for the writer process", errno);
-        }
-    }
-    if (got == static_cast<ssize_t>(sizeof report)) {
-        return Error{what + ": " + describe(report.step) + ": " + errno_text(report.error)};
-    }
-    if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
-        return Error{what + ": the writer process failed (wait status " +
-                     std::to_string(wait_status) + ")"};
     }
     return {};
 }

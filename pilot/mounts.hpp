@@ -35,6 +35,9 @@ struct JobMountPlan {
     std::filesystem::path home;
     // The virtual node's name, written to /etc/hostname in the upper layer.
     std::string hostname;
+    // The ssh client's configuration for the job, /etc/ssh/ssh_config.d/vcpilot.conf in the
+    // upper layer. Empty: none.
+    std::string ssh_client_config;
     // Size of the private /tmp. At least 1 MiB: tmpfs takes size=0 as "unlimited", and a
     // smaller value is almost certainly a unit mistake.
     std::uint64_t tmp_size_bytes = 0;
@@ -70,10 +73,13 @@ Status check_job_mount_plan(const JobMountPlan& plan,
                             std::span<const std::filesystem::path> allowed_image_roots);
 
 // Host side, before the namespace exists: checks the plan, creates the /etc upper and work
-// directories (root, 0755), the per-job ~/.ssh (the job user's, 0700) and empty per-job login
-// records, and writes the /etc files known at SETUP (hostname) into the upper layer. The job
-// directory becomes 0711: the job user must reach its ssh directory through it. Safe to call
-// again.
+// directories (root, 0755), the per-job ~/.ssh (the job user's, 0700), the directory of the
+// files the job reads (root, 0755) and empty per-job login records, and writes the /etc files
+// known at SETUP (hostname, the ssh client configuration) into the upper layer. /etc/hosts there
+// is a symlink to paths.hosts_file(), which the pilot replaces from the host side whenever the
+// cluster changes: a file changed in the upper layer of a mounted overlay is not reliably seen
+// through it, while the symlink's target is an ordinary file. The job directory becomes 0711:
+// the job user must reach its ssh directory through it. Safe to call again.
 Status prepare_job_mounts(const JobMountPlan& plan,
                           std::span<const std::filesystem::path> allowed_image_roots);
 
@@ -97,16 +103,5 @@ Status prepare_job_mounts(const JobMountPlan& plan,
 // Paths that a user could swap for a symlink are opened once and mounted through their file
 // descriptor. Errors name the step and the errno.
 Status setup_job_mounts(const JobMountPlan& plan);
-
-// Writes `content` to `path_inside` as the job sees it, from the host side: a forked child
-// enters the mount namespace `mnt_ns_file` (/proc/<pid>/ns/mnt of a process inside, or a bind
-// mount of it), creates a temporary file next to the target, sets owner and mode, and renames
-// it over the target. The parent directory must exist inside and is reached without following
-// symlinks. Async-signal-safe in the child, so it may be called from the multi-threaded pilot.
-// Files under an overlay (such as /etc) land in the upper layer; the host's own file is never
-// touched.
-Status write_file_in_namespace(const std::filesystem::path& mnt_ns_file,
-                               const std::filesystem::path& path_inside, std::string_view content,
-                               mode_t mode, uid_t uid, gid_t gid);
 
 }  // namespace vcpilot::pilot

@@ -54,8 +54,10 @@ class JobPaths {
     std::filesystem::path user_certificate() const {
         return user_ssh_dir() / "id_ed25519-cert.pub";
     }
-    // Files the job reads: hostfile, node list.
+    // Files the job reads: hostfile, node list, hosts.
     std::filesystem::path job_files_dir() const { return root_ / "job"; }
+    // The job's /etc/hosts, which is a symlink to this file (prepare_job_mounts).
+    std::filesystem::path hosts_file() const { return job_files_dir() / "hosts"; }
 
     const std::string& node() const { return node_; }
     const std::string& job() const { return job_; }

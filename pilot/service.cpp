@@ -88,6 +88,11 @@ grpc::Status wrong_state(const char* command, v1::PilotState state) {
             std::string(command) + " is not possible in state " + state_name(state)};
 }
 
+// The start of the job's /etc/hosts; the cluster's nodes follow.
+std::string hosts_header() {
+    return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+}
+
 }  // namespace
 
 PilotService::PilotService(JobPaths paths, PilotOptions options)
@@ -220,6 +225,7 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
                         .gid = plan->user.gid,
                         .home = plan->user.home,
                         .hostname = plan->node_name,
+                        .ssh_client_config = {},
                         .tmp_size_bytes = plan->tmp_size_bytes,
                         .image = plan->image,
                         .image_mount = plan->image_mount,
@@ -229,8 +235,22 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
         mounts.srun_shim =
             JobMountPlan::SrunShim{options_.srun_relay->shim, options_.srun_relay->srun};
     }
+    // The client configuration works whether or not the user has a ~/.ssh on the host.
+    mounts.ssh_client_config = "# written by vc-pilot for job " + paths_.job() +
+                               "\nHost *\n    IdentityFile " + paths_.user_key().string() +
+                               "\n    UserKnownHostsFile " +
+                               (paths_.user_ssh_dir() / "known_hosts").string() +
+                               "\n    StrictHostKeyChecking yes\n    CheckHostIP no\n";
     if (auto ok = prepare_job_mounts(mounts, options_.limits.allowed_image_roots); !ok) {
         return fail_setup("preparing the job's mounts: " + ok.error().message);
+    }
+    // The other nodes are added with the cluster's view.
+    if (auto ok = replace_file(paths_.hosts_file(),
+                               hosts_header() + plan->address.address().to_string() + "\t" +
+                                   plan->node_name + "\n",
+                               0644, 0, 0);
+        !ok) {
+        return fail_setup("writing the job's hosts file: " + ok.error().message);
     }
     if (mounts.image) {
         auto opened =
@@ -313,9 +333,35 @@ Status remove_file(const fs::path& path) {
 
 }  // namespace
 
+Status PilotService::write_certificate_files(const ClusterPlan& cluster) {
+    if (!cluster.certificates) {
+        for (const fs::path& stale : {paths_.user_certificate(), paths_.host_certificate(),
+                                      paths_.trusted_user_ca_keys()}) {
+            if (auto ok = remove_file(stale); !ok) {
+                return ok;
+            }
+        }
+        return {};
+    }
+    const CertificateTrust& trust = *cluster.certificates;
+    const auto& user = plan_->user;
+    // ssh finds the user's certificate next to the key; sshd is told where the others are.
+    for (const auto& step : {
+             replace_file(paths_.user_certificate(), trust.user_certificate + "\n", 0644, user.uid,
+                          user.gid),
+             replace_file(paths_.host_certificate(), trust.host_certificate + "\n", 0644, 0, 0),
+             replace_file(paths_.trusted_user_ca_keys(), trust.ca_key + "\n", 0644, 0, 0),
+         }) {
+        if (!step) {
+            return step;
+        }
+    }
+    return {};
+}
+
 Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
     const auto& user = plan_->user;
-    std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+    std::string hosts = hosts_header();
     std::string known_hosts, authorized_keys, hostfile, nodelist;
     for (const auto& node : cluster.nodes) {
         const std::string address = node.address.to_string();
@@ -333,23 +379,10 @@ Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
         known_hosts = "@cert-authority * " + cluster.certificates->ca_key + "\n";
     }
     const fs::path ssh_dir = paths_.user_ssh_dir();
-    // The client configuration works whether or not the user has a ~/.ssh on the host.
-    const std::string ssh_config = "# written by vc-pilot for job " + paths_.job() +
-                                   "\nHost *\n    IdentityFile " + paths_.user_key().string() +
-                                   "\n    UserKnownHostsFile " +
-                                   (ssh_dir / "known_hosts").string() +
-                                   "\n    StrictHostKeyChecking yes\n    CheckHostIP no\n";
-    std::error_code ec;
-    fs::create_directories(paths_.job_files_dir(), ec);
-    if (ec) {
-        return Error{"create " + paths_.job_files_dir().string() + ": " + ec.message()};
-    }
-    ::chmod(paths_.job_files_dir().c_str(), 0755);
-    const NamespaceFiles ns = namespaces_->files();
+    // /etc/hosts in the job leads to hosts_file() (prepare_job_mounts), so every file here is
+    // written from the host side.
     for (const auto& step : {
-             write_file_in_namespace(ns.mnt, "/etc/hosts", hosts, 0644, 0, 0),
-             write_file_in_namespace(ns.mnt, "/etc/ssh/ssh_config.d/vcpilot.conf", ssh_config, 0644,
-                                     0, 0),
+             replace_file(paths_.hosts_file(), hosts, 0644, 0, 0),
              replace_file(ssh_dir / "known_hosts", known_hosts, 0644, user.uid, user.gid),
              replace_file(ssh_dir / "authorized_keys", authorized_keys, 0600, user.uid, user.gid),
              replace_file(paths_.job_files_dir() / "hostfile", hostfile, 0644, 0, 0),
@@ -359,31 +392,10 @@ Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
             return step;
         }
     }
-    if (!cluster.certificates) {
-        for (const fs::path& stale : {paths_.user_certificate(), paths_.host_certificate(),
-                                      paths_.trusted_user_ca_keys()}) {
-            if (auto ok = remove_file(stale); !ok) {
-                return ok;
-            }
-        }
-        return {};
-    }
-    const CertificateTrust& trust = *cluster.certificates;
-    // ssh finds the user's certificate next to the key; sshd is told where the others are.
-    for (const auto& step : {
-             replace_file(paths_.user_certificate(), trust.user_certificate + "\n", 0644, user.uid,
-                          user.gid),
-             replace_file(paths_.host_certificate(), trust.host_certificate + "\n", 0644, 0, 0),
-             replace_file(paths_.trusted_user_ca_keys(), trust.ca_key + "\n", 0644, 0, 0),
-         }) {
-        if (!step) {
-            return step;
-        }
-    }
     return {};
 }
 
-Status PilotService::start_sshd(const std::optional<CertificateTrust>& certificates) {
+Status PilotService::spawn_sshd(const std::optional<CertificateTrust>& certificates) {
     const auto sshd_reads_the_same = [&] {
         if (sshd_certificates_.has_value() != certificates.has_value()) {
             return false;
@@ -419,7 +431,7 @@ Status PilotService::start_sshd(const std::optional<CertificateTrust>& certifica
     };
     // sshd dies with the thread that started it (PR_SET_PDEATHSIG), so a gRPC pool thread,
     // which may be retired at any time, must not be that thread.
-    auto sshd = launcher_.call([&] { return Sshd::start(spec, namespaces_->files(), launch); });
+    auto sshd = launcher_.call([&] { return Sshd::spawn(spec, namespaces_->files(), launch); });
     if (!sshd) {
         return sshd.error();
     }
@@ -439,6 +451,16 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
     auto cluster = validate_set_keys(*request, *plan_, OwnKeys{host_key_, user_key_});
     if (!cluster) {
         return invalid(cluster.error());
+    }
+    // sshd reads its host certificate and the key mode once, at start: those files first, then
+    // sshd comes up while the rest is written and the overlay learns its peers.
+    if (auto ok = write_certificate_files(*cluster); !ok) {
+        return {grpc::StatusCode::INTERNAL, "writing the certificates: " + ok.error().message};
+    }
+    if (auto ok = spawn_sshd(cluster->certificates); !ok) {
+        const std::string reason = "starting sshd: " + ok.error().message;
+        set_state(v1::PILOT_STATE_FAILED, reason);
+        return {grpc::StatusCode::INTERNAL, reason};
     }
     if (auto ok = write_cluster_files(*cluster); !ok) {
         return {grpc::StatusCode::INTERNAL, "writing the cluster's files: " + ok.error().message};
@@ -463,7 +485,7 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
     if (state == v1::PILOT_STATE_CONFIGURED) {
         set_state(v1::PILOT_STATE_KEYED);
     }
-    if (auto ok = start_sshd(cluster->certificates); !ok) {
+    if (auto ok = sshd_->wait_until_listening(); !ok) {
         const std::string reason = "starting sshd: " + ok.error().message;
         set_state(v1::PILOT_STATE_FAILED, reason);
         return {grpc::StatusCode::INTERNAL, reason};

@@ -98,8 +98,10 @@ class PilotService final : public v1::Pilot::Service {
     void write_state_file() const;  // with mutex_ held
     grpc::Status fail_setup(const std::string& reason);
     void reap_holder();
+    Status write_certificate_files(const ClusterPlan& cluster);
     Status write_cluster_files(const ClusterPlan& cluster);
-    Status start_sshd(const std::optional<CertificateTrust>& certificates);
+    // Starts sshd unless one runs that reads the same certificates; does not wait for it.
+    Status spawn_sshd(const std::optional<CertificateTrust>& certificates);
 
     const JobPaths paths_;
     const PilotOptions options_;

@@ -404,6 +404,12 @@ struct Sshd::Process {
     fs::path log;
     std::chrono::milliseconds stop_timeout;
     bool stopped = false;
+    // Until wait_until_listening() saw the pid file: what to look for, and until when.
+    fs::path pid_file;
+    std::string where;
+    std::chrono::steady_clock::time_point ready_deadline;
+    std::chrono::milliseconds ready_timeout;
+    bool listening = false;
 };
 
 Sshd::Sshd(std::unique_ptr<Process> process) : process_(std::move(process)) {}
@@ -456,6 +462,18 @@ Status Sshd::stop() {
 }
 
 Result<Sshd> Sshd::start(const SshdSpec& spec, const NamespaceFiles& namespaces,
+                         const SshdLaunch& launch) {
+    auto sshd = spawn(spec, namespaces, launch);
+    if (!sshd) {
+        return sshd;
+    }
+    if (auto ok = sshd->wait_until_listening(); !ok) {
+        return ok.error();
+    }
+    return sshd;
+}
+
+Result<Sshd> Sshd::spawn(const SshdSpec& spec, const NamespaceFiles& namespaces,
                          const SshdLaunch& launch) {
     auto config = render_sshd_config(spec);
     if (!config) {
@@ -526,29 +544,48 @@ Result<Sshd> Sshd::start(const SshdSpec& spec, const NamespaceFiles& namespaces,
                      errno_text(report.error)};
     }
 
-    auto process = std::make_unique<Process>(
-        Process{std::move(child), pid, log_file, launch.stop_timeout, false});
-    const std::string where = spec.listen.to_string() + " port " + std::to_string(spec.port);
-    const auto deadline = std::chrono::steady_clock::now() + launch.ready_timeout;
+    return Sshd(std::make_unique<Process>(Process{
+        .child = std::move(child),
+        .pid = pid,
+        .log = log_file,
+        .stop_timeout = launch.stop_timeout,
+        .stopped = false,
+        .pid_file = spec.pid_file,
+        .where = spec.listen.to_string() + " port " + std::to_string(spec.port),
+        .ready_deadline = std::chrono::steady_clock::now() + launch.ready_timeout,
+        .ready_timeout = launch.ready_timeout,
+        .listening = false}));
+}
+
+Status Sshd::wait_until_listening() {
+    if (!process_) {
+        return Error{"sshd was not started"};
+    }
+    Process& process = *process_;
+    if (process.listening) {
+        return {};
+    }
+    std::error_code ec;
     auto pause = std::chrono::milliseconds(1);
     for (;;) {
-        if (!process->child.running(ec)) {
-            process->stopped = true;
+        if (process.stopped || !process.child.running(ec)) {
             std::string message = "sshd exited (";
-            message +=
-                ec ? ec.message() : "exit status " + std::to_string(process->child.exit_code());
-            message += ") before listening on " + where;
-            return with_log(std::move(message), log_file);
+            message += process.stopped ? "stopped"
+                       : ec            ? ec.message()
+                                       : "exit status " + std::to_string(process.child.exit_code());
+            message += ") before listening on " + process.where;
+            process.stopped = true;
+            return with_log(std::move(message), process.log);
         }
-        if (pid_file_names(pid, spec.pid_file)) {
-            return Sshd(std::move(process));
+        if (pid_file_names(process.pid, process.pid_file)) {
+            process.listening = true;
+            return {};
         }
-        if (std::chrono::steady_clock::now() >= deadline) {
-            Sshd failed(std::move(process));
-            [[maybe_unused]] Status ignored = failed.stop();
-            return with_log("sshd did not listen on " + where + " within " +
-                                std::to_string(launch.ready_timeout.count()) + " ms",
-                            log_file);
+        if (std::chrono::steady_clock::now() >= process.ready_deadline) {
+            [[maybe_unused]] Status ignored = stop();
+            return with_log("sshd did not listen on " + process.where + " within " +
+                                std::to_string(process.ready_timeout.count()) + " ms",
+                            process.log);
         }
         // sshd is up within tens of milliseconds and a look costs one small read: a short,
         // steady pause keeps job start from waiting on the poll rather than on sshd.

@@ -86,6 +86,13 @@ class Sshd {
     // error sshd is not running, and the message ends with the tail of sshd's log if it has one.
     static Result<Sshd> start(const SshdSpec& spec, const NamespaceFiles& namespaces,
                               const SshdLaunch& launch);
+    // start() in two halves, so that the caller can do other work while sshd starts up: spawn
+    // writes the config and starts sshd without waiting; wait_until_listening waits (up to the
+    // launch's ready_timeout from the spawn) and then returns at once. If sshd exits or is not
+    // listening in time it is stopped, and the message ends with the tail of its log.
+    static Result<Sshd> spawn(const SshdSpec& spec, const NamespaceFiles& namespaces,
+                              const SshdLaunch& launch);
+    Status wait_until_listening();
 
     Sshd(Sshd&& other) noexcept;
     Sshd& operator=(Sshd&& other) noexcept;

@@ -24,6 +24,7 @@
 #include <system_error>
 #include <vector>
 
+#include "pilot/files.hpp"
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -114,7 +115,7 @@ class Scratch {
     JobPaths paths() const { return JobPaths::make(dir_ / "run", "node1", "job1").value(); }
 
     JobMountPlan plan() const {
-        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", kTmpSize, {}, {}, {}, {}};
+        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", {}, kTmpSize, {}, {}, {}, {}};
     }
 
   private:
@@ -159,7 +160,7 @@ TEST(JobMountPlan, RefusesAnInvalidHostname) {
 TEST(JobMountPlan, RefusesARunDirectoryThatWouldBreakOverlayOptions) {
     TempDir temp;
     const JobPaths paths = JobPaths::make(temp.path() / "a,b", "node1", "job1").value();
-    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", kTmpSize, {}, {}, {}, {}};
+    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", {}, kTmpSize, {}, {}, {}, {}};
     EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("run directory"));
 }
 
@@ -630,7 +631,7 @@ TEST_F(SetupJobMounts, NamesTheFailingStep) {
     EXPECT_THAT(view.message(), HasSubstr("mount overlayfs on /etc"));
 }
 
-// ---- write_file_in_namespace -------------------------------------------------------------
+// ---- files the pilot changes while the job runs -----------------------------------------
 
 // A job mount namespace persisted as a file, the way the pilot keeps it: a bind mount of
 // /proc/<pid>/ns/mnt in a private bind-mounted directory. Removed again on destruction.
@@ -708,9 +709,10 @@ class PersistedNamespace {
     std::string message_;
 };
 
-class WriteFileInNamespace : public SetupJobMounts {
+class JobEtcFiles : public SetupJobMounts {
   protected:
     void SetUp() override {
+        plan_.ssh_client_config = "Host *\n    CheckHostIP no\n";
         SetupJobMounts::SetUp();
         if (IsSkipped()) {
             return;
@@ -723,89 +725,35 @@ class WriteFileInNamespace : public SetupJobMounts {
     std::unique_ptr<PersistedNamespace> namespace_;
 };
 
-TEST_F(WriteFileInNamespace, WritesIntoTheJobsViewAndNeverTouchesTheHostsFile) {
-    struct stat host_before {};
-    ASSERT_EQ(::stat("/etc/hosts", &host_before), 0);
+TEST_F(JobEtcFiles, EtcHostsFollowsTheFileThePilotReplacesFromTheHostSide) {
     const std::string host_text = read_text("/etc/hosts");
-
-    const std::string hosts = "10.20.0.1 node1\n10.20.0.2 node2\n";
-    ASSERT_TRUE(write_file_in_namespace(namespace_->file(), "/etc/hosts", hosts, 0644, 0, 0).ok());
-
-    EXPECT_EQ(namespace_->read("/etc/hosts"), hosts);
-    EXPECT_EQ(read_text(scratch_.paths().etc_upper() / "hosts"), hosts);
-    struct stat host_after {};
-    ASSERT_EQ(::stat("/etc/hosts", &host_after), 0);
+    const fs::path hosts = scratch_.paths().hosts_file();
+    ASSERT_TRUE(replace_file(hosts, "10.20.0.1 node1\n", 0644, 0, 0).ok());
+    EXPECT_EQ(namespace_->read("/etc/hosts"), "10.20.0.1 node1\n");
+    // Once looked up inside, a change is still seen: the cluster grows, or a node is replaced.
+    ASSERT_TRUE(replace_file(hosts, "10.20.0.1 node1\n10.20.0.2 node2\n", 0644, 0, 0).ok());
+    EXPECT_EQ(namespace_->read("/etc/hosts"), "10.20.0.1 node1\n10.20.0.2 node2\n");
     EXPECT_EQ(read_text("/etc/hosts"), host_text);
-    EXPECT_EQ(host_after.st_ino, host_before.st_ino);
-    EXPECT_EQ(host_after.st_mtim.tv_nsec, host_before.st_mtim.tv_nsec);
-    EXPECT_EQ(host_after.st_ctim.tv_sec, host_before.st_ctim.tv_sec);
-    EXPECT_EQ(host_after.st_ctim.tv_nsec, host_before.st_ctim.tv_nsec);
+    EXPECT_EQ(fs::read_symlink(scratch_.paths().etc_upper() / "hosts"), hosts);
 }
 
-TEST_F(WriteFileInNamespace, SetsModeAndOwner) {
+TEST_F(JobEtcFiles, ShowsTheSshClientConfigurationOnlyInside) {
     const fs::path conf = "/etc/ssh/ssh_config.d/vcpilot.conf";
-    if (!fs::is_directory(conf.parent_path())) {
-        GTEST_SKIP() << "no " << conf.parent_path() << " on this host";
-    }
-    ASSERT_TRUE(
-        write_file_in_namespace(namespace_->file(), conf, "Host *\n", 0640, kJobUid, kJobGid).ok());
-    struct stat st {};
-    const fs::path upper = scratch_.paths().etc_upper() / "ssh" / "ssh_config.d" / "vcpilot.conf";
-    ASSERT_EQ(::stat(upper.c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode & 07777, 0640u);
-    EXPECT_EQ(st.st_uid, kJobUid);
-    EXPECT_EQ(st.st_gid, kJobGid);
-    EXPECT_EQ(namespace_->read(conf), "Host *\n");
+    EXPECT_EQ(namespace_->read(conf), "Host *\n    CheckHostIP no\n");
     EXPECT_FALSE(fs::exists(conf));
+    EXPECT_EQ(fs::status(scratch_.paths().etc_upper() / "ssh" / "ssh_config.d" / "vcpilot.conf")
+                  .permissions(),
+              fs::perms(0644));
 }
 
-TEST_F(WriteFileInNamespace, ReplacesAnExistingFileAndLeavesNoTemporaryFiles) {
-    ASSERT_TRUE(
-        write_file_in_namespace(namespace_->file(), "/etc/hosts", "one\n", 0644, 0, 0).ok());
-    ASSERT_TRUE(
-        write_file_in_namespace(namespace_->file(), "/etc/hosts", "two\n", 0644, 0, 0).ok());
-    EXPECT_EQ(namespace_->read("/etc/hosts"), "two\n");
-    for (const auto& entry : fs::directory_iterator(scratch_.paths().etc_upper())) {
-        EXPECT_EQ(entry.path().filename().string().rfind(".vcpilot-", 0), std::string::npos)
-            << entry.path();
-    }
-}
-
-TEST_F(WriteFileInNamespace, RefusesARelativePath) {
-    EXPECT_THAT(error_of(write_file_in_namespace(namespace_->file(), "etc/hosts", "", 0644, 0, 0)),
-                HasSubstr("absolute"));
-}
-
-TEST_F(WriteFileInNamespace, RefusesAFileThatIsNotAMountNamespace) {
-    EXPECT_THAT(
-        error_of(write_file_in_namespace("/proc/self/ns/net", "/etc/hosts", "", 0644, 0, 0)),
-        HasSubstr("is not a mount namespace"));
-}
-
-TEST_F(WriteFileInNamespace, NamesTheStepWhenTheDirectoryIsMissing) {
-    EXPECT_THAT(
-        error_of(write_file_in_namespace(namespace_->file(), "/etc/no-such-dir/x", "", 0644, 0, 0)),
-        HasSubstr("open the parent directory"));
-}
-
-TEST_F(WriteFileInNamespace, DoesNotFollowSymlinksInTheParentPath) {
-    // Inside the job, /tmp is the user's: a symlink there must not redirect a root write.
-    ASSERT_TRUE(fs::is_directory("/etc"));
-    const fs::path link = "/tmp/vcpilot-link";
-    // Made inside the namespace: the host's /tmp is a different directory.
-    const pid_t child = ::fork();
-    if (child == 0) {
-        const int ns = ::open(namespace_->file().c_str(), O_RDONLY);
-        _exit(ns >= 0 && ::setns(ns, CLONE_NEWNS) == 0 && ::symlink("/etc", link.c_str()) == 0 ? 0
-                                                                                               : 1);
-    }
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    EXPECT_THAT(
-        error_of(write_file_in_namespace(namespace_->file(), link / "evil", "x", 0644, 0, 0)),
-        HasSubstr("open the parent directory"));
-    EXPECT_FALSE(fs::exists(scratch_.paths().etc_upper() / "evil"));
+TEST(PrepareJobMounts, IsSafeToRepeatWithTheHostsSymlinkInPlace) {
+    Scratch scratch;
+    JobMountPlan plan = scratch.plan();
+    plan.ssh_client_config = "Host *\n";
+    ASSERT_TRUE(prepare_job_mounts(plan, {}).ok());
+    ASSERT_TRUE(prepare_job_mounts(plan, {}).ok());
+    EXPECT_EQ(fs::read_symlink(scratch.paths().etc_upper() / "hosts"), scratch.paths().hosts_file());
+    EXPECT_EQ(fs::status(scratch.paths().job_files_dir()).permissions(), fs::perms(0755));
 }
 
 // ---- the image as the job user may see it (root: the check takes the user's ids) ----------
