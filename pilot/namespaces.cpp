@@ -1,10 +1,12 @@
 #include "pilot/namespaces.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,7 +18,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <thread>
+#include <vector>
 
 #include "common/job_record.hpp"
 #include "common/text.hpp"
@@ -205,28 +207,62 @@ std::vector<pid_t> processes_in_job_namespaces(const JobPaths& paths) {
     return pids;
 }
 
+namespace {
+
+// Waits until every process in `pids` has exited (a zombie has), or until `deadline`. Each is
+// watched through a pidfd, which is readable once the process exits; one already gone, or
+// whose pidfd cannot be opened, is not waited for.
+void wait_for_exit(const std::vector<pid_t>& pids, std::chrono::steady_clock::time_point deadline) {
+    std::vector<pollfd> watched;
+    for (pid_t pid : pids) {
+        const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        if (fd >= 0) {
+            watched.push_back({fd, POLLIN, 0});
+        }
+    }
+    while (!watched.empty()) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            break;
+        }
+        if (::poll(watched.data(), watched.size(), static_cast<int>(left.count())) < 0 &&
+            errno != EINTR) {
+            break;
+        }
+        std::erase_if(watched, [](const pollfd& entry) {
+            if (entry.revents == 0) {
+                return false;
+            }
+            ::close(entry.fd);
+            return true;
+        });
+    }
+    for (const pollfd& entry : watched) {
+        ::close(entry.fd);
+    }
+}
+
+}  // namespace
+
 Status teardown_job(const JobPaths& paths, std::chrono::milliseconds grace, TeardownScope scope) {
     // The job's VXLAN device goes with its network namespace, which the kernel frees in the
     // background once the last process in it is gone. Deleting the device here would free its
     // VNI at once but cost every job end tens of milliseconds of RCU grace periods; the next
     // job to want that VNI on this node waits for it instead (create_overlay).
+    // SIGTERM to everything in the job's namespaces, then a wait that ends the moment the last
+    // of them exits; again for any that a dying process started meanwhile.
+    const auto deadline = std::chrono::steady_clock::now() + grace;
     auto pids = processes_in_job_namespaces(paths);
-    if (!pids.empty()) {
+    while (!pids.empty() && std::chrono::steady_clock::now() < deadline) {
         for (pid_t pid : pids) {
             ::kill(pid, SIGTERM);
         }
-        // They are mostly gone within a millisecond or two (the holder, sshd's children): look
-        // again soon, then less often.
-        const auto deadline = std::chrono::steady_clock::now() + grace;
-        auto pause = std::chrono::milliseconds(1);
-        while (!pids.empty() && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(pause);
-            pause = std::min(pause * 2, std::chrono::milliseconds(10));
-            pids = processes_in_job_namespaces(paths);
-        }
-        for (pid_t pid : pids) {
-            ::kill(pid, SIGKILL);
-        }
+        wait_for_exit(pids, deadline);
+        pids = processes_in_job_namespaces(paths);
+    }
+    for (pid_t pid : pids) {
+        ::kill(pid, SIGKILL);
     }
     std::error_code ec;
     if (scope == TeardownScope::keep_control) {

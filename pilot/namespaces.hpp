@@ -72,9 +72,10 @@ enum class TeardownScope {
     keep_control,  // all but the control socket and the state file (after a failed SETUP)
 };
 
-// Deletes the job's overlay link, stops every process inside the job's namespaces (SIGTERM,
-// then SIGKILL after `grace`), the holder included, and removes the run directory. Idempotent:
-// safe on a job that is half built, already gone, or whose pilot was killed.
+// Stops every process inside the job's namespaces, the holder included (SIGTERM, waiting until
+// they have exited; SIGKILL to any still there after `grace`), and removes the run directory.
+// The job's overlay link goes with its network namespace. Idempotent: safe on a job that is
+// half built, already gone, or whose pilot was killed.
 Status teardown_job(const JobPaths& paths, std::chrono::milliseconds grace, TeardownScope scope);
 
 }  // namespace vcpilot::pilot

@@ -610,13 +610,16 @@ void PilotService::stop(const std::string& reason) {
     set_state(v1::PILOT_STATE_STOPPING, reason);
     srun_relay_.reset();  // its sruns get SIGTERM and cancel their steps
     if (sshd_) {
+        sshd_->request_stop();  // teardown waits for it with everything else in the job
+    }
+    const auto teardown = teardown_job(paths_, options_.teardown_grace, TeardownScope::everything);
+    if (sshd_) {
         if (auto ok = sshd_->stop(); !ok) {
             spdlog::warn("stopping sshd: {}", ok.error().message);
         }
         sshd_.reset();
         sshd_certificates_.reset();
     }
-    const auto teardown = teardown_job(paths_, options_.teardown_grace, TeardownScope::everything);
     reap_holder();
     if (!teardown) {
         set_state(v1::PILOT_STATE_FAILED, "teardown: " + teardown.error().message);

@@ -436,6 +436,13 @@ const fs::path& Sshd::log_file() const {
     return process_ ? process_->log : none;
 }
 
+void Sshd::request_stop() {
+    std::error_code ec;
+    if (process_ && !process_->stopped && process_->child.running(ec)) {
+        ::kill(process_->pid, SIGTERM);
+    }
+}
+
 Status Sshd::stop() {
     if (!process_ || process_->stopped) {
         return {};

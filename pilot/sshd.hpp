@@ -104,6 +104,10 @@ class Sshd {
     pid_t pid() const;
     const std::filesystem::path& log_file() const;
 
+    // SIGTERM and no wait, for a caller that waits for the job's processes anyway; stop()
+    // then only reaps.
+    void request_stop();
+
     // SIGTERM, wait up to stop_timeout, SIGKILL; reaps the process. Idempotent. Sessions that
     // sshd already forked keep running: they are inside the job's namespaces, and teardown
     // ends everything there.
