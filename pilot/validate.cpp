@@ -161,10 +161,7 @@ Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLim
         }
         const bool allowed =
             std::any_of(limits.allowed_image_roots.begin(), limits.allowed_image_roots.end(),
-                        [&](const fs::path& root) {
-                            const auto relative = path->lexically_relative(root);
-                            return !relative.empty() && *relative.begin() != "..";
-                        });
+                        [&](const fs::path& root) { return is_within(*path, root); });
         if (!allowed) {
             return field_error("image", quote(request.image()) + " is outside the image roots " +
                                             "this node allows");
