@@ -26,13 +26,12 @@ Status check_image_mount_point(const fs::path& mount_point) {
     // Where root processes of the job (sshd and what it loads: PAM and NSS modules, ld.so's
     // libraries and configuration) or the pilot look, or what the kernel and the job provide.
     static constexpr std::array<std::string_view, 16> kReserved = {
-        "/bin", "/boot", "/dev",  "/etc",  "/lib", "/lib32", "/lib64", "/libx32", "/proc",
-        "/root", "/run", "/sbin", "/sys", "/tmp", "/usr",   "/var"};
+        "/bin",  "/boot", "/dev", "/etc",  "/lib", "/lib32", "/lib64", "/libx32",
+        "/proc", "/root", "/run", "/sbin", "/sys", "/tmp",   "/usr",   "/var"};
     for (const std::string_view reserved : kReserved) {
         if (is_within(mount_point, fs::path(reserved))) {
             const bool tmp = reserved == "/tmp";
-            return Error{shown + " is " +
-                         (mount_point == fs::path(reserved) ? "" : "inside ") +
+            return Error{shown + " is " + (mount_point == fs::path(reserved) ? "" : "inside ") +
                          std::string(reserved) +
                          (tmp ? ", which the job's own /tmp covers"
                               : ", where the job's root processes (sshd, its PAM and NSS "

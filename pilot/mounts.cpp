@@ -118,7 +118,8 @@ Status check_plan_shape(const JobMountPlan& plan) {
         }
         // overlayfs refuses layers inside one another (ELOOP, "Too many levels of symbolic
         // links"): say why instead.
-        if (is_within(*plan.image, *plan.image_mount) || is_within(*plan.image_mount, *plan.image)) {
+        if (is_within(*plan.image, *plan.image_mount) ||
+            is_within(*plan.image_mount, *plan.image)) {
             return Error{"image: " + quote(plan.image->native(), 200) + " and image_mount " +
                          quote(plan.image_mount->native(), 200) +
                          " lie inside one another; the image cannot be layered over a directory "
@@ -628,7 +629,8 @@ Status prepare_job_mounts(const JobMountPlan& plan,
         return ok;
     }
     if (!plan.ssh_client_config.empty()) {
-        for (const fs::path& dir : {paths.etc_upper() / "ssh", paths.etc_upper() / "ssh" / "ssh_config.d"}) {
+        for (const fs::path& dir :
+             {paths.etc_upper() / "ssh", paths.etc_upper() / "ssh" / "ssh_config.d"}) {
             if (auto ok = make_dir(dir, 0755, 0, 0); !ok) {
                 return ok;
             }

@@ -245,10 +245,10 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
         return fail_setup("preparing the job's mounts: " + ok.error().message);
     }
     // The other nodes are added with the cluster's view.
-    if (auto ok = replace_file(paths_.hosts_file(),
-                               hosts_header() + plan->address.address().to_string() + "\t" +
-                                   plan->node_name + "\n",
-                               0644, 0, 0);
+    if (auto ok = replace_file(
+            paths_.hosts_file(),
+            hosts_header() + plan->address.address().to_string() + "\t" + plan->node_name + "\n",
+            0644, 0, 0);
         !ok) {
         return fail_setup("writing the job's hosts file: " + ok.error().message);
     }

@@ -551,17 +551,17 @@ Result<Sshd> Sshd::spawn(const SshdSpec& spec, const NamespaceFiles& namespaces,
                      errno_text(report.error)};
     }
 
-    return Sshd(std::make_unique<Process>(Process{
-        .child = std::move(child),
-        .pid = pid,
-        .log = log_file,
-        .stop_timeout = launch.stop_timeout,
-        .stopped = false,
-        .pid_file = spec.pid_file,
-        .where = spec.listen.to_string() + " port " + std::to_string(spec.port),
-        .ready_deadline = std::chrono::steady_clock::now() + launch.ready_timeout,
-        .ready_timeout = launch.ready_timeout,
-        .listening = false}));
+    return Sshd(std::make_unique<Process>(
+        Process{.child = std::move(child),
+                .pid = pid,
+                .log = log_file,
+                .stop_timeout = launch.stop_timeout,
+                .stopped = false,
+                .pid_file = spec.pid_file,
+                .where = spec.listen.to_string() + " port " + std::to_string(spec.port),
+                .ready_deadline = std::chrono::steady_clock::now() + launch.ready_timeout,
+                .ready_timeout = launch.ready_timeout,
+                .listening = false}));
 }
 
 Status Sshd::wait_until_listening() {

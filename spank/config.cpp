@@ -15,8 +15,8 @@ namespace {
 
 Status absolute_path(std::string_view key, std::string_view value) {
     if (value.empty() || value.front() != '/') {
-        return Error{fmt::format("plugstack.conf: {}={}: want an absolute path", key,
-                                 quote(value, 80))};
+        return Error{
+            fmt::format("plugstack.conf: {}={}: want an absolute path", key, quote(value, 80))};
     }
     return {};
 }
@@ -80,18 +80,18 @@ Result<SiteConfig> parse_config(const std::vector<std::string>& arguments) {
                 std::from_chars(value.data(), value.data() + value.size(), seconds);
             if (error != std::errc{} || end != value.data() + value.size() || seconds < 1 ||
                 seconds > 3600) {
-                return Error{fmt::format(
-                    "plugstack.conf: ready_timeout={}: want seconds between 1 and 3600",
-                    quote(value, 80))};
+                return Error{
+                    fmt::format("plugstack.conf: ready_timeout={}: want seconds between 1 and 3600",
+                                quote(value, 80))};
             }
             config.ready_timeout = std::chrono::seconds(seconds);
         } else if (key == "default_overlay" || key == "default_keys") {
             JobOptions probe;
             const char* option = key == "default_overlay" ? "vc-overlay" : "vc-keys";
             if (auto ok = apply_option(probe, option, value); !ok) {
-                return Error{fmt::format("plugstack.conf: {}={}: want {}", key, quote(value, 80),
-                                         key == "default_overlay" ? "vxlan or n2n"
-                                                                  : "ca or exchange")};
+                return Error{
+                    fmt::format("plugstack.conf: {}={}: want {}", key, quote(value, 80),
+                                key == "default_overlay" ? "vxlan or n2n" : "ca or exchange")};
             }
             if (probe.overlay) {
                 config.overlay = *probe.overlay;

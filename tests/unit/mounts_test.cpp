@@ -115,7 +115,8 @@ class Scratch {
     JobPaths paths() const { return JobPaths::make(dir_ / "run", "node1", "job1").value(); }
 
     JobMountPlan plan() const {
-        return JobMountPlan{paths(), kJobUid, kJobGid, home(), "node1", {}, kTmpSize, {}, {}, {}, {}};
+        return JobMountPlan{paths(),  kJobUid, kJobGid, home(), "node1", {},
+                            kTmpSize, {},      {},      {},     {}};
     }
 
   private:
@@ -160,7 +161,8 @@ TEST(JobMountPlan, RefusesAnInvalidHostname) {
 TEST(JobMountPlan, RefusesARunDirectoryThatWouldBreakOverlayOptions) {
     TempDir temp;
     const JobPaths paths = JobPaths::make(temp.path() / "a,b", "node1", "job1").value();
-    const JobMountPlan plan{paths, kJobUid, kJobGid, "/home/u", "node1", {}, kTmpSize, {}, {}, {}, {}};
+    const JobMountPlan plan{paths,    kJobUid, kJobGid, "/home/u", "node1", {},
+                            kTmpSize, {},      {},      {},        {}};
     EXPECT_THAT(error_of(check_job_mount_plan(plan, {})), HasSubstr("run directory"));
 }
 
@@ -752,7 +754,8 @@ TEST(PrepareJobMounts, IsSafeToRepeatWithTheHostsSymlinkInPlace) {
     plan.ssh_client_config = "Host *\n";
     ASSERT_TRUE(prepare_job_mounts(plan, {}).ok());
     ASSERT_TRUE(prepare_job_mounts(plan, {}).ok());
-    EXPECT_EQ(fs::read_symlink(scratch.paths().etc_upper() / "hosts"), scratch.paths().hosts_file());
+    EXPECT_EQ(fs::read_symlink(scratch.paths().etc_upper() / "hosts"),
+              scratch.paths().hosts_file());
     EXPECT_EQ(fs::status(scratch.paths().job_files_dir()).permissions(), fs::perms(0755));
 }
 
