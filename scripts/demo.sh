@@ -38,6 +38,9 @@ step "sbatch -N4 --vc at site1: a job in its own virtual cluster, unmodified Ope
 # site's CRM (addresses, VXLAN, SSH CA); every task, the batch script included, runs inside its
 # virtual node. All virtual nodes share this machine's cores: ranks that busy-poll starve the
 # softirq work that carries their packets (4 ms per message); yielding when idle gives ~13 us.
+# An ordinary MPI program, built with Open MPI's mpicc where every node can read it.
+mkdir -p /run/vctb/demo
+mpicc -O2 -o /run/vctb/demo/mpi_ring "$VCPILOT_SOURCE_DIR/examples/mpi_ring.c"
 job=$(mktemp)
 cat >"$job" <<'JOB'
 #!/bin/bash
@@ -50,6 +53,8 @@ mpi=(mpirun --hostfile "$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --map-by no
      --mca mpi_yield_when_idle 1)
 echo "\$ ${mpi[*]} -np 4 hostname"
 "${mpi[@]}" -np 4 hostname
+echo "\$ ${mpi[*]} -np 4 /run/vctb/demo/mpi_ring   (built with mpicc)"
+"${mpi[@]}" -np 4 /run/vctb/demo/mpi_ring
 echo "\$ NetPIPE (NPopenmpi) between two virtual nodes over the job's VXLAN"
 cd /tmp && "${mpi[@]}" -np 2 NPopenmpi -u 65536 -p 0 -o /tmp/np.out 2>&1 | tail -n 5
 JOB

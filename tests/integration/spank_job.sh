@@ -11,25 +11,27 @@ start_clean
 
 build=${VCPILOT_BUILD_DIR:?}
 run_dir=${VCTB_RUN_DIR:-/run/vctb}
-testbed up --sites 1 --nodes 2
+testbed up --sites 1 --nodes 4
 as_user() { testbed exec --user vcuser site1 node1 -- "$@"; }
 crm() { "$build/coordinator/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
 netns_before=$(ip netns list | wc -l)
 
 # srun -l: task i runs on the job's i-th node in Slurm's order (SLURMD_NODENAME), which is the
 # i+1-th virtual node whatever the order in which the pilots attached.
-out=$(as_user srun -l -N2 --vc bash -c 'echo "$(hostname) $VC_CLUSTER_ID $VC_NODE_NAME $VC_ADDRESS $(ip -o link | awk -F": " "{print \$2}" | cut -d@ -f1 | sort | tr "\n" ,) $SLURMD_NODENAME"') ||
-    fail "srun -N2 --vc failed: $out"
+out=$(as_user srun -l -N4 --vc bash -c 'echo "$(hostname) $VC_CLUSTER_ID $VC_NODE_NAME $VC_ADDRESS $(ip -o link | awk -F": " "{print \$2}" | cut -d@ -f1 | sort | tr "\n" ,) $SLURMD_NODENAME"') ||
+    fail "srun -N4 --vc failed: $out"
 lines=$(sort <<<"$out")
 job=$(awk 'NR==1{print $3}' <<<"$lines")
 [[ $job =~ ^vcj-[0-9]+$ ]] || fail "VC_CLUSTER_ID is '$job'"
 assert_eq "0: vc-site1-1 $job vc-site1-1 10.65.0.1 eth0,lo, site1-node1
-1: vc-site1-2 $job vc-site1-2 10.65.0.2 eth0,lo, site1-node2" "$lines" "task, hostname, cluster, node, address, links and Slurm node of each task"
-for n in 1 2; do  # not by luck: the prolog gave each pilot its place in the job
+1: vc-site1-2 $job vc-site1-2 10.65.0.2 eth0,lo, site1-node2
+2: vc-site1-3 $job vc-site1-3 10.65.0.3 eth0,lo, site1-node3
+3: vc-site1-4 $job vc-site1-4 10.65.0.4 eth0,lo, site1-node4" "$lines" "task, hostname, cluster, node, address, links and Slurm node of each task"
+for n in 1 2 3 4; do  # not by luck: the prolog gave each pilot its place in the job
     grep -q "vcpilot: job ${job#vcj-}: pilot started on site1-node$n (node $n of the job" "$run_dir/site1/log/site1-node$n.log" ||
         fail "the prolog on site1-node$n did not give its pilot rank $n: $(grep -h "vcpilot: job ${job#vcj-}" "$run_dir"/site1/log/*.log)"
 done
-pass "srun -N2 --vc: each task sees only lo and eth0, its virtual hostname and an address in the job's range; the job's n-th node is vc-site1-n"
+pass "srun -N4 --vc: each task sees only lo and eth0, its virtual hostname and an address in the job's range; the job's n-th node is vc-site1-n"
 
 out=$(as_user srun -N2 --vc-net=10.65.200.0/29 bash -c 'ssh -T -o BatchMode=yes "$(sed -n 2p "$VC_NODELIST")" hostname; cat "$VC_HOSTFILE"') ||
     fail "ssh inside an srun --vc step failed: $out"
@@ -37,39 +39,44 @@ grep -qx 'vc-site1-2' <<<"$out" || fail "ssh to the second virtual node: $out"
 grep -qx 'vc-site1-1 slots=1' <<<"$out" || fail "VC_HOSTFILE: $out"
 pass "--vc-net places the job; ssh between virtual nodes with strict host-key checking; VC_HOSTFILE"
 
-cat >"$run_dir/vc-mpi-job.sh" <<'SCRIPT'
+# An MPI program of our own, built with mpicc (Open MPI's wrapper) on the host, run unmodified.
+mpicc -O2 -o "$run_dir/mpi_ring" "$(dirname "$0")/../../examples/mpi_ring.c" || fail "mpicc could not build mpi_ring.c"
+cat >"$run_dir/vc-mpi-job.sh" <<SCRIPT
 #!/bin/bash
 # Unmodified Open MPI over ssh; inside a Slurm allocation Open MPI would pick Slurm's own
 # launcher and node list, so the ssh launcher and the job's hostfile are named.
 set -e
-mpirun --hostfile "$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --mca btl tcp,self \
-    --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 --map-by node \
-    --mca mpi_yield_when_idle 1 -np 2 hostname | sort
-mpirun --hostfile "$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --mca btl tcp,self \
-    --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 --map-by node \
-    --mca mpi_yield_when_idle 1 -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1
+ssh_mpi=(mpirun --hostfile "\$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --mca btl tcp,self
+         --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 --map-by node
+         --mca mpi_yield_when_idle 1)
+"\${ssh_mpi[@]}" -np 4 hostname | sort
+"\${ssh_mpi[@]}" -np 4 $run_dir/mpi_ring
+"\${ssh_mpi[@]}" -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1
 # srun inside the job, and Open MPI's own Slurm launcher (mpirun runs srun to start its orted):
 # inside the job srun is vc-srun, which the node's pilot runs outside the job's network.
-srun -N2 hostname | sed 's/^/srun-in-batch /' | sort
-mpirun --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
-    --map-by node --mca mpi_yield_when_idle 1 -np 2 hostname | sed 's/^/slurm-launcher /' | sort
-mpirun --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
-    --map-by node --mca mpi_yield_when_idle 1 -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1 |
-    sed 's/^/slurm-launcher /'
+srun -N4 hostname | sed 's/^/srun-in-batch /' | sort
+slurm_mpi=(mpirun --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0
+           --map-by node --mca mpi_yield_when_idle 1)
+"\${slurm_mpi[@]}" -np 4 hostname | sed 's/^/slurm-launcher /' | sort
+"\${slurm_mpi[@]}" -np 4 $run_dir/mpi_ring | sed 's/^/slurm-launcher /'
+"\${slurm_mpi[@]}" -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1 | sed 's/^/slurm-launcher /'
 SCRIPT
 chmod 0755 "$run_dir/vc-mpi-job.sh"
-out=$(testbed submit --site site1 --wait --timeout 180 "$run_dir/vc-mpi-job.sh" -N2 --vc 2>&1) ||
+out=$(testbed submit --site site1 --wait --timeout 240 "$run_dir/vc-mpi-job.sh" -N4 --vc 2>&1) ||
     fail "the --vc batch job with mpirun failed: $out"
-grep -qx 'vc-site1-1' <<<"$out" && grep -qx 'vc-site1-2' <<<"$out" || fail "mpirun hostname: $out"
+for n in 1 2 3 4; do
+    grep -qx "vc-site1-$n" <<<"$out" || fail "mpirun -np 4 hostname over ssh, vc-site1-$n missing: $out"
+    grep -qx "srun-in-batch vc-site1-$n" <<<"$out" || fail "srun inside the batch script, vc-site1-$n missing: $out"
+    grep -qx "slurm-launcher vc-site1-$n" <<<"$out" || fail "mpirun with Slurm's launcher, vc-site1-$n missing: $out"
+done
+ring='mpi_ring: 4 ranks on vc-site1-1 vc-site1-2 vc-site1-3 vc-site1-4: 10 laps, token 60, allreduce 6: ok'
+grep -qxF "$ring" <<<"$out" || fail "mpi_ring (mpicc-built) over ssh: $out"
 grep -Eq '^ *[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" || fail "NetPIPE over the virtual cluster: $out"
-pass "sbatch -N2 --vc: Open MPI over ssh runs hostname and NetPIPE across the virtual nodes"
-grep -qx 'srun-in-batch vc-site1-1' <<<"$out" && grep -qx 'srun-in-batch vc-site1-2' <<<"$out" ||
-    fail "srun inside the batch script: $out"
-grep -qx 'slurm-launcher vc-site1-1' <<<"$out" && grep -qx 'slurm-launcher vc-site1-2' <<<"$out" ||
-    fail "mpirun with Slurm's launcher: $out"
+pass "sbatch -N4 --vc: Open MPI over ssh runs hostname, an mpicc-built ring and NetPIPE across the virtual nodes"
+grep -qxF "slurm-launcher $ring" <<<"$out" || fail "mpi_ring under mpirun with Slurm's launcher: $out"
 grep -Eq '^slurm-launcher +[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" ||
     fail "NetPIPE under mpirun with Slurm's launcher: $out"
-pass "inside the batch job, srun and mpirun with Slurm's launcher (orted started by srun) run in the virtual nodes"
+pass "inside the batch job, srun and mpirun with Slurm's launcher (orted started by srun) run the same programs in the virtual nodes"
 
 # Interactive: salloc's command runs on the login node; the steps it makes run inside.
 out=$(testbed exec --user vcuser site1 ctl -- salloc -N2 --vc bash -c \
@@ -130,6 +137,6 @@ if ps -eo comm | grep -qx 'vc-pilot'; then fail "a pilot is still running"; fi
 assert_eq "$netns_before" "$(ip netns list | wc -l)" "named network namespaces"
 pass "when the jobs end, their clusters are released and nothing is left (run dirs, sshd, pilots)"
 
-rm -f "$run_dir/vc-mpi-job.sh" "$run_dir/extern.out"
+rm -f "$run_dir/vc-mpi-job.sh" "$run_dir/mpi_ring" "$run_dir/extern.out"
 testbed down
 assert_nothing_left
