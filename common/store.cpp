@@ -110,6 +110,14 @@ constexpr std::array<const char*, LeaseStore::kSchemaVersion> kMigrations = {
     R"sql(
     ALTER TABLE nodes ADD COLUMN lent INTEGER NOT NULL DEFAULT 0;
     )sql",
+    // 5: who starts the pilots (a Slurm job per site submitted by its CRM, or the owner's own
+    // jobs), the walltime after which the cluster is released, and each site's pilot job.
+    R"sql(
+    ALTER TABLE clusters ADD COLUMN pilots INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE clusters ADD COLUMN walltime_min INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE clusters ADD COLUMN expires_unix_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sites ADD COLUMN pilot_job TEXT NOT NULL DEFAULT '';
+    )sql",
 };
 
 // Owner and cluster names end up in error messages and logs; keep them short and printable.

@@ -25,6 +25,7 @@ constexpr std::size_t kMaxSites = 256;
 constexpr std::size_t kMaxLabel = 32;
 constexpr std::uint32_t kMaxSlots = 4096;
 constexpr std::size_t kMaxPath = 4096;
+constexpr std::uint32_t kMaxWalltimeMinutes = 366 * 24 * 60;
 // A node's name is its hostname, one DNS label: the pilot refuses a longer one in SETUP.
 constexpr std::size_t kMaxHostLabel = 63;
 
@@ -75,15 +76,19 @@ ClusterRecord read_cluster_row(SQLite::Statement& row) {
     record.changed_unix_ms = row.getColumn(11).getInt64();
     record.release_by_ms = row.getColumn(12).getInt64();
     record.origin = row.getColumn(13).getString();
+    record.pilots = static_cast<v1::PilotSource>(row.getColumn(14).getInt());
+    record.walltime_minutes = static_cast<std::uint32_t>(row.getColumn(15).getInt64());
+    record.expires_unix_ms = row.getColumn(16).getInt64();
     return record;
 }
 
 constexpr const char* kClusterColumns =
     "SELECT id, owner, state, reason, key_mode, vni, name_prefix, slots, image, image_mount, "
-    "created_unix_ms, changed_unix_ms, release_by_ms, origin FROM clusters";
+    "created_unix_ms, changed_unix_ms, release_by_ms, origin, pilots, walltime_min, "
+    "expires_unix_ms FROM clusters";
 
 constexpr const char* kSitesQuery =
-    "SELECT site, nodes, block, released FROM sites WHERE cluster = ? ORDER BY site";
+    "SELECT site, nodes, block, released, pilot_job FROM sites WHERE cluster = ? ORDER BY site";
 
 // Resets a kept statement when its user is done with it, so that it holds no read snapshot.
 class ResetAfter {
@@ -111,7 +116,7 @@ Result<std::vector<SiteRecord>> read_sites(SQLite::Statement& query, std::string
         }
         sites.push_back({query.getColumn(0).getString(),
                          static_cast<std::uint32_t>(query.getColumn(1).getInt64()), *block,
-                         query.getColumn(3).getInt() != 0});
+                         query.getColumn(3).getInt() != 0, query.getColumn(4).getString()});
     }
     return sites;
 }
@@ -298,6 +303,23 @@ Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std
     }
     spec.image = request.image();
     spec.image_mount = request.image_mount();
+    switch (request.pilots()) {
+        case v1::PILOT_SOURCE_UNSPECIFIED:
+        case v1::PILOT_SOURCE_JOBS:
+            spec.pilots = v1::PILOT_SOURCE_JOBS;
+            break;
+        case v1::PILOT_SOURCE_SLURM:
+            spec.pilots = v1::PILOT_SOURCE_SLURM;
+            break;
+        default:
+            return Error{
+                fmt::format("pilots: unknown source {}", static_cast<int>(request.pilots()))};
+    }
+    if (request.walltime_minutes() > kMaxWalltimeMinutes) {
+        return Error{fmt::format("walltime_minutes: {} is more than a year ({})",
+                                 request.walltime_minutes(), kMaxWalltimeMinutes)};
+    }
+    spec.walltime_minutes = request.walltime_minutes();
     return spec;
 }
 
@@ -340,7 +362,13 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         record.slots = spec.slots;
         record.image = spec.image;
         record.image_mount = spec.image_mount;
+        record.pilots = spec.pilots;
+        record.walltime_minutes = spec.walltime_minutes;
         record.created_unix_ms = record.changed_unix_ms = now_unix_ms();
+        if (policy.keeps_walltime && spec.walltime_minutes > 0) {
+            record.expires_unix_ms =
+                record.created_unix_ms + std::int64_t{spec.walltime_minutes} * 60 * 1000;
+        }
 
         std::optional<std::array<std::uint8_t, 32>> seed;
         if (policy.hold_ca && spec.key_mode == v1::KEY_MODE_CA) {
@@ -353,8 +381,9 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         SQLite::Statement insert(
             db,
             "INSERT INTO clusters (id, owner, state, key_mode, vni, name_prefix, slots, image, "
-            "image_mount, ca_seed, created_unix_ms, changed_unix_ms, origin) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            "image_mount, ca_seed, created_unix_ms, changed_unix_ms, origin, pilots, "
+            "walltime_min, expires_unix_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         insert.bind(1, record.id);
         insert.bind(2, record.owner);
         insert.bind(3, static_cast<int>(record.state));
@@ -372,6 +401,9 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         insert.bind(11, record.created_unix_ms);
         insert.bind(12, record.changed_unix_ms);
         insert.bind(13, record.origin);
+        insert.bind(14, static_cast<int>(record.pilots));
+        insert.bind(15, static_cast<std::int64_t>(record.walltime_minutes));
+        insert.bind(16, record.expires_unix_ms);
         insert.exec();
 
         for (const auto& site : spec.sites) {
@@ -429,7 +461,7 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
                 add_node.exec();
                 add_node.reset();
             }
-            record.sites.push_back({site.site(), site.nodes(), block});
+            record.sites.push_back({site.site(), site.nodes(), block, false, ""});
         }
         std::sort(record.sites.begin(), record.sites.end(),
                   [](const SiteRecord& a, const SiteRecord& b) { return a.site < b.site; });
@@ -448,6 +480,8 @@ v1::CreateClusterRequest request_of(const v1::SiteAssignment& assignment) {
     request.set_slots(assignment.slots());
     request.set_image(assignment.image());
     request.set_image_mount(assignment.image_mount());
+    request.set_pilots(assignment.pilots());
+    request.set_walltime_minutes(assignment.walltime_minutes());
     return request;
 }
 
@@ -510,8 +544,8 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
         SQLite::Statement insert(
             db,
             "INSERT INTO clusters (id, owner, state, key_mode, vni, name_prefix, slots, image, "
-            "image_mount, created_unix_ms, changed_unix_ms, origin) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            "image_mount, created_unix_ms, changed_unix_ms, origin, pilots, walltime_min) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         insert.bind(1, assignment.cluster_id());
         insert.bind(2, spec->owner);
         insert.bind(3, static_cast<int>(v1::CLUSTER_STATE_PENDING));
@@ -524,6 +558,8 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
         insert.bind(10, now);
         insert.bind(11, now);
         insert.bind(12, std::string(kOriginGrc));
+        insert.bind(13, static_cast<int>(spec->pilots));
+        insert.bind(14, static_cast<std::int64_t>(spec->walltime_minutes));
         insert.exec();
         store_detail::insert_lease(db, block, block, spec->owner, assignment.cluster_id());
         SQLite::Statement add_site(
@@ -564,6 +600,21 @@ Status ClusterStore::set_site_released(std::string_view id, std::string_view sit
                                  "UPDATE sites SET released = 1 WHERE cluster = ? AND site = ?");
         update.bind(1, std::string(id));
         update.bind(2, std::string(site));
+        if (update.exec() != 1) {
+            return Error{fmt::format("cluster {} has no site {}", id, site)};
+        }
+        return {};
+    });
+}
+
+Status ClusterStore::set_pilot_job(std::string_view id, std::string_view site,
+                                   std::string_view job) {
+    return guarded("cannot record a pilot job", store_.path(), [&]() -> Status {
+        SQLite::Statement update(store_.database(),
+                                 "UPDATE sites SET pilot_job = ? WHERE cluster = ? AND site = ?");
+        update.bind(1, std::string(job));
+        update.bind(2, std::string(id));
+        update.bind(3, std::string(site));
         if (update.exec() != 1) {
             return Error{fmt::format("cluster {} has no site {}", id, site)};
         }

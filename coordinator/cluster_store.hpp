@@ -33,6 +33,7 @@ struct SiteRecord {
     std::uint32_t nodes = 0;
     Cidr block;
     bool released = false;  // at the GRC: the site's CRM confirmed it holds nothing of it
+    std::string pilot_job;  // PILOT_SOURCE_SLURM: the site's Slurm job id, once submitted
 };
 
 // ClusterRecord::origin of a cluster the GRC assigned to this site.
@@ -54,6 +55,11 @@ struct ClusterRecord {
     std::int64_t changed_unix_ms = 0;
     std::int64_t release_by_ms = 0;
     std::string origin;  // empty: made by this coordinator; kOriginGrc: assigned by the GRC
+    v1::PilotSource pilots = v1::PILOT_SOURCE_JOBS;
+    std::uint32_t walltime_minutes = 0;  // 0: none
+    // When this coordinator releases it for its walltime (0: never; at a CRM, 0 for GRC
+    // clusters, whose walltime the GRC keeps).
+    std::int64_t expires_unix_ms = 0;
 
     std::uint32_t node_count() const;
 };
@@ -92,6 +98,8 @@ struct ClusterSpec {
     std::uint32_t slots = 1;
     std::string image;
     std::string image_mount;
+    v1::PilotSource pilots = v1::PILOT_SOURCE_JOBS;
+    std::uint32_t walltime_minutes = 0;
 };
 
 // Where a coordinator takes a new cluster's resources from.
@@ -102,6 +110,7 @@ struct CreatePolicy {
     bool hold_ca = false;  // generate and keep the cluster's CA key here
     std::string id;        // the cluster's id; empty: a fresh random one
     std::string origin;    // ClusterRecord::origin
+    bool keeps_walltime = true;  // release the cluster here when its walltime ends
 };
 
 // ClusterRecord::origin of a cluster made for one Slurm job by its pilots (id "vcj-<job>").
@@ -156,6 +165,8 @@ class ClusterStore {
     Status forget_released(std::string_view id);
     // At the GRC: the site's CRM confirmed the cluster's release.
     Status set_site_released(std::string_view id, std::string_view site);
+    // The Slurm job holding the cluster's nodes at `site` (PILOT_SOURCE_SLURM).
+    Status set_pilot_job(std::string_view id, std::string_view site, std::string_view job);
 
     // How many nodes of the cluster at `site` are free or already held by a pilot of `job`:
     // the most a job joining the cluster can have there.

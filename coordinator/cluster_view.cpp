@@ -29,6 +29,9 @@ Result<v1::Cluster> describe_cluster(ClusterStore& store, const ClusterRecord& c
     out.set_slots(cluster.slots);
     out.set_created_unix_ms(static_cast<std::uint64_t>(cluster.created_unix_ms));
     out.set_changed_unix_ms(static_cast<std::uint64_t>(cluster.changed_unix_ms));
+    out.set_pilots(cluster.pilots);
+    out.set_walltime_minutes(cluster.walltime_minutes);
+    out.set_expires_unix_ms(static_cast<std::uint64_t>(cluster.expires_unix_ms));
     auto nodes = store.nodes(cluster.id);
     if (!nodes) {
         return nodes.error();
@@ -39,6 +42,7 @@ Result<v1::Cluster> describe_cluster(ClusterStore& store, const ClusterRecord& c
         info->set_site(site.site);
         info->set_nodes(site.nodes);
         info->set_block(site.block.to_string());
+        info->set_pilot_job(site.pilot_job);
         sites[site.site] = info;
     }
     for (const auto& node : *nodes) {
@@ -325,6 +329,45 @@ void Watchers::notify(ClusterStore& store, const std::set<std::string>& changed)
 
 grpc::Status to_grpc(grpc::StatusCode code, const Status& status) {
     return status ? grpc::Status::OK : grpc::Status(code, status.error().message);
+}
+
+Status Walltimes::load(ClusterStore& store) {
+    auto live = store.in_states({v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY,
+                                 v1::CLUSTER_STATE_FAILED});
+    if (!live) {
+        return live.error();
+    }
+    for (const auto& cluster : *live) {
+        track(cluster);
+    }
+    return {};
+}
+
+void Walltimes::track(const ClusterRecord& cluster) {
+    if (cluster.expires_unix_ms > 0) {
+        due_[cluster.id] = cluster.expires_unix_ms;
+    }
+}
+
+std::optional<std::int64_t> Walltimes::next() const {
+    std::optional<std::int64_t> next;
+    for (const auto& [id, when] : due_) {
+        next = next ? std::min(*next, when) : when;
+    }
+    return next;
+}
+
+std::vector<std::string> Walltimes::take_due(std::int64_t now_unix_ms) {
+    std::vector<std::string> due;
+    for (auto it = due_.begin(); it != due_.end();) {
+        if (it->second <= now_unix_ms) {
+            due.push_back(it->first);
+            it = due_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    return due;
 }
 
 }  // namespace vcpilot::coordinator

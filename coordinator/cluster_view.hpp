@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -66,6 +67,21 @@ class CaCache {
 // common_view with the cluster's CA from `cas` when it is in CA mode.
 Result<v1::ClusterView> common_view(ClusterStore& store, CaCache& cas, const ClusterRecord& cluster,
                                     const std::vector<NodeRecord>& nodes);
+
+// Clusters that this coordinator releases at the end of their walltime, with when.
+class Walltimes {
+  public:
+    // Every live cluster of the store that has an expiry (at start).
+    Status load(ClusterStore& store);
+    void track(const ClusterRecord& cluster);
+    void forget(const std::string& id) { due_.erase(id); }
+    std::optional<std::int64_t> next() const;
+    // The clusters due by `now_unix_ms`, no longer tracked.
+    std::vector<std::string> take_due(std::int64_t now_unix_ms);
+
+  private:
+    std::map<std::string, std::int64_t> due_;
+};
 
 // The write side of a server stream fed by the writer thread (WatchCluster, Run, Exec).
 template <typename T>

@@ -85,12 +85,16 @@ struct CrmServer::Impl {
                   WriterHooks{[this](Effects& effects) {
                                   expire_releases(effects);
                                   expire_absent_pilots(effects);
+                                  expire_walltimes(effects);
                               },
                               [this] { after_batch(); },
                               [this] {
                                   cas.clear();
                                   dirty.clear();
                                   reported.clear();
+                                  // Their submissions were never queued (effects of a failed
+                                  // commit do not run); sbatch finds a job queued twice anyway.
+                                  submitting.clear();
                               },
                               [this] { return next_release_deadline(); }}};
 
@@ -123,12 +127,37 @@ struct CrmServer::Impl {
     std::condition_variable uplink_changed;
     bool uplink_stopping = false;
 
+    // Clusters of this site's own that end with their walltime.
+    Walltimes walltimes;
+
+    // PILOT_SOURCE_SLURM: the site's Slurm (none: this CRM submits no jobs), the thread that
+    // runs its commands in order (each may take seconds; the writer never waits for one), and
+    // the clusters whose pilot job is being submitted.
+    std::optional<Slurm> slurm;
+    std::thread slurm_thread;
+    std::mutex slurm_mutex;
+    std::condition_variable slurm_changed;
+    std::deque<std::function<void()>> slurm_queue;
+    bool slurm_stopping = false;
+    std::set<std::string> submitting;
+
     void post(Work work) { writer.post(std::move(work)); }
     std::optional<std::int64_t> next_release_deadline() const;
     void after_batch();
     void expire_releases(Effects& effects);
     void expire_absent_pilots(Effects& effects);
+    void expire_walltimes(Effects& effects);
     void run_uplink();
+    void run_slurm();
+    void on_slurm_thread(std::function<void()> task);
+
+    // The site's pilot job of a PILOT_SOURCE_SLURM cluster: submitted once the cluster is held
+    // here, recorded when Slurm accepted it, cancelled on release.
+    Status want_pilot_job(const ClusterRecord& cluster, Effects& effects);
+    Status pilot_job_submitted(const std::string& id, const Result<std::string>& job,
+                               Effects& effects);
+    void cancel_pilot_job(const std::string& id, const std::string& job, Effects& effects);
+    Status fail_free_nodes(const ClusterRecord& cluster, const std::string& reason);
 
     // Handlers, on the writer thread inside a transaction.
     Status hello(const std::shared_ptr<PilotLink>& link, const v1::PilotHello& hello,
@@ -143,7 +172,7 @@ struct CrmServer::Impl {
     // Checks what can be checked without the store; the error names the field.
     Result<ClusterSpec> check_create(const v1::CreateClusterRequest& request,
                                      const Caller& caller) const;
-    Result<ClusterRecord> create(const ClusterSpec& spec);
+    Result<ClusterRecord> create(const ClusterSpec& spec, Effects& effects);
     Result<ClusterRecord> create_job_cluster(const v1::PilotHello& hello);
     Status check_join(const std::optional<ClusterRecord>& cluster, const v1::PilotHello& hello);
     Status return_node(const ClusterRecord& cluster, const NodeRecord& node, std::string_view why);
@@ -215,16 +244,30 @@ Result<ClusterSpec> CrmServer::Impl::check_create(const v1::CreateClusterRequest
             "cluster through the GRC",
             options.site)};
     }
+    if (spec->pilots == v1::PILOT_SOURCE_SLURM && !options.slurm) {
+        return Error{fmt::format(
+            "pilots: the CRM of site {} submits no Slurm jobs (vc-crmd runs without "
+            "--slurm-conf); submit your own with --vc-cluster",
+            options.site)};
+    }
     return spec;
 }
 
-Result<ClusterRecord> CrmServer::Impl::create(const ClusterSpec& spec) {
+Result<ClusterRecord> CrmServer::Impl::create(const ClusterSpec& spec, Effects& effects) {
     CreatePolicy policy;
     policy.pool = &*options.pool;
     policy.vni_first = options.vni_first;
     policy.vni_last = options.vni_last;
     policy.hold_ca = true;
-    return store.create(spec, policy);
+    auto created = store.create(spec, policy);
+    if (!created) {
+        return created;
+    }
+    walltimes.track(*created);
+    if (auto ok = want_pilot_job(*created, effects); !ok) {
+        return ok.error();
+    }
+    return created;
 }
 
 Result<ClusterRecord> CrmServer::Impl::owned_cluster(const std::string& id, const Caller& caller) {
@@ -304,10 +347,10 @@ Status CrmServer::Impl::check_join(const std::optional<ClusterRecord>& cluster,
         return Error{fmt::format("no cluster {} of {} at site {}", quote(hello.cluster_id(), 80),
                                  quote(join.user(), 80), options.site)};
     }
-    if (from_grc(*cluster) || of_job(*cluster)) {
-        return Error{fmt::format(
-            "cluster {} {}: a job can join only a cluster made with vcctl at this site's CRM",
-            cluster->id, from_grc(*cluster) ? "spans sites" : "is another job's own")};
+    if (of_job(*cluster)) {
+        return Error{fmt::format("cluster {} is another job's own: a job can join only a "
+                                 "cluster made with vcctl",
+                                 cluster->id)};
     }
     if (cluster->state == v1::CLUSTER_STATE_RELEASING) {
         return Error{fmt::format("cluster {} is being released", cluster->id)};
@@ -334,6 +377,30 @@ Status CrmServer::Impl::check_join(const std::optional<ClusterRecord>& cluster,
 // the next job's nodes have other keys and underlay addresses.
 Status CrmServer::Impl::return_node(const ClusterRecord& cluster, const NodeRecord& node,
                                     std::string_view why) {
+    if (cluster.pilots == v1::PILOT_SOURCE_SLURM) {
+        // The pilot job holds the site's nodes for the cluster's life: one that ended before
+        // the release (cancelled, killed, past its time limit, its node lost) fails the cluster.
+        spdlog::warn("cluster {}: its pilot on {} (Slurm job {}) {} before the release",
+                     cluster.id, node.host, node.job, why);
+        NodeRecord failed = node;
+        failed.state = v1::PILOT_STATE_FAILED;
+        failed.reason = fmt::format("its pilot on {} (Slurm job {}) {} before the release",
+                                    node.host, node.job, why);
+        if (auto ok = store.update_node(cluster.id, failed); !ok) {
+            return ok;
+        }
+        const auto key = std::pair{cluster.id, NodeKey{node.site, node.ordinal}};
+        if (auto link = links.find(key); link != links.end()) {
+            link->second->returned = true;
+            links.erase(link);
+        }
+        reattach_deadlines.erase(key);
+        dirty.insert(cluster.id);
+        if (from_grc(cluster)) {
+            report(cluster.id, node.ordinal);
+        }
+        return settle(cluster);
+    }
     spdlog::info("cluster {}: node {} is free again: its pilot on {} (job {}) {}", cluster.id,
                  node_name(cluster.name_prefix, node.site, node.ordinal), node.host, node.job, why);
     NodeRecord free_node;
@@ -761,7 +828,12 @@ Status CrmServer::Impl::begin_release(const ClusterRecord& cluster, std::string_
         return ok;
     }
     release_deadlines[cluster.id] = deadline;
+    walltimes.forget(cluster.id);
     dirty.insert(cluster.id);
+    if (const SiteRecord* site = site_of(cluster, options.site);
+        site != nullptr && !site->pilot_job.empty()) {
+        cancel_pilot_job(cluster.id, site->pilot_job, effects);
+    }
     v1::PilotCommand command;
     command.mutable_shutdown()->set_reason(fmt::format("cluster {} released", cluster.id));
     for (const auto& link : links_of(cluster.id)) {
@@ -801,7 +873,7 @@ Status CrmServer::Impl::finish_release(const std::string& id, Effects& effects) 
 }
 
 std::optional<std::int64_t> CrmServer::Impl::next_release_deadline() const {
-    std::optional<std::int64_t> next;
+    std::optional<std::int64_t> next = walltimes.next();
     for (const auto& [id, deadline] : release_deadlines) {
         next = next ? std::min(*next, deadline) : deadline;
     }
@@ -874,6 +946,172 @@ void CrmServer::Impl::expire_absent_pilots(Effects& effects) {
             spdlog::error("cluster {}: {}", id, ok.error().message);
         }
     }
+}
+
+void CrmServer::Impl::expire_walltimes(Effects& effects) {
+    for (const auto& id : walltimes.take_due(now_unix_ms())) {
+        auto found = store.find(id);
+        if (!found || !*found) {
+            continue;
+        }
+        const ClusterRecord& cluster = **found;
+        if (cluster.state == v1::CLUSTER_STATE_RELEASING ||
+            cluster.state == v1::CLUSTER_STATE_RELEASED) {
+            continue;
+        }
+        spdlog::info("cluster {}: its walltime of {} min ended; releasing it", id,
+                     cluster.walltime_minutes);
+        if (auto ok = begin_release(
+                cluster, fmt::format("its walltime of {} min ended", cluster.walltime_minutes),
+                effects);
+            !ok) {
+            spdlog::error("cluster {}: {}", id, ok.error().message);
+        }
+    }
+}
+
+// ---- the site's Slurm ----
+
+// Minutes a pilot job may run past its cluster's walltime: the coordinator that keeps the
+// walltime releases the cluster first, and Slurm's limit only catches a coordinator that is down.
+constexpr std::uint32_t kPilotJobSlackMinutes = 2;
+
+void CrmServer::Impl::on_slurm_thread(std::function<void()> task) {
+    {
+        std::lock_guard lock(slurm_mutex);
+        if (slurm_stopping) {
+            return;
+        }
+        slurm_queue.push_back(std::move(task));
+    }
+    slurm_changed.notify_one();
+}
+
+void CrmServer::Impl::run_slurm() {
+    std::unique_lock lock(slurm_mutex);
+    while (true) {
+        slurm_changed.wait(lock, [this] { return slurm_stopping || !slurm_queue.empty(); });
+        if (slurm_queue.empty()) {
+            return;  // stopping, and nothing left: a cancel queued before the stop still runs
+        }
+        auto task = std::move(slurm_queue.front());
+        slurm_queue.pop_front();
+        lock.unlock();
+        task();
+        lock.lock();
+    }
+}
+
+Status CrmServer::Impl::want_pilot_job(const ClusterRecord& cluster, Effects& effects) {
+    if (cluster.pilots != v1::PILOT_SOURCE_SLURM || cluster.state == v1::CLUSTER_STATE_RELEASING ||
+        cluster.state == v1::CLUSTER_STATE_RELEASED) {
+        return {};
+    }
+    const SiteRecord* site = site_of(cluster, options.site);
+    if (site == nullptr || !site->pilot_job.empty() || submitting.contains(cluster.id)) {
+        return {};
+    }
+    if (!slurm) {
+        return fail_free_nodes(
+            cluster, fmt::format("the CRM of site {} submits no Slurm jobs (vc-crmd runs "
+                                 "without --slurm-conf)",
+                                 options.site));
+    }
+    submitting.insert(cluster.id);
+    PilotJobRequest request;
+    request.cluster_id = cluster.id;
+    request.owner = cluster.owner;
+    request.nodes = site->nodes;
+    request.time_limit_minutes =
+        cluster.walltime_minutes > 0 ? cluster.walltime_minutes + kPilotJobSlackMinutes : 0;
+    // Only once the cluster is durable here: a job is never submitted for a cluster a failed
+    // commit lost.
+    effects.push_back([this, request] {
+        on_slurm_thread([this, request] {
+            auto job = slurm->submit_pilot_job(request);
+            post({[this, id = request.cluster_id, job](Effects& later) {
+                      return pilot_job_submitted(id, job, later);
+                  },
+                  {}});
+        });
+    });
+    return {};
+}
+
+Status CrmServer::Impl::pilot_job_submitted(const std::string& id, const Result<std::string>& job,
+                                            Effects& effects) {
+    submitting.erase(id);
+    auto found = store.find(id);
+    if (!found) {
+        return found.error();
+    }
+    const bool live = *found && (*found)->state != v1::CLUSTER_STATE_RELEASING &&
+                      (*found)->state != v1::CLUSTER_STATE_RELEASED;
+    if (!job) {
+        spdlog::warn("cluster {}: its pilot job was not submitted: {}", id, job.error().message);
+        return live ? fail_free_nodes(**found, fmt::format("its pilot job at site {} was not "
+                                                           "submitted: {}",
+                                                           options.site, job.error().message))
+                    : Status{};
+    }
+    if (!live) {
+        spdlog::info("cluster {} was released while its pilot job {} was submitted; cancelling it",
+                     id, *job);
+        cancel_pilot_job(id, *job, effects);
+        return {};
+    }
+    if (auto ok = store.set_pilot_job(id, options.site, *job); !ok) {
+        return ok;
+    }
+    spdlog::info("cluster {}: Slurm job {} of {} holds its {} node(s) at site {}", id, *job,
+                 (*found)->owner, (*found)->node_count(), options.site);
+    dirty.insert(id);
+    if (from_grc(**found) && uplink) {
+        v1::SiteReport report;
+        report.mutable_pilot_job()->set_cluster_id(id);
+        report.mutable_pilot_job()->set_job_id(*job);
+        effects.push_back([outbox = uplink, report] { outbox->send(report); });
+    }
+    return {};
+}
+
+void CrmServer::Impl::cancel_pilot_job(const std::string& id, const std::string& job,
+                                       Effects& effects) {
+    if (!slurm) {
+        return;
+    }
+    effects.push_back([this, id, job] {
+        on_slurm_thread([this, id, job] {
+            if (auto ok = slurm->cancel(job); !ok) {
+                spdlog::warn("cluster {}: {}", id, ok.error().message);
+            } else {
+                spdlog::info("cluster {}: cancelled its pilot job {}", id, job);
+            }
+        });
+    });
+}
+
+// Nodes no pilot holds can never be READY: they fail with `reason`, and so does the cluster.
+Status CrmServer::Impl::fail_free_nodes(const ClusterRecord& cluster, const std::string& reason) {
+    auto nodes = store.nodes(cluster.id);
+    if (!nodes) {
+        return nodes.error();
+    }
+    for (auto& node : *nodes) {
+        if (node.site != options.site || !node.host.empty()) {
+            continue;
+        }
+        node.state = v1::PILOT_STATE_FAILED;
+        node.reason = reason;
+        if (auto ok = store.update_node(cluster.id, node); !ok) {
+            return ok;
+        }
+        if (from_grc(cluster)) {
+            report(cluster.id, node.ordinal);
+        }
+    }
+    dirty.insert(cluster.id);
+    return settle(cluster);
 }
 
 // Releases whose pilots did not confirm in time end anyway: the blocks are freed, and a pilot
@@ -975,6 +1213,7 @@ Status CrmServer::Impl::uplink_up(const Uplink& outbox, Effects& effects) {
     }
     v1::SiteReport hello;
     hello.mutable_hello()->set_site(options.site);
+    std::vector<v1::SiteReport> jobs;  // the pilot jobs of GRC clusters, told again
     for (const auto& cluster : *clusters) {
         if (!from_grc(cluster)) {
             continue;
@@ -983,9 +1222,20 @@ Status CrmServer::Impl::uplink_up(const Uplink& outbox, Effects& effects) {
         for (std::uint32_t ordinal = 1; ordinal <= cluster.node_count(); ++ordinal) {
             report(cluster.id, ordinal);
         }
+        if (const SiteRecord* site = site_of(cluster, options.site);
+            site != nullptr && !site->pilot_job.empty()) {
+            auto& job = jobs.emplace_back();
+            job.mutable_pilot_job()->set_cluster_id(cluster.id);
+            job.mutable_pilot_job()->set_job_id(site->pilot_job);
+        }
     }
     uplink = outbox;
-    effects.push_back([outbox, hello] { outbox->send(hello); });
+    effects.push_back([outbox, hello, jobs = std::move(jobs)] {
+        outbox->send(hello);
+        for (const auto& job : jobs) {
+            outbox->send(job);
+        }
+    });
     spdlog::info("connected to the GRC; {} GRC cluster(s) held here",
                  hello.hello().clusters_size());
     return {};
@@ -1025,7 +1275,11 @@ Status CrmServer::Impl::assign(const v1::SiteAssignment& assignment, Effects& ef
             outbox->send(assigned);
         }
     });
-    return {};
+    auto found = store.find(assignment.cluster_id());
+    if (!found || !*found) {
+        return found ? Status{Error{"the assigned cluster vanished"}} : Status{found.error()};
+    }
+    return want_pilot_job(**found, effects);
 }
 
 Status CrmServer::Impl::view(const v1::SiteClusterView& view, Effects& effects) {
@@ -1426,8 +1680,8 @@ class CrmService final : public v1::Crm::CallbackService {
             reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT, spec.error().message});
             return reactor;
         }
-        crm_.post({[crm = &crm_, spec = *spec, response](auto&) -> Status {
-                       auto created = crm->create(spec);
+        crm_.post({[crm = &crm_, spec = *spec, response](Effects& effects) -> Status {
+                       auto created = crm->create(spec, effects);
                        if (!created) {
                            return created.error();
                        }
@@ -1598,7 +1852,30 @@ Result<std::unique_ptr<CrmServer>> CrmServer::start(CrmOptions options, ClusterS
         spdlog::info("waiting up to {} s for {} pilot(s) to attach again",
                      impl->options.reattach_grace.count() / 1000, awaited);
     }
+    if (auto ok = impl->walltimes.load(impl->store); !ok) {
+        return ok.error();
+    }
+    if (impl->options.slurm) {
+        impl->slurm.emplace(*impl->options.slurm);
+        impl->slurm_thread = std::thread([raw = impl.get()] { raw->run_slurm(); });
+    }
     impl->writer.start();
+    // Pilot jobs that were being submitted when this CRM stopped: submitted now, unless Slurm
+    // already has one (found by the cluster's name).
+    impl->post({[raw = impl.get()](Effects& effects) -> Status {
+                    auto held = raw->store.in_states(
+                        {v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY});
+                    if (!held) {
+                        return held.error();
+                    }
+                    for (const auto& cluster : *held) {
+                        if (auto ok = raw->want_pilot_job(cluster, effects); !ok) {
+                            spdlog::error("cluster {}: {}", cluster.id, ok.error().message);
+                        }
+                    }
+                    return {};
+                },
+                {}});
     if (impl->options.grc) {
         impl->uplink_thread = std::thread([raw = impl.get()] { raw->run_uplink(); });
     }
@@ -1625,6 +1902,17 @@ void CrmServer::stop() {
         impl_->uplink_thread.join();
     }
     impl_->writer.stop();
+    // After the writer: what it queued last still runs (a cancel of a released cluster's job);
+    // what the commands post back is refused by the stopped writer, and done again at the next
+    // start.
+    {
+        std::lock_guard lock(impl_->slurm_mutex);
+        impl_->slurm_stopping = true;
+    }
+    impl_->slurm_changed.notify_all();
+    if (impl_->slurm_thread.joinable()) {
+        impl_->slurm_thread.join();
+    }
 }
 
 }  // namespace vcpilot::coordinator

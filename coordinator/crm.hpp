@@ -15,6 +15,7 @@
 #include "common/ipam.hpp"
 #include "common/result.hpp"
 #include "coordinator/cluster_store.hpp"
+#include "coordinator/slurm.hpp"
 #include "vcpilot/v1/coordinator.grpc.pb.h"
 
 namespace vcpilot::coordinator {
@@ -45,6 +46,9 @@ struct CrmOptions {
     std::chrono::seconds certificate_lifetime{std::chrono::hours(24 * 30)};
     // The GRC this site belongs to, if any: its clusters across sites come from there.
     std::optional<GrcUplinkOptions> grc;
+    // The site's Slurm, for clusters whose pilots come from a job the CRM submits
+    // (PILOT_SOURCE_SLURM); none: such clusters are refused here.
+    std::optional<SlurmOptions> slurm;
 };
 
 class CrmServer {

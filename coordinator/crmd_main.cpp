@@ -2,12 +2,15 @@
 //
 //   vc-crmd --site NAME --state FILE --listen ADDRESS... [--pool CIDR...] [--vni-range A-B]
 //           [--grc HOST:PORT --tls-ca FILE --tls-cert FILE --tls-key FILE]
+//           [--slurm-conf FILE [--slurm-bin DIR]]
 //
 // Pilots of the site attach to it, users on the site drive it with vcctl (both authenticated
 // with the site's MUNGE). With --pool it hands out the site's own addresses; with --grc it also
 // takes the site's share of clusters that span sites from the GRC (mutual TLS, certificate
-// common name "crm:<site>").
+// common name "crm:<site>"). With --slurm-conf it submits, for clusters that ask for it, the
+// Slurm job that holds the cluster's nodes at this site, as the cluster's owner.
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
@@ -29,6 +32,7 @@ struct Flags {
     int reattach_grace_s = 60;
     bool no_address_check = false;
     std::string grc, tls_ca, tls_cert, tls_key;
+    std::string slurm_conf, slurm_bin = "/usr/bin";
 };
 
 Result<CrmOptions> options_from(const Flags& flags) {
@@ -64,6 +68,19 @@ Result<CrmOptions> options_from(const Flags& flags) {
         }
         options.grc = std::move(grc);
     }
+    if (!flags.slurm_conf.empty()) {
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(flags.slurm_conf, ec)) {
+            return Error{fmt::format("--slurm-conf {}: not a file", flags.slurm_conf)};
+        }
+        if (!std::filesystem::exists(std::filesystem::path(flags.slurm_bin) / "sbatch", ec)) {
+            return Error{fmt::format("--slurm-bin {}: it has no sbatch", flags.slurm_bin)};
+        }
+        SlurmOptions slurm;
+        slurm.slurm_conf = flags.slurm_conf;
+        slurm.bin_dir = flags.slurm_bin;
+        options.slurm = std::move(slurm);
+    }
     return options;
 }
 
@@ -91,9 +108,10 @@ int serve(const Flags& flags) {
         spdlog::error("{}", server.error().message);
         return 1;
     }
-    spdlog::info("vc-crmd of site {} serving on {} (state {}{})", flags.site,
+    spdlog::info("vc-crmd of site {} serving on {} (state {}{}{})", flags.site,
                  fmt::join(flags.listen, ", "), flags.state,
-                 flags.grc.empty() ? "" : ", GRC " + flags.grc);
+                 flags.grc.empty() ? "" : ", GRC " + flags.grc,
+                 flags.slurm_conf.empty() ? "" : ", Slurm " + flags.slurm_conf);
     const int signal = wait_for_stop_signal();
     spdlog::info("signal {}: shutting down", signal);
     (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -136,6 +154,13 @@ int main(int argc, char** argv) {
     app.add_option("--tls-cert", flags.tls_cert, "this CRM's certificate, CN crm:<site> (PEM)")
         ->needs(grc);
     app.add_option("--tls-key", flags.tls_key, "its private key (PEM)")->needs(grc);
+    auto* slurm_conf = app.add_option(
+        "--slurm-conf", flags.slurm_conf,
+        "the site's slurm.conf: submit the Slurm job that holds a cluster's nodes here, for "
+        "clusters made with pilots from Slurm");
+    app.add_option("--slurm-bin", flags.slurm_bin, "where sbatch, squeue and scancel are")
+        ->needs(slurm_conf)
+        ->capture_default_str();
     app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error");
     CLI11_PARSE(app, argc, argv);
     if (!flags.grc.empty() &&

@@ -57,6 +57,7 @@ struct GrcServer::Impl {
                   WriterHooks{[this](Effects& effects) {
                                   settle_reported(effects);
                                   expire_releases();
+                                  expire_walltimes(effects);
                               },
                               [this] {
                                   watchers.notify(store, dirty);
@@ -74,6 +75,7 @@ struct GrcServer::Impl {
     std::map<std::string, std::shared_ptr<SiteLink>> sites;  // connected CRMs by site
     Watchers watchers;
     std::map<std::string, std::int64_t> release_deadlines;
+    Walltimes walltimes;
     CaCache cas;
     std::set<std::string> dirty;
     // Clusters whose nodes sites reported in this batch: their state and the barrier are settled
@@ -118,6 +120,8 @@ struct GrcServer::Impl {
     Status maybe_finish_release(const ClusterRecord& cluster);
     std::optional<std::int64_t> next_release_deadline() const;
     void expire_releases();
+    void expire_walltimes(Effects& effects);
+    Status pilot_job(const std::shared_ptr<SiteLink>& link, const v1::PilotJob& job);
     std::shared_ptr<SiteLink> link_of(const std::string& site) const;
 };
 
@@ -187,6 +191,8 @@ void GrcServer::Impl::send_assignment(const ClusterRecord& cluster, const SiteRe
     assign->set_site(site.site);
     assign->set_block(site.block.to_string());
     assign->set_nodes(site.nodes);
+    assign->set_pilots(cluster.pilots);
+    assign->set_walltime_minutes(cluster.walltime_minutes);
     effects.push_back([link, command = std::move(command)] { link->outbox->send(command); });
 }
 
@@ -462,6 +468,7 @@ Status GrcServer::Impl::begin_release(const ClusterRecord& cluster, std::string_
         return ok;
     }
     release_deadlines[cluster.id] = deadline;
+    walltimes.forget(cluster.id);
     dirty.insert(cluster.id);
     v1::SiteCommand release;
     release.set_release(cluster.id);
@@ -584,7 +591,7 @@ void GrcServer::Impl::closed(const std::shared_ptr<SiteLink>& link, Effects& eff
 }
 
 std::optional<std::int64_t> GrcServer::Impl::next_release_deadline() const {
-    std::optional<std::int64_t> next;
+    std::optional<std::int64_t> next = walltimes.next();
     for (const auto& [id, deadline] : release_deadlines) {
         next = next ? std::min(*next, deadline) : deadline;
     }
@@ -612,6 +619,50 @@ void GrcServer::Impl::expire_releases() {
         summaries.erase(id);
         dirty.insert(id);
     }
+}
+
+void GrcServer::Impl::expire_walltimes(Effects& effects) {
+    for (const auto& id : walltimes.take_due(now_unix_ms())) {
+        auto found = store.find(id);
+        if (!found || !*found || (*found)->state == v1::CLUSTER_STATE_RELEASING ||
+            (*found)->state == v1::CLUSTER_STATE_RELEASED) {
+            continue;
+        }
+        const ClusterRecord& cluster = **found;
+        spdlog::info("cluster {}: its walltime of {} min ended; releasing it", id,
+                     cluster.walltime_minutes);
+        if (auto ok = begin_release(
+                cluster, fmt::format("its walltime of {} min ended", cluster.walltime_minutes),
+                effects);
+            !ok) {
+            spdlog::error("cluster {}: {}", id, ok.error().message);
+        }
+    }
+}
+
+// A site's CRM submitted the Slurm job that holds the cluster's nodes there.
+Status GrcServer::Impl::pilot_job(const std::shared_ptr<SiteLink>& link, const v1::PilotJob& job) {
+    if (!link->attached) {
+        return Error{"a pilot job before the hello"};
+    }
+    if (job.job_id().empty() || job.job_id().size() > 20 ||
+        job.job_id().find_first_not_of("0123456789") != std::string::npos) {
+        return Error{fmt::format("pilot_job: job_id {} is not a Slurm job id",
+                                 quote(job.job_id(), 40))};
+    }
+    auto found = store.find(job.cluster_id());
+    if (!found) {
+        return found.error();
+    }
+    if (!*found || (*found)->state == v1::CLUSTER_STATE_RELEASED ||
+        site_of(**found, link->site) == nullptr) {
+        return {};
+    }
+    if (auto ok = store.set_pilot_job(job.cluster_id(), link->site, job.job_id()); !ok) {
+        return ok;
+    }
+    dirty.insert(job.cluster_id());
+    return {};
 }
 
 // ---- the service ----
@@ -670,6 +721,8 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::SiteReport, v1::
                            case v1::SiteReport::kOutput:
                                grc->site_output(link, report.output(), effects);
                                return {};
+                           case v1::SiteReport::kPilotJob:
+                               return grc->pilot_job(link, report.pilot_job());
                            default:
                                return Error{"a site report of an unknown kind"};
                        }
@@ -739,6 +792,7 @@ class GrcService final : public v1::Grc::CallbackService {
                            return created.error();
                        }
                        grc->dirty.insert(created->id);
+                       grc->walltimes.track(*created);
                        for (const auto& site : created->sites) {
                            if (auto link = grc->link_of(site.site); link) {
                                grc->send_assignment(*created, site, link, effects);
@@ -893,6 +947,9 @@ Result<std::unique_ptr<GrcServer>> GrcServer::start(GrcOptions options, ClusterS
     }
     if (!releasing->empty()) {
         spdlog::info("resuming the release of {} cluster(s)", releasing->size());
+    }
+    if (auto ok = impl->walltimes.load(impl->store); !ok) {
+        return ok.error();
     }
     impl->writer.start();
     return std::unique_ptr<GrcServer>(new GrcServer(std::move(impl)));

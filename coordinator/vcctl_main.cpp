@@ -1,6 +1,7 @@
 // vcctl: create, inspect, use and release vcpilot virtual clusters.
 //
-//   vcctl create --site SITE:NODES[:CIDR]... [--keys ca|exchange] [--wait]
+//   vcctl create --site SITE:NODES[:CIDR]... [--keys ca|exchange] [--pilots slurm|jobs]
+//                [--walltime T] [--wait]
 //   vcctl list [--all] | show ID | watch ID | wait ID | release ID [--wait]
 //   vcctl run ID -- CMD...     (on the first node, as the cluster's owner)
 //   vcctl exec ID -- CMD...    (on every node, as root; root only)
@@ -76,24 +77,37 @@ std::uint32_t ready_nodes(const v1::Cluster& cluster, std::uint32_t* total) {
 void print_cluster(const v1::Cluster& cluster) {
     std::uint32_t total = 0;
     const std::uint32_t ready = ready_nodes(cluster, &total);
-    fmt::print("cluster {}  owner {}  state {}  keys {}  vni {}  ready {}/{}\n", cluster.id(),
-               cluster.owner(), cluster_state(cluster.state()),
+    const bool slurm = cluster.pilots() == v1::PILOT_SOURCE_SLURM;
+    fmt::print("cluster {}  owner {}  state {}  keys {}  vni {}  ready {}/{}  pilots {}\n",
+               cluster.id(), cluster.owner(), cluster_state(cluster.state()),
                cluster.key_mode() == v1::KEY_MODE_EXCHANGE ? "exchange" : "ca", cluster.vni(),
-               ready, total);
+               ready, total, slurm ? "slurm (one job per site)" : "jobs (--vc-cluster)");
+    if (cluster.walltime_minutes() > 0) {
+        const auto left_ms = static_cast<std::int64_t>(cluster.expires_unix_ms()) -
+                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+        fmt::print("walltime {} min{}\n", cluster.walltime_minutes(),
+                   cluster.expires_unix_ms() == 0
+                       ? ""
+                       : fmt::format(", released in {} min", std::max<std::int64_t>(
+                                                                  0, (left_ms + 59999) / 60000)));
+    }
     if (!cluster.reason().empty()) {
         fmt::print("reason: {}\n", cluster.reason());
     }
-    fmt::print("{:<12} {:>6} {:>6}  {}\n", "SITE", "NODES", "READY", "BLOCK");
+    fmt::print("{:<12} {:>6} {:>6}  {:<18} {}\n", "SITE", "NODES", "READY", "BLOCK",
+               slurm ? "SLURM JOB" : "");
     for (const auto& site : cluster.sites()) {
-        fmt::print("{:<12} {:>6} {:>6}  {}\n", site.site(), site.nodes(), site.ready(),
-                   site.block());
+        fmt::print("{:<12} {:>6} {:>6}  {:<18} {}\n", site.site(), site.nodes(), site.ready(),
+                   site.block(), !slurm ? "" : site.pilot_job().empty() ? "-" : site.pilot_job());
     }
     if (cluster.nodes_size() > 0) {
-        fmt::print("\n{:<20} {:<16} {:<20} {:<16} {}\n", "NODE", "ADDRESS", "HOST", "UNDERLAY",
-                   "STATE");
+        fmt::print("\n{:<20} {:<12} {:<16} {:<20} {:<16} {}\n", "NODE", "SITE", "ADDRESS", "HOST",
+                   "UNDERLAY", "STATE");
         for (const auto& node : cluster.nodes()) {
-            fmt::print("{:<20} {:<16} {:<20} {:<16} {}{}\n", node.name(), node.address(),
-                       node.host().empty() ? "-" : node.host(),
+            fmt::print("{:<20} {:<12} {:<16} {:<20} {:<16} {}{}\n", node.name(), node.site(),
+                       node.address(), node.host().empty() ? "-" : node.host(),
                        node.underlay_address().empty() ? "-" : node.underlay_address(),
                        pilot_state(node.state()),
                        node.reason().empty() ? "" : "  (" + node.reason() + ")");
@@ -203,6 +217,31 @@ bool ready_or_failed(const v1::Cluster& cluster) {
            cluster.state() == v1::CLUSTER_STATE_RELEASED;
 }
 
+// --walltime: minutes ("90"), or with a unit ("90m", "2h", "1d"), or HOURS:MINUTES ("1:30").
+std::uint32_t parse_walltime(const std::string& text) {
+    auto number = [&](std::string_view digits, std::uint32_t& out) {
+        return !digits.empty() &&
+               std::from_chars(digits.data(), digits.data() + digits.size(), out).ptr ==
+                   digits.data() + digits.size();
+    };
+    std::uint32_t value = 0, minutes = 0;
+    const std::string_view t = text;
+    if (const auto colon = t.find(':'); colon != std::string_view::npos) {
+        if (number(t.substr(0, colon), value) && number(t.substr(colon + 1), minutes) &&
+            t.size() - colon == 3 && minutes < 60 && value < 10000) {
+            return value * 60 + minutes;
+        }
+    } else if (!t.empty() && (t.back() == 'm' || t.back() == 'h' || t.back() == 'd')) {
+        const std::uint32_t unit = t.back() == 'm' ? 1 : t.back() == 'h' ? 60 : 24 * 60;
+        if (number(t.substr(0, t.size() - 1), value) && value < 1000000 / unit) {
+            return value * unit;
+        }
+    } else if (number(t, value) && value < 1000000) {
+        return value;
+    }
+    fail(fmt::format("--walltime {}: want minutes (90), 90m, 2h, 1d or H:MM", text), 2);
+}
+
 v1::SiteRequest parse_site(const std::string& text) {
     // SITE:NODES or SITE:NODES:CIDR
     const auto first = text.find(':');
@@ -304,6 +343,15 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     create->add_option("--name-prefix", prefix, "virtual host names are PREFIX-SITE-N (vc)");
     create->add_option("--slots", slots, "MPI slots per node (1)");
+    std::string pilots, walltime;
+    create
+        ->add_option("--pilots", pilots,
+                     "who starts the pilots: slurm (each site's CRM submits a job holding the "
+                     "nodes; the default with --grc) or jobs (your own sbatch/srun "
+                     "--vc-cluster=ID; the default with --crm)")
+        ->check(CLI::IsMember({"slurm", "jobs"}));
+    create->add_option("--walltime", walltime,
+                       "release the cluster after this long: minutes, 90m, 2h, 1d or H:MM");
     create->add_flag("--wait", wait, "wait until every node is READY");
     create->add_option("--timeout", timeout_s, "seconds to wait with --wait")
         ->capture_default_str();
@@ -344,6 +392,17 @@ int main(int argc, char** argv) {
         request.set_key_mode(keys == "exchange" ? v1::KEY_MODE_EXCHANGE : v1::KEY_MODE_CA);
         request.set_name_prefix(prefix);
         request.set_slots(slots);
+        if (pilots.empty()) {
+            pilots = global.grc.empty() ? "jobs" : "slurm";
+        }
+        request.set_pilots(pilots == "slurm" ? v1::PILOT_SOURCE_SLURM : v1::PILOT_SOURCE_JOBS);
+        if (!walltime.empty()) {
+            const std::uint32_t minutes = parse_walltime(walltime);
+            if (minutes == 0) {
+                fail("--walltime: give at least one minute", 2);
+            }
+            request.set_walltime_minutes(minutes);
+        }
         auto context = context_for(client, "CreateCluster");
         v1::Cluster cluster;
         check(client.call([&](auto& stub) {

@@ -39,7 +39,7 @@ first_blocks=
 job=7200
 for mode in ca exchange; do
     job=$((job + 1))
-    id=$(user_grc create --site site1:2 --site site2:2 --keys "$mode") || fail "$mode: vcctl --grc create failed"
+    id=$(user_grc create --site site1:2 --site site2:2 --keys "$mode" --pilots jobs) || fail "$mode: vcctl --grc create failed"
     [[ $id =~ ^vc-[0-9a-f]{8}$ ]] || fail "vcctl --grc create printed '$id', not a cluster id"
     blocks=$(user_grc --json show "$id" | json_field '" ".join(s["block"] for s in d["sites"])')
     python3 - "$blocks" <<'EOF' || fail "$mode: the sites' blocks overlap: $blocks"

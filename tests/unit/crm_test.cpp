@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <fstream>
 #include <set>
 
 #include "common/sshcert.hpp"
@@ -22,6 +23,7 @@ namespace vcpilot::coordinator {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 constexpr uid_t kNobody = 65534;
@@ -63,6 +65,7 @@ class CrmTest : public ::testing::Test {
         options.munge_socket = munged_->socket();
         options.release_timeout = release_timeout_;
         options.reattach_grace = reattach_grace_;
+        options.slurm = slurm_;
         auto store = LeaseStore::open(dir_.path() / "state.db").value();
         crm_ = CrmServer::start(std::move(options), ClusterStore(std::move(store))).value();
         grpc::ServerBuilder builder;
@@ -173,6 +176,7 @@ class CrmTest : public ::testing::Test {
 
     std::chrono::milliseconds release_timeout_ = 5s;
     std::chrono::milliseconds reattach_grace_ = 60s;
+    std::optional<SlurmOptions> slurm_;
     TempDir dir_;
     std::unique_ptr<TestMunged> munged_;
     std::unique_ptr<CrmServer> crm_;
@@ -868,5 +872,159 @@ TEST_F(CrmTest, JobsSharingAClusterAllGetTheViewAgainWhenANewJobFillsIt) {
     EXPECT_EQ(underlays(b->outcome(0).view), now);
     EXPECT_EQ(underlays(b->outcome(1).view), now);
 }
+// ---- clusters whose pilots come from a Slurm job the CRM submits ----
+
+class CrmSlurmTest : public CrmTest {
+  protected:
+    void SetUp() override {
+        // Stand-ins for Slurm's commands: each logs "<user> <args>"; sbatch prints job 4242.
+        for (const auto& [name, body] : {std::pair{"squeue", ""}, std::pair{"sbatch", "echo 4242"},
+                                         std::pair{"scancel", ""}}) {
+            tool(name, body);
+        }
+        SlurmOptions options;
+        options.bin_dir = bin_.path();
+        options.timeout = 5s;
+        slurm_ = options;
+        CrmTest::SetUp();
+    }
+
+    void tool(const std::string& name, const std::string& body) {
+        const auto path = bin_.write(name, "#!/bin/sh\necho \"$(id -un) $*\" >> \"" +
+                                               (bin_.path() / (name + ".log")).string() + "\"\n" +
+                                               body + "\n");
+        std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+    }
+    std::string log(const std::string& name) const {
+        std::ifstream in(bin_.path() / (name + ".log"));
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    // Waits (bounded) until `name` has logged a line containing `text`.
+    bool logged(const std::string& name, const std::string& text) const {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (log(name).find(text) != std::string::npos) {
+                return true;
+            }
+            std::this_thread::sleep_for(5ms);
+        }
+        return false;
+    }
+
+    grpc::Status create_slurm(std::uint32_t nodes, std::uint32_t walltime, v1::Cluster* cluster) {
+        v1::CreateClusterRequest request;
+        auto* site = request.add_sites();
+        site->set_site("a");
+        site->set_nodes(nodes);
+        request.set_pilots(v1::PILOT_SOURCE_SLURM);
+        request.set_walltime_minutes(walltime);
+        auto c = client();
+        auto context = c.context("CreateCluster").value();
+        return c.stub().CreateCluster(context.get(), request, cluster);
+    }
+
+    // Waits (bounded) until the site's pilot job is recorded.
+    std::string pilot_job(const std::string& id) {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        v1::Cluster cluster;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (get(id, &cluster).ok() && !cluster.sites(0).pilot_job().empty()) {
+                break;
+            }
+            std::this_thread::sleep_for(5ms);
+        }
+        return cluster.sites_size() > 0 ? cluster.sites(0).pilot_job() : "";
+    }
+
+    TempDir bin_;
+};
+
+TEST_F(CrmSlurmTest, TheSitesPilotJobIsSubmittedAsTheOwnerAndCancelledOnRelease) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create_slurm(2, 60, &cluster).ok());
+    EXPECT_EQ(cluster.pilots(), v1::PILOT_SOURCE_SLURM);
+    EXPECT_EQ(cluster.walltime_minutes(), 60U);
+    EXPECT_GT(cluster.expires_unix_ms(), cluster.created_unix_ms());
+    ASSERT_EQ(pilot_job(cluster.id()), "4242");
+    const std::string sbatch = log("sbatch");
+    for (const std::string& expected :
+         std::vector<std::string>{"root --parsable", "--job-name=" + cluster.id(), "--nodes=2",
+                                  "--time=62", "--vc-cluster=" + cluster.id()}) {
+        EXPECT_THAT(sbatch, HasSubstr(expected));
+    }
+    // The job's pilots join, the cluster is READY; the release cancels the job.
+    auto pilots_ = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
+    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
+    v1::Cluster released;
+    ASSERT_TRUE(release(cluster.id(), &released).ok());
+    EXPECT_TRUE(logged("scancel", "root 4242")) << log("scancel");
+    ASSERT_TRUE(pilots_->wait_done(10s));
+    EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
+    EXPECT_EQ(log("sbatch").size(), sbatch.size()) << "submitted once";
+}
+
+TEST_F(CrmSlurmTest, APilotJobThatEndsBeforeTheReleaseFailsTheClusterWithTheReason) {
+    v1::Cluster cluster;
+    ASSERT_TRUE(create_slurm(2, 0, &cluster).ok());
+    ASSERT_EQ(pilot_job(cluster.id()), "4242");
+    EXPECT_THAT(log("sbatch"), Not(HasSubstr("--time")));
+    auto pilots_ = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
+    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    // scancel by someone else, or its time limit: the job's pilots stop.
+    pilots_->stop_pilot(0);
+    const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
+    ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
+    EXPECT_THAT(failed.reason(), HasSubstr("(Slurm job 4242)"));
+    EXPECT_THAT(failed.reason(), HasSubstr("before the release"));
+}
+
+TEST_F(CrmSlurmTest, ASubmissionSlurmRefusesFailsTheClusterWithSlurmsMessage) {
+    tool("sbatch", "echo 'sbatch: error: Batch job submission failed: Invalid account' >&2; exit 1");
+    v1::Cluster cluster;
+    ASSERT_TRUE(create_slurm(2, 0, &cluster).ok());
+    const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
+    ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
+    EXPECT_THAT(failed.reason(), HasSubstr("Invalid account"));
+    v1::Cluster released;
+    ASSERT_TRUE(release(failed.id(), &released).ok());
+    EXPECT_EQ(wait_for(failed.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
+}
+
+TEST_F(CrmSlurmTest, ARestartedCrmSubmitsTheJobItHadNotSubmittedYetButNotTwice) {
+    tool("sbatch", "sleep 1; echo 4242");
+    v1::Cluster cluster;
+    ASSERT_TRUE(create_slurm(1, 0, &cluster).ok());
+    stop();  // while sbatch runs: its answer is lost
+    tool("squeue", "echo 4242");  // but Slurm has the job
+    start();
+    ASSERT_EQ(pilot_job(cluster.id()), "4242");
+}
+
+TEST_F(CrmTest, ClustersWithPilotsFromSlurmAreRefusedByACrmWithoutSlurm) {
+    v1::CreateClusterRequest request;
+    auto* site = request.add_sites();
+    site->set_site("a");
+    site->set_nodes(1);
+    request.set_pilots(v1::PILOT_SOURCE_SLURM);
+    auto c = client();
+    v1::Cluster cluster;
+    auto context = c.context("CreateCluster").value();
+    const auto status = c.stub().CreateCluster(context.get(), request, &cluster);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("--slurm-conf"));
+    request.set_pilots(static_cast<v1::PilotSource>(9));
+    auto again = c.context("CreateCluster").value();
+    EXPECT_EQ(c.stub().CreateCluster(again.get(), request, &cluster).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+    request.set_pilots(v1::PILOT_SOURCE_JOBS);
+    request.set_walltime_minutes(10'000'000);
+    auto third = c.context("CreateCluster").value();
+    const auto long_one = c.stub().CreateCluster(third.get(), request, &cluster);
+    EXPECT_THAT(long_one.error_message(), HasSubstr("walltime"));
+}
+
 }  // namespace
 }  // namespace vcpilot::coordinator

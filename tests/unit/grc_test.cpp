@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <set>
 
@@ -101,6 +102,12 @@ class GrcTest : public ::testing::Test {
         options.grc = GrcUplinkOptions{fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
                                        pem(pki("crm-" + site + ".pem")),
                                        pem(pki("crm-" + site + ".key"))};
+        if (auto bin = slurm_bins_.find(site); bin != slurm_bins_.end()) {
+            SlurmOptions slurm;
+            slurm.bin_dir = bin->second;
+            slurm.timeout = 5s;
+            options.slurm = slurm;
+        }
         auto store = LeaseStore::open(dir_.path() / ("crm-" + site + ".db")).value();
         Site out;
         out.crm = CrmServer::start(std::move(options), ClusterStore(std::move(store))).value();
@@ -221,6 +228,8 @@ class GrcTest : public ::testing::Test {
     std::unique_ptr<grpc::Server> grc_server_;
     int grc_port_ = 0;
     std::map<std::string, Site> crms_;
+    // Sites whose CRM submits pilot jobs, to stand-ins for Slurm's commands in this directory.
+    std::map<std::string, std::filesystem::path> slurm_bins_;
 };
 
 TEST_F(GrcTest, CreatesOneBlockPerSiteFromTheGlobalPoolAndAssignsEachSiteItsShare) {
@@ -515,6 +524,84 @@ TEST_F(GrcTest, ASiteCannotReleaseAClusterOfTheGrc) {
     const auto status = release(site_root("a"), cluster.id());
     EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_THAT(status.error_message(), HasSubstr("GRC"));
+}
+
+// Each site's CRM submits the job holding its share of the nodes (as the owner: root here, the
+// one user the test PKI has that this machine knows); the GRC shows every site's job and the
+// release cancels them all.
+class GrcSlurmTest : public GrcTest {
+  protected:
+    void SetUp() override {
+        for (const auto& [site, job] : jobs_) {
+            const auto bin = dir_.path() / ("bin-" + site);
+            std::filesystem::create_directories(bin);
+            for (const auto& [tool, body] : {std::pair{"squeue", std::string()},
+                                             std::pair{"sbatch", "echo " + job},
+                                             std::pair{"scancel", std::string()}}) {
+                const auto path = bin / tool;
+                std::ofstream(path) << "#!/bin/sh\necho \"$*\" >> \"" << (bin / "log").string()
+                                    << "\"\n"
+                                    << body << "\n";
+                std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+            }
+            slurm_bins_[site] = bin;
+        }
+        GrcTest::SetUp();
+    }
+    std::string log(const std::string& site) const {
+        std::ifstream in(dir_.path() / ("bin-" + site) / "log");
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::map<std::string, std::string> jobs_ = {{"a", "101"}, {"b", "202"}};
+};
+
+TEST_F(GrcSlurmTest, EverySiteSubmitsItsPilotJobAndTheReleaseCancelsThem) {
+    v1::CreateClusterRequest request;
+    for (const char* site : {"a", "b"}) {
+        auto* s = request.add_sites();
+        s->set_site(site);
+        s->set_nodes(2);
+    }
+    request.set_pilots(v1::PILOT_SOURCE_SLURM);
+    request.set_walltime_minutes(30);
+    const auto owner = user("root");
+    v1::Cluster cluster;
+    auto context = owner.context("CreateCluster").value();
+    ASSERT_TRUE(owner
+                    .call([&](auto& stub) {
+                        return stub.CreateCluster(context.get(), request, &cluster);
+                    })
+                    .ok());
+    v1::Cluster seen;
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (get(owner, cluster.id(), &seen).ok() && seen.sites_size() == 2 &&
+            !seen.sites(0).pilot_job().empty() && !seen.sites(1).pilot_job().empty()) {
+            break;
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    ASSERT_EQ(seen.sites_size(), 2);
+    EXPECT_EQ(seen.sites(0).pilot_job(), "101");
+    EXPECT_EQ(seen.sites(1).pilot_job(), "202");
+    EXPECT_EQ(seen.walltime_minutes(), 30U);
+    EXPECT_GT(seen.expires_unix_ms(), seen.created_unix_ms());
+    for (const char* site : {"a", "b"}) {
+        EXPECT_THAT(log(site), HasSubstr("--vc-cluster=" + cluster.id() + " --chdir=/"));
+        EXPECT_THAT(log(site), HasSubstr("--nodes=2"));
+        EXPECT_THAT(log(site), HasSubstr("--time=32"));
+    }
+    ASSERT_TRUE(release(owner, cluster.id()).ok());
+    for (const auto& [site, job] : jobs_) {
+        const auto until = std::chrono::steady_clock::now() + 15s;
+        while (log(site).find("\n" + job + "\n") == std::string::npos &&
+               std::chrono::steady_clock::now() < until) {
+            std::this_thread::sleep_for(10ms);
+        }
+        EXPECT_THAT(log(site), HasSubstr("\n" + job + "\n")) << "site " << site;
+    }
+    EXPECT_EQ(wait_for(owner, cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
+              v1::CLUSTER_STATE_RELEASED);
 }
 
 }  // namespace

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# A virtual cluster across two sites reserved through each site's Slurm (issue 7): the test user
+# creates it at the GRC; each site's CRM submits a job of the user (sbatch --vc-cluster=ID -N 4)
+# that holds its nodes; the plugin starts the pilots; the barrier across sites completes and all
+# 8 nodes are READY. vcctl show lists every node with its site; vcctl run starts unmodified Open
+# MPI (an mpicc-built ring on 8 ranks, NetPIPE between the sites) and GNU parallel over ssh
+# across both sites. Release cancels both jobs and leaves nothing. A site's job cancelled by
+# hand fails the cluster with the reason, and its release still cleans up both sites.
+source "$(dirname "$0")/lib.sh"
+start_clean
+
+build=${VCPILOT_BUILD_DIR:?}
+vcctl=$build/coordinator/vcctl
+run_dir=${VCTB_RUN_DIR:-/run/vctb}
+pki=$run_dir/pki
+
+testbed up --sites 2 --nodes 4
+grc=$(testbed grc 2>/dev/null)
+user_grc() {
+    testbed exec --user vcuser site1 node1 -- "$vcctl" --grc "$grc" --tls-ca "$pki/ca.pem" \
+        --tls-cert "$pki/user-vcuser.pem" --tls-key "$pki/user-vcuser.key" "$@"
+}
+json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
+queue() {  # SITE: the test user's jobs there, "id name state nodes"
+    testbed exec --user vcuser "$1" ctl -- squeue -h -o '%i %j %T %D'
+}
+left_on_nodes() {
+    find /run/vcpilot -mindepth 1 -maxdepth 2 2>/dev/null
+    ps -eo args | grep '[s]shd.*/run/vcpilot/' || true
+    ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 == "vc-pilot"' || true
+}
+# Waits (bounded) until both sites have no job of the test user and nothing of a job is left.
+wait_all_gone() {  # WHAT
+    local _
+    for _ in $(seq 300); do
+        if [[ -z $(queue site1) && -z $(queue site2) && -z $(left_on_nodes) ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "$1: left after 30 s: $(queue site1) $(queue site2) $(left_on_nodes | head -5)"
+}
+
+id=$(user_grc create --site site1:4 --site site2:4 --walltime 30) || fail "vcctl --grc create failed"
+[[ $id =~ ^vc-[0-9a-f]{8}$ ]] || fail "vcctl --grc create printed '$id', not a cluster id"
+user_grc wait "$id" --timeout 120 >/dev/null ||
+    fail "the cluster did not become READY: $(user_grc show "$id" 2>&1) site1: $(queue site1) site2: $(queue site2)"
+shown=$(user_grc --json show "$id")
+assert_eq CLUSTER_STATE_READY "$(json_field 'd["state"]' <<<"$shown")" "cluster state"
+assert_eq 8 "$(json_field 'sum(1 for n in d["nodes"] if n["state"] == "PILOT_STATE_READY")' <<<"$shown")" "READY nodes"
+assert_eq PILOT_SOURCE_SLURM "$(json_field 'd["pilots"]' <<<"$shown")" "pilots"
+for k in 1 2; do
+    job=$(json_field "[s['pilot_job'] for s in d['sites'] if s['site'] == 'site$k'][0]" <<<"$shown")
+    [[ $job =~ ^[0-9]+$ ]] || fail "site$k's pilot job is '$job'"
+    assert_eq "$job $id RUNNING 4" "$(queue "site$k")" "site$k's queue (the user's own job, named after the cluster)"
+done
+pass "vcctl --grc create --site site1:4 --site site2:4: each CRM submitted a 4-node job of vcuser, all 8 nodes READY"
+
+table=$(user_grc show "$id")
+for k in 1 2; do
+    for n in 1 2 3 4; do
+        grep -Eq "^vc-site$k-$n +site$k +10\.[0-9.]+ +site$k-node$n +172\.16\.$k\.[0-9]+ +READY" <<<"$table" ||
+            fail "vcctl show has no line for vc-site$k-$n with its site, address, host and state: $table"
+    done
+done
+pass "vcctl show lists every node with its site, address, host and state"
+
+mpicc -O2 -o "$run_dir/mpi_ring" "$(dirname "$0")/../../examples/mpi_ring.c" || fail "mpicc could not build mpi_ring.c"
+mpi="mpirun --mca plm rsh --mca ras ^slurm --mca btl tcp,self --mca btl_tcp_if_include eth0 \
+--mca oob_tcp_if_include eth0 --mca mpi_yield_when_idle 1"
+out=$(user_grc run "$id" -- bash -c "$mpi --hostfile \$VC_HOSTFILE --map-by node -np 8 $run_dir/mpi_ring") ||
+    fail "mpirun of mpi_ring across both sites failed: $out"
+assert_eq "mpi_ring: 8 ranks on vc-site1-1 vc-site1-2 vc-site1-3 vc-site1-4 vc-site2-1 vc-site2-2 vc-site2-3 vc-site2-4: 10 laps, token 280, allreduce 28: ok" \
+    "$out" "mpi_ring on 8 ranks"
+out=$(user_grc run "$id" -- bash -c "cd /tmp && $mpi --host vc-site1-1,vc-site2-1 -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1") ||
+    fail "NetPIPE between the sites failed: $out"
+grep -Eq '^ *[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" || fail "NetPIPE between the sites: $out"
+pass "vcctl run: Open MPI over ssh runs an mpicc-built ring on all 8 nodes and NetPIPE between the sites"
+
+out=$(user_grc run "$id" -- bash -c 'seq 40 | parallel --sshloginfile "$VC_NODELIST" -j8 "echo {} \$(hostname)"') ||
+    fail "GNU parallel across the sites failed: $out"
+assert_eq 40 "$(wc -l <<<"$out")" "tasks GNU parallel ran"
+grep -q ' vc-site1-' <<<"$out" && grep -q ' vc-site2-' <<<"$out" || fail "GNU parallel used only one site: $out"
+pass "GNU parallel --sshloginfile \$VC_NODELIST runs 40 tasks over ssh on both sites"
+
+user_grc release "$id" --wait --timeout 60 >/dev/null || fail "release failed"
+wait_all_gone "release"
+pass "release cancels both sites' jobs; nothing is left on any node"
+
+# A site's job ends under the cluster (scancel by an administrator): FAILED, with the reason.
+id=$(user_grc create --site site1:2 --site site2:2) || fail "the second create failed"
+user_grc wait "$id" --timeout 120 >/dev/null || fail "the second cluster did not become READY: $(user_grc show "$id" 2>&1)"
+job=$(user_grc --json show "$id" | json_field "[s['pilot_job'] for s in d['sites'] if s['site'] == 'site2'][0]")
+testbed exec site2 ctl -- scancel "$job"
+state=
+for _ in $(seq 300); do
+    shown=$(user_grc --json show "$id")
+    state=$(json_field 'd["state"]' <<<"$shown")
+    [[ $state == CLUSTER_STATE_FAILED ]] && break
+    sleep 0.1
+done
+assert_eq CLUSTER_STATE_FAILED "$state" "the cluster's state once site2's job was cancelled"
+reason=$(json_field 'd.get("reason", "")' <<<"$shown")
+[[ $reason == *"Slurm job $job"*"before the release"* ]] || fail "the reason does not name the job: '$reason'"
+pass "scancel of a site's job fails the cluster: $reason"
+user_grc release "$id" --wait --timeout 60 >/dev/null || fail "release of the failed cluster failed"
+wait_all_gone "release of the failed cluster"
+pass "its release ends the other site's job too; nothing is left"
+
+rm -f "$run_dir/mpi_ring"
+testbed down
+assert_nothing_left
