@@ -1204,8 +1204,8 @@ class ScaleBench {
         record.slots = cluster.slots();
         std::vector<NodeRecord> nodes;
         for (const auto& site : cluster.sites()) {
-            record.sites.push_back(
-                {site.site(), site.nodes(), must(Cidr::parse(site.block()), "a site's block")});
+            record.sites.push_back({site.site(), site.nodes(),
+                                    must(Cidr::parse(site.block()), "a site's block"), false, ""});
             const auto number = static_cast<std::uint32_t>(std::stoul(site.site().substr(1)));
             for (std::uint32_t n = 1; n <= site.nodes(); ++n) {
                 NodeRecord node;

@@ -524,7 +524,9 @@ Result<std::vector<LeaseRecord>> LeaseStore::live() {
 
 namespace store_detail {
 
-Result<std::vector<LeaseRecord>> live_leases(SQLite::Database& db) { return read_live(db); }
+Result<std::vector<LeaseRecord>> live_leases(SQLite::Database& db) {
+    return read_live(db);
+}
 
 LeaseRecord insert_lease(SQLite::Database& db, const Cidr& block, const Cidr& pool,
                          std::string_view owner, std::string_view cluster) {
@@ -540,7 +542,9 @@ Error db_error(std::string_view doing, const std::filesystem::path& path,
     return vcpilot::db_error(doing, path, error);
 }
 
-std::int64_t now_unix_ms() { return vcpilot::now_unix_ms(); }
+std::int64_t now_unix_ms() {
+    return vcpilot::now_unix_ms();
+}
 
 }  // namespace store_detail
 

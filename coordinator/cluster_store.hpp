@@ -107,9 +107,9 @@ struct CreatePolicy {
     const AddressPool* pool = nullptr;  // blocks are leased from here
     std::uint32_t vni_first = 1;        // VNIs are the lowest free in [first, last]
     std::uint32_t vni_last = 16777215;
-    bool hold_ca = false;  // generate and keep the cluster's CA key here
-    std::string id;        // the cluster's id; empty: a fresh random one
-    std::string origin;    // ClusterRecord::origin
+    bool hold_ca = false;        // generate and keep the cluster's CA key here
+    std::string id;              // the cluster's id; empty: a fresh random one
+    std::string origin;          // ClusterRecord::origin
     bool keeps_walltime = true;  // release the cluster here when its walltime ends
 };
 

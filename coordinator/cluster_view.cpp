@@ -168,11 +168,11 @@ Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
     for (const auto& node : nodes) {
         // A pilot that stops while its cluster is not being released takes its node away.
         if (node.state == v1::PILOT_STATE_FAILED || node.state == v1::PILOT_STATE_GONE) {
-            const std::string reason = fmt::format(
-                "node {}: {}", node_name(cluster.name_prefix, node.site, node.ordinal),
-                !node.reason.empty() ? node.reason
-                : node.state == v1::PILOT_STATE_GONE ? "its pilot stopped"
-                                                     : "failed");
+            const std::string reason =
+                fmt::format("node {}: {}", node_name(cluster.name_prefix, node.site, node.ordinal),
+                            !node.reason.empty()                 ? node.reason
+                            : node.state == v1::PILOT_STATE_GONE ? "its pilot stopped"
+                                                                 : "failed");
             if (auto ok = store.set_state(cluster.id, v1::CLUSTER_STATE_FAILED, reason); !ok) {
                 return ok.error();
             }
@@ -246,7 +246,8 @@ Status check_node_report(const v1::NodeReport& report) {
         return Error{fmt::format("{}: host and user keys come together", where())};
     }
     if (!v1::PilotState_IsValid(report.state())) {
-        return Error{fmt::format("{}: unknown state {}", where(), static_cast<int>(report.state()))};
+        return Error{
+            fmt::format("{}: unknown state {}", where(), static_cast<int>(report.state()))};
     }
     return {};
 }
@@ -332,8 +333,8 @@ grpc::Status to_grpc(grpc::StatusCode code, const Status& status) {
 }
 
 Status Walltimes::load(ClusterStore& store) {
-    auto live = store.in_states({v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY,
-                                 v1::CLUSTER_STATE_FAILED});
+    auto live = store.in_states(
+        {v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY, v1::CLUSTER_STATE_FAILED});
     if (!live) {
         return live.error();
     }

@@ -40,8 +40,8 @@ Status certify_node(const SshCa& ca, const ClusterRecord& cluster, NodeRecord& n
                     std::chrono::seconds lifetime);
 
 // The cluster state its nodes imply: FAILED (with the first failed node's reason) as soon as
-// one failed or its pilot stopped (GONE), READY once every node is, while it is PENDING or READY. Writes it if it changed;
-// returns whether it did.
+// one failed or its pilot stopped (GONE), READY once every node is, while it is PENDING or READY.
+// Writes it if it changed; returns whether it did.
 Result<bool> settle_state(ClusterStore& store, const ClusterRecord& cluster,
                           const std::vector<NodeRecord>& nodes);
 // The same from the node counts; reads the nodes only when one failed (for its reason).

@@ -245,10 +245,10 @@ Result<ClusterSpec> CrmServer::Impl::check_create(const v1::CreateClusterRequest
             options.site)};
     }
     if (spec->pilots == v1::PILOT_SOURCE_SLURM && !options.slurm) {
-        return Error{fmt::format(
-            "pilots: the CRM of site {} submits no Slurm jobs (vc-crmd runs without "
-            "--slurm-conf); submit your own with --vc-cluster",
-            options.site)};
+        return Error{
+            fmt::format("pilots: the CRM of site {} submits no Slurm jobs (vc-crmd runs without "
+                        "--slurm-conf); submit your own with --vc-cluster",
+                        options.site)};
     }
     return spec;
 }
@@ -348,9 +348,10 @@ Status CrmServer::Impl::check_join(const std::optional<ClusterRecord>& cluster,
                                  quote(join.user(), 80), options.site)};
     }
     if (of_job(*cluster)) {
-        return Error{fmt::format("cluster {} is another job's own: a job can join only a "
-                                 "cluster made with vcctl",
-                                 cluster->id)};
+        return Error{
+            fmt::format("cluster {} is another job's own: a job can join only a "
+                        "cluster made with vcctl",
+                        cluster->id)};
     }
     if (cluster->state == v1::CLUSTER_STATE_RELEASING) {
         return Error{fmt::format("cluster {} is being released", cluster->id)};
@@ -380,8 +381,8 @@ Status CrmServer::Impl::return_node(const ClusterRecord& cluster, const NodeReco
     if (cluster.pilots == v1::PILOT_SOURCE_SLURM) {
         // The pilot job holds the site's nodes for the cluster's life: one that ended before
         // the release (cancelled, killed, past its time limit, its node lost) fails the cluster.
-        spdlog::warn("cluster {}: its pilot on {} (Slurm job {}) {} before the release",
-                     cluster.id, node.host, node.job, why);
+        spdlog::warn("cluster {}: its pilot on {} (Slurm job {}) {} before the release", cluster.id,
+                     node.host, node.job, why);
         NodeRecord failed = node;
         failed.state = v1::PILOT_STATE_FAILED;
         failed.reason = fmt::format("its pilot on {} (Slurm job {}) {} before the release",
@@ -1012,10 +1013,10 @@ Status CrmServer::Impl::want_pilot_job(const ClusterRecord& cluster, Effects& ef
         return {};
     }
     if (!slurm) {
-        return fail_free_nodes(
-            cluster, fmt::format("the CRM of site {} submits no Slurm jobs (vc-crmd runs "
-                                 "without --slurm-conf)",
-                                 options.site));
+        return fail_free_nodes(cluster,
+                               fmt::format("the CRM of site {} submits no Slurm jobs (vc-crmd runs "
+                                           "without --slurm-conf)",
+                                           options.site));
     }
     submitting.insert(cluster.id);
     PilotJobRequest request;
@@ -1862,20 +1863,20 @@ Result<std::unique_ptr<CrmServer>> CrmServer::start(CrmOptions options, ClusterS
     impl->writer.start();
     // Pilot jobs that were being submitted when this CRM stopped: submitted now, unless Slurm
     // already has one (found by the cluster's name).
-    impl->post({[raw = impl.get()](Effects& effects) -> Status {
-                    auto held = raw->store.in_states(
-                        {v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY});
-                    if (!held) {
-                        return held.error();
-                    }
-                    for (const auto& cluster : *held) {
-                        if (auto ok = raw->want_pilot_job(cluster, effects); !ok) {
-                            spdlog::error("cluster {}: {}", cluster.id, ok.error().message);
-                        }
-                    }
-                    return {};
-                },
-                {}});
+    impl->post(
+        {[raw = impl.get()](Effects& effects) -> Status {
+             auto held = raw->store.in_states({v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY});
+             if (!held) {
+                 return held.error();
+             }
+             for (const auto& cluster : *held) {
+                 if (auto ok = raw->want_pilot_job(cluster, effects); !ok) {
+                     spdlog::error("cluster {}: {}", cluster.id, ok.error().message);
+                 }
+             }
+             return {};
+         },
+         {}});
     if (impl->options.grc) {
         impl->uplink_thread = std::thread([raw = impl.get()] { raw->run_uplink(); });
     }

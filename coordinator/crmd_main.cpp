@@ -129,8 +129,7 @@ int main(int argc, char** argv) {
     Flags flags;
     app.add_option("--site", flags.site, "this site's name")->required();
     app.add_option("--state", flags.state, "the SQLite state file")->required();
-    app.add_option("--listen", flags.listen,
-                   "where to serve: HOST:PORT or unix:/PATH (repeatable)")
+    app.add_option("--listen", flags.listen, "where to serve: HOST:PORT or unix:/PATH (repeatable)")
         ->required();
     app.add_option("--pool", flags.pools,
                    "the site's own address range, a CIDR (repeatable); without it, clusters come "

@@ -647,8 +647,8 @@ Status GrcServer::Impl::pilot_job(const std::shared_ptr<SiteLink>& link, const v
     }
     if (job.job_id().empty() || job.job_id().size() > 20 ||
         job.job_id().find_first_not_of("0123456789") != std::string::npos) {
-        return Error{fmt::format("pilot_job: job_id {} is not a Slurm job id",
-                                 quote(job.job_id(), 40))};
+        return Error{
+            fmt::format("pilot_job: job_id {} is not a Slurm job id", quote(job.job_id(), 40))};
     }
     auto found = store.find(job.cluster_id());
     if (!found) {

@@ -96,7 +96,8 @@ Result<Slurm::Identity> Slurm::identity_of(const std::string& user) {
     std::vector<char> buffer(16384);
     const int error = ::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found);
     if (error != 0 || found == nullptr) {
-        return Error{fmt::format("user {} is not known on this site's controller", quote(user, 80))};
+        return Error{
+            fmt::format("user {} is not known on this site's controller", quote(user, 80))};
     }
     Identity identity{entry.pw_uid, entry.pw_gid, {}, entry.pw_name, entry.pw_dir};
     int count = 64;

@@ -16,8 +16,8 @@
 #include <charconv>
 #include <cstdio>
 #include <fmt/format.h>
-#include <google/protobuf/util/json_util.h>
 #include <fstream>
+#include <google/protobuf/util/json_util.h>
 #include <iostream>
 #include <sstream>
 
@@ -90,8 +90,8 @@ void print_cluster(const v1::Cluster& cluster) {
         fmt::print("walltime {} min{}\n", cluster.walltime_minutes(),
                    cluster.expires_unix_ms() == 0
                        ? ""
-                       : fmt::format(", released in {} min", std::max<std::int64_t>(
-                                                                  0, (left_ms + 59999) / 60000)));
+                       : fmt::format(", released in {} min",
+                                     std::max<std::int64_t>(0, (left_ms + 59999) / 60000)));
     }
     if (!cluster.reason().empty()) {
         fmt::print("reason: {}\n", cluster.reason());
@@ -100,7 +100,10 @@ void print_cluster(const v1::Cluster& cluster) {
                slurm ? "SLURM JOB" : "");
     for (const auto& site : cluster.sites()) {
         fmt::print("{:<12} {:>6} {:>6}  {:<18} {}\n", site.site(), site.nodes(), site.ready(),
-                   site.block(), !slurm ? "" : site.pilot_job().empty() ? "-" : site.pilot_job());
+                   site.block(),
+                   !slurm                     ? ""
+                   : site.pilot_job().empty() ? "-"
+                                              : site.pilot_job());
     }
     if (cluster.nodes_size() > 0) {
         fmt::print("\n{:<20} {:<12} {:<16} {:<20} {:<16} {}\n", "NODE", "SITE", "ADDRESS", "HOST",
@@ -129,12 +132,12 @@ std::string read_file_or_fail(const char* flag, const std::string& path) {
 }
 
 ClusterClient connect(const Global& global) {
-    auto client = global.grc.empty()
-                      ? ClusterClient::crm({global.crm, global.munge_socket})
-                      : ClusterClient::grc({global.grc,
-                                            read_file_or_fail("--tls-ca", global.tls_ca),
-                                            read_file_or_fail("--tls-cert", global.tls_cert),
-                                            read_file_or_fail("--tls-key", global.tls_key)});
+    auto client =
+        global.grc.empty()
+            ? ClusterClient::crm({global.crm, global.munge_socket})
+            : ClusterClient::grc({global.grc, read_file_or_fail("--tls-ca", global.tls_ca),
+                                  read_file_or_fail("--tls-cert", global.tls_cert),
+                                  read_file_or_fail("--tls-key", global.tls_key)});
     if (!client) {
         fail(client.error().message);
     }
@@ -405,9 +408,8 @@ int main(int argc, char** argv) {
         }
         auto context = context_for(client, "CreateCluster");
         v1::Cluster cluster;
-        check(client.call([&](auto& stub) {
-            return stub.CreateCluster(context.get(), request, &cluster);
-        }),
+        check(client.call(
+                  [&](auto& stub) { return stub.CreateCluster(context.get(), request, &cluster); }),
               client);
         if (wait) {
             cluster = follow(global, client, cluster.id(), ready_or_failed, timeout_s, false);
@@ -427,9 +429,8 @@ int main(int argc, char** argv) {
         request.set_all(all);
         v1::ListClustersResponse response;
         auto context = context_for(client, "ListClusters");
-        check(client.call([&](auto& stub) {
-            return stub.ListClusters(context.get(), request, &response);
-        }),
+        check(client.call(
+                  [&](auto& stub) { return stub.ListClusters(context.get(), request, &response); }),
               client);
         if (global.json) {
             fmt::print("{}\n", to_json(response));
@@ -455,8 +456,9 @@ int main(int argc, char** argv) {
         ref.set_id(id);
         v1::Cluster cluster;
         auto context = context_for(client, "GetCluster");
-        check(client.call([&](auto& stub) { return stub.GetCluster(context.get(), ref, &cluster); }),
-              client);
+        check(
+            client.call([&](auto& stub) { return stub.GetCluster(context.get(), ref, &cluster); }),
+            client);
         if (global.json) {
             fmt::print("{}\n", to_json(cluster));
         } else {

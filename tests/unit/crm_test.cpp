@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <fmt/format.h>
+#include <fstream>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <fstream>
 #include <set>
 
 #include "common/sshcert.hpp"
@@ -890,9 +890,9 @@ class CrmSlurmTest : public CrmTest {
     }
 
     void tool(const std::string& name, const std::string& body) {
-        const auto path = bin_.write(name, "#!/bin/sh\necho \"$(id -un) $*\" >> \"" +
-                                               (bin_.path() / (name + ".log")).string() + "\"\n" +
-                                               body + "\n");
+        const auto path =
+            bin_.write(name, "#!/bin/sh\necho \"$(id -un) $*\" >> \"" +
+                                 (bin_.path() / (name + ".log")).string() + "\"\n" + body + "\n");
         std::filesystem::permissions(path, std::filesystem::perms::owner_all);
     }
     std::string log(const std::string& name) const {
@@ -981,7 +981,8 @@ TEST_F(CrmSlurmTest, APilotJobThatEndsBeforeTheReleaseFailsTheClusterWithTheReas
 }
 
 TEST_F(CrmSlurmTest, ASubmissionSlurmRefusesFailsTheClusterWithSlurmsMessage) {
-    tool("sbatch", "echo 'sbatch: error: Batch job submission failed: Invalid account' >&2; exit 1");
+    tool("sbatch",
+         "echo 'sbatch: error: Batch job submission failed: Invalid account' >&2; exit 1");
     v1::Cluster cluster;
     ASSERT_TRUE(create_slurm(2, 0, &cluster).ok());
     const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
@@ -997,7 +998,7 @@ TEST_F(CrmSlurmTest, ARestartedCrmSubmitsTheJobItHadNotSubmittedYetButNotTwice) 
     tool("sbatch", "sleep 1; echo 4242");
     v1::Cluster cluster;
     ASSERT_TRUE(create_slurm(1, 0, &cluster).ok());
-    stop();  // while sbatch runs: its answer is lost
+    stop();                       // while sbatch runs: its answer is lost
     tool("squeue", "echo 4242");  // but Slurm has the job
     start();
     ASSERT_EQ(pilot_job(cluster.id()), "4242");

@@ -4,9 +4,9 @@
 #include "coordinator/grc.hpp"
 
 #include <fmt/format.h>
+#include <fstream>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
-#include <fstream>
 #include <gtest/gtest.h>
 #include <set>
 
@@ -58,8 +58,7 @@ class GrcTest : public ::testing::Test {
     std::filesystem::path pki(const std::string& name) const { return dir_.path() / "pki" / name; }
 
     void start_grc() {
-        GrcOptions options{.sites = {"a", "b", "c"},
-                           .pool = pool_of({cidr("10.96.0.0/24")})};
+        GrcOptions options{.sites = {"a", "b", "c"}, .pool = pool_of({cidr("10.96.0.0/24")})};
         options.vni_first = 5000;
         options.vni_last = 5099;
         options.release_timeout = release_timeout_;
@@ -67,7 +66,8 @@ class GrcTest : public ::testing::Test {
         grc_ = GrcServer::start(std::move(options), ClusterStore(std::move(store))).value();
         grpc::ServerBuilder builder;
         int port = 0;
-        const std::string listen = grc_port_ ? fmt::format("127.0.0.1:{}", grc_port_) : "127.0.0.1:0";
+        const std::string listen =
+            grc_port_ ? fmt::format("127.0.0.1:{}", grc_port_) : "127.0.0.1:0";
         builder.AddListeningPort(
             listen, mutual_tls(pem(pki("ca.pem")), pem(pki("grc.pem")), pem(pki("grc.key"))),
             &port);
@@ -99,9 +99,9 @@ class GrcTest : public ::testing::Test {
         options.site = site;
         options.munge_socket = munged_->socket();
         options.release_timeout = release_timeout_;
-        options.grc = GrcUplinkOptions{fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
-                                       pem(pki("crm-" + site + ".pem")),
-                                       pem(pki("crm-" + site + ".key"))};
+        options.grc =
+            GrcUplinkOptions{fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
+                             pem(pki("crm-" + site + ".pem")), pem(pki("crm-" + site + ".key"))};
         if (auto bin = slurm_bins_.find(site); bin != slurm_bins_.end()) {
             SlurmOptions slurm;
             slurm.bin_dir = bin->second;
@@ -128,7 +128,8 @@ class GrcTest : public ::testing::Test {
     }
 
     ClusterClient user(const std::string& name) const {
-        const std::string cert = name.starts_with("crm:") ? "crm-" + name.substr(4) : "user-" + name;
+        const std::string cert =
+            name.starts_with("crm:") ? "crm-" + name.substr(4) : "user-" + name;
         return ClusterClient::grc({fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
                                    pem(pki(cert + ".pem")), pem(pki(cert + ".key"))})
             .value();
@@ -160,7 +161,8 @@ class GrcTest : public ::testing::Test {
         v1::ClusterRef ref;
         ref.set_id(id);
         auto context = client.context("GetCluster").value();
-        return client.call([&](auto& stub) { return stub.GetCluster(context.get(), ref, cluster); });
+        return client.call(
+            [&](auto& stub) { return stub.GetCluster(context.get(), ref, cluster); });
     }
 
     grpc::Status release(const ClusterClient& client, const std::string& id) {
@@ -378,7 +380,8 @@ TEST_F(GrcTest, RunAndExecReachTheNodesOfEverySiteThroughTheirCrms) {
         request.mutable_command()->add_argv("hostname");
         auto context = client.context(every_node ? "Exec" : "Run", 10s).value();
         auto reader = client.call([&](auto& stub) {
-            return every_node ? stub.Exec(context.get(), request) : stub.Run(context.get(), request);
+            return every_node ? stub.Exec(context.get(), request)
+                              : stub.Run(context.get(), request);
         });
         std::multiset<std::string> lines;
         v1::NodeOutput output;
@@ -420,7 +423,9 @@ TEST_F(GrcTest, RefusesBadRequestsClearlyAndChangesNothing) {
         std::string says;
     };
     const std::vector<Case> cases = {
-        {{{"a", 1}, {"b", 1}}, {"", "10.96.0.8/29"}, grpc::StatusCode::FAILED_PRECONDITION,
+        {{{"a", 1}, {"b", 1}},
+         {"", "10.96.0.8/29"},
+         grpc::StatusCode::FAILED_PRECONDITION,
          "10.96.0.0/28"},
         {{{"a", 0}}, {}, grpc::StatusCode::INVALID_ARGUMENT, "0 nodes"},
         {{{"z", 1}}, {}, grpc::StatusCode::INVALID_ARGUMENT, "unknown site"},
@@ -439,10 +444,9 @@ TEST_F(GrcTest, RefusesBadRequestsClearlyAndChangesNothing) {
         v1::ListClustersRequest request;
         request.set_all(true);
         auto context = root.context("ListClusters").value();
-        ASSERT_TRUE(root.call([&](auto& stub) {
-                            return stub.ListClusters(context.get(), request, &list);
-                        })
-                        .ok());
+        ASSERT_TRUE(
+            root.call([&](auto& stub) { return stub.ListClusters(context.get(), request, &list); })
+                .ok());
     }
     EXPECT_EQ(list.clusters_size(), 1);  // only the first one exists
 
@@ -473,10 +477,10 @@ TEST_F(GrcTest, ACrmCertificateIsNoUserAndAUserCertificateIsNoSite) {
     EXPECT_THAT(as_site.error_message(), HasSubstr("site"));
 
     // A user's certificate opening a site stream is refused.
-    auto channel = grpc::CreateChannel(
-        fmt::format("127.0.0.1:{}", grc_port_),
-        grpc::SslCredentials({pem(pki("ca.pem")), pem(pki("user-alice.key")),
-                              pem(pki("user-alice.pem"))}));
+    auto channel =
+        grpc::CreateChannel(fmt::format("127.0.0.1:{}", grc_port_),
+                            grpc::SslCredentials({pem(pki("ca.pem")), pem(pki("user-alice.key")),
+                                                  pem(pki("user-alice.pem"))}));
     auto stub = v1::Grc::NewStub(channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -492,8 +496,7 @@ TEST_F(GrcTest, ACrmCertificateIsNoUserAndAUserCertificateIsNoSite) {
     // Site b's certificate cannot speak for site a.
     auto b_channel = grpc::CreateChannel(
         fmt::format("127.0.0.1:{}", grc_port_),
-        grpc::SslCredentials(
-            {pem(pki("ca.pem")), pem(pki("crm-b.key")), pem(pki("crm-b.pem"))}));
+        grpc::SslCredentials({pem(pki("ca.pem")), pem(pki("crm-b.key")), pem(pki("crm-b.pem"))}));
     auto b_stub = v1::Grc::NewStub(b_channel);
     grpc::ClientContext b_context;
     b_context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -535,13 +538,13 @@ class GrcSlurmTest : public GrcTest {
         for (const auto& [site, job] : jobs_) {
             const auto bin = dir_.path() / ("bin-" + site);
             std::filesystem::create_directories(bin);
-            for (const auto& [tool, body] : {std::pair{"squeue", std::string()},
-                                             std::pair{"sbatch", "echo " + job},
-                                             std::pair{"scancel", std::string()}}) {
+            for (const auto& [tool, body] :
+                 {std::pair{"squeue", std::string()}, std::pair{"sbatch", "echo " + job},
+                  std::pair{"scancel", std::string()}}) {
                 const auto path = bin / tool;
-                std::ofstream(path) << "#!/bin/sh\necho \"$*\" >> \"" << (bin / "log").string()
-                                    << "\"\n"
-                                    << body << "\n";
+                std::ofstream(path)
+                    << "#!/bin/sh\necho \"$*\" >> \"" << (bin / "log").string() << "\"\n"
+                    << body << "\n";
                 std::filesystem::permissions(path, std::filesystem::perms::owner_all);
             }
             slurm_bins_[site] = bin;
@@ -567,11 +570,9 @@ TEST_F(GrcSlurmTest, EverySiteSubmitsItsPilotJobAndTheReleaseCancelsThem) {
     const auto owner = user("root");
     v1::Cluster cluster;
     auto context = owner.context("CreateCluster").value();
-    ASSERT_TRUE(owner
-                    .call([&](auto& stub) {
-                        return stub.CreateCluster(context.get(), request, &cluster);
-                    })
-                    .ok());
+    ASSERT_TRUE(
+        owner.call([&](auto& stub) { return stub.CreateCluster(context.get(), request, &cluster); })
+            .ok());
     v1::Cluster seen;
     const auto deadline = std::chrono::steady_clock::now() + 15s;
     while (std::chrono::steady_clock::now() < deadline) {

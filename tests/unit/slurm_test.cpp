@@ -35,14 +35,13 @@ std::string me() {
 class FakeSlurm {
   public:
     void tool(const std::string& name, const std::string& body = "") const {
-        const auto path = dir_.write(
-            name, "#!/bin/sh\necho \"$(id -un) $*\" >> \"" + (dir_.path() / (name + ".log")).string() +
-                      "\"\n" + body + "\n");
-        std::filesystem::permissions(path, std::filesystem::perms::owner_all |
-                                               std::filesystem::perms::group_read |
-                                               std::filesystem::perms::group_exec |
-                                               std::filesystem::perms::others_read |
-                                               std::filesystem::perms::others_exec);
+        const auto path =
+            dir_.write(name, "#!/bin/sh\necho \"$(id -un) $*\" >> \"" +
+                                 (dir_.path() / (name + ".log")).string() + "\"\n" + body + "\n");
+        std::filesystem::permissions(
+            path, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                      std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                      std::filesystem::perms::others_exec);
     }
     std::string log(const std::string& name) const { return read(dir_.path() / (name + ".log")); }
     Slurm slurm(std::chrono::seconds timeout = 10s) const {
@@ -93,7 +92,8 @@ TEST(PilotJob, JobIdsAreWhatSbatchParsablePrints) {
 TEST(Slurm, SubmitsAsTheOwnerWithTheSitesConfigurationAfterLookingForAJobAlready) {
     FakeSlurm fake;
     fake.tool("squeue");
-    fake.tool("sbatch", "echo \"SLURM_CONF=$SLURM_CONF\" >> \"$(dirname \"$0\")/env.log\"; echo 4242");
+    fake.tool("sbatch",
+              "echo \"SLURM_CONF=$SLURM_CONF\" >> \"$(dirname \"$0\")/env.log\"; echo 4242");
     const auto job = fake.slurm().submit_pilot_job(request());
     ASSERT_TRUE(job) << job.error().message;
     EXPECT_EQ(*job, "4242");
@@ -148,7 +148,9 @@ TEST(Slurm, AnUnknownOwnerIsRefusedBeforeSbatchRuns) {
 
 TEST(Slurm, CancellingAJobThatEndedAlreadyIsNotAnError) {
     FakeSlurm fake;
-    fake.tool("scancel", "echo 'scancel: error: Kill job error on job id 5: Invalid job id specified' >&2; exit 1");
+    fake.tool(
+        "scancel",
+        "echo 'scancel: error: Kill job error on job id 5: Invalid job id specified' >&2; exit 1");
     EXPECT_TRUE(fake.slurm().cancel("5"));
     EXPECT_THAT(fake.log("scancel"), HasSubstr(" 5"));
     fake.tool("scancel", "echo 'scancel: error: Unable to contact slurm controller' >&2; exit 1");
