@@ -2,7 +2,7 @@
 # The demo: installs what is missing, builds, brings up a testbed of two Slurm sites joined
 # by a 40 ms WAN, runs real Slurm jobs in each site and across the WAN, then a `sbatch --vc`
 # job whose 4 nodes form a private virtual cluster running unmodified Open MPI over ssh, then
-# tears down.
+# a virtual cluster across both sites reserved through their Slurm, then tears down.
 source "$(dirname "$0")/common.sh"
 require_root
 install_deps
@@ -67,6 +67,27 @@ step "The same with srun: every task in its virtual node"
 start=${EPOCHREALTIME/./}
 "$testbed" exec --user vcuser site1 ctl -- srun -N4 --vc sh -c 'echo "$(hostname) $VC_ADDRESS"' | sort
 echo "($(( (${EPOCHREALTIME/./} - start) / 1000 )) ms)"
+
+step "A virtual cluster across both sites, reserved through each site's Slurm (vcctl --grc)"
+# The GRC gives each site a block and the cluster a VNI; each site's CRM submits a job of the
+# user holding its nodes (sbatch --vc-cluster=ID); the pilots meet at the GRC's barrier across
+# the 40 ms WAN, and VXLAN joins the four virtual nodes into one network.
+grc() {
+    "$testbed" exec --user vcuser site1 node1 -- "$VCPILOT_BUILD_DIR/coordinator/vcctl" \
+        --grc "$("$testbed" grc 2>/dev/null)" --tls-ca /run/vctb/pki/ca.pem \
+        --tls-cert /run/vctb/pki/user-vcuser.pem --tls-key /run/vctb/pki/user-vcuser.key "$@"
+}
+start=${EPOCHREALTIME/./}
+id=$(grc create --site site1:2 --site site2:2 --walltime 30)
+grc wait "$id" --timeout 120 >/dev/null
+echo "(create to READY: $(( (${EPOCHREALTIME/./} - start) / 1000 )) ms)"
+grc show "$id"
+echo "\$ vcctl run $id -- mpirun ... -np 4 /run/vctb/demo/mpi_ring"
+grc run "$id" -- bash -c 'mpirun --hostfile "$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm \
+    --map-by node --mca btl tcp,self --mca btl_tcp_if_include eth0 \
+    --mca oob_tcp_if_include eth0 --mca mpi_yield_when_idle 1 -np 4 /run/vctb/demo/mpi_ring'
+grc release "$id" --wait --timeout 60 >/dev/null
+echo "released: both sites' jobs cancelled"
 
 step "Taking the testbed down"
 "$testbed" down
