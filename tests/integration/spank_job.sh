@@ -93,10 +93,14 @@ expect_status 1 testbed exec --user vcuser site1 ctl -- salloc -N1 srun --vc hos
 [[ $ERR == *"no virtual cluster was made for this job"* ]] || fail "srun --vc in an allocation without --vc: $ERR"
 pass "srun --vc inside an allocation made without --vc is refused at once, with the reason"
 
-out=$(as_user srun -N1 --vc bash -c 'seq 100 | parallel --sshloginfile "$VC_NODELIST" -j4 "echo {} \$(hostname)" | wc -l') ||
+# The first task of a 4-node job farms 100 tasks out over ssh to the job's 4 virtual nodes.
+out=$(as_user srun -N4 --vc bash -c '[[ $SLURM_PROCID != 0 ]] ||
+    seq 100 | parallel --sshloginfile "$VC_NODELIST" -j4 "echo {} \$(hostname)"') ||
     fail "GNU parallel over ssh failed: $out"
-assert_eq 100 "$(tail -1 <<<"$out")" "tasks GNU parallel ran over ssh"
-pass "GNU parallel --sshloginfile \$VC_NODELIST runs 100 tasks over ssh"
+assert_eq 100 "$(wc -l <<<"$out")" "tasks GNU parallel ran over ssh"
+assert_eq "vc-site1-1 vc-site1-2 vc-site1-3 vc-site1-4" "$(awk '{print $2}' <<<"$out" | sort -u | tr '\n' ' ' | sed 's/ $//')" \
+    "the virtual nodes GNU parallel's tasks ran on"
+pass "GNU parallel --sshloginfile \$VC_NODELIST runs 100 tasks over ssh across the job's 4 nodes"
 
 # The extern step (PrologFlags=Contain) holds what Slurm adopts from outside any step (ssh
 # logins through pam_slurm_adopt): it stays on the node, while the job's steps run inside.
