@@ -424,6 +424,35 @@ Status mount_private_tmp(std::uint64_t size_bytes) {
     return {};
 }
 
+// /sys/class/net and /sys/devices/virtual/net as the job's network namespace has them. The
+// node's sysfs was mounted in another network namespace and shows that one's interfaces (the
+// machine's own, with their MTUs and addresses) to whatever reads /sys: hwloc, MPI libraries
+// choosing an interface, ip's helpers. The rest of /sys (cgroups, CPU topology) stays the
+// node's. Runs in the job's network namespace, after the private /tmp is mounted.
+Status mount_job_sysfs_net() {
+    char scratch[] = "/tmp/.vcpilot-sysfs-XXXXXX";
+    if (::mkdtemp(scratch) == nullptr) {
+        return step_error("make a directory for the job's sysfs in /tmp", errno);
+    }
+    Status status;
+    if (::mount("sysfs", scratch, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, nullptr) !=
+        0) {
+        status = step_error("mount a sysfs of the job's network namespace", errno);
+    } else {
+        for (const char* part : {"class/net", "devices/virtual/net"}) {
+            const std::string source = std::string(scratch) + "/" + part;
+            const std::string target = std::string("/sys/") + part;
+            if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+                status = step_error("bind the job's " + target + " over the node's", errno);
+                break;
+            }
+        }
+        ::umount2(scratch, MNT_DETACH);
+    }
+    ::rmdir(scratch);
+    return status;
+}
+
 // The image, opened before the job's mounts change what its path leads to, and checked to be
 // the directory the job user was found allowed to read.
 Result<UniqueFd> open_image(const fs::path& image,
@@ -686,6 +715,9 @@ Status setup_job_mounts(const JobMountPlan& plan) {
         return ok;
     }
     if (auto ok = mount_private_tmp(plan.tmp_size_bytes); !ok) {
+        return ok;
+    }
+    if (auto ok = mount_job_sysfs_net(); !ok) {
         return ok;
     }
     if (auto ok = cover_login_records(plan.paths); !ok) {

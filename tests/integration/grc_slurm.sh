@@ -77,6 +77,15 @@ out=$(user_grc run "$id" -- bash -c "cd /tmp && $mpi --host vc-site1-1,vc-site2-
 grep -Eq '^ *[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" || fail "NetPIPE between the sites: $out"
 pass "vcctl run: Open MPI over ssh runs an mpicc-built ring on all 8 nodes and NetPIPE between the sites"
 
+# The overlay's MTU fits the path across the sites: a don't-fragment ping of exactly the
+# interface's MTU crosses the WAN (VXLAN adds 50 bytes underneath), one byte more is refused.
+out=$(user_grc run "$id" -- bash -c 'mtu=$(cat /sys/class/net/eth0/mtu); echo "mtu $mtu";
+    ping -M do -c 2 -W 2 -s $((mtu - 28)) vc-site2-4 >/dev/null && echo full-size-ok;
+    ping -M do -c 1 -W 2 -s $((mtu - 27)) vc-site2-4 >/dev/null 2>&1 || echo one-more-refused') ||
+    fail "the don't-fragment pings failed: $out"
+[[ $out == *"full-size-ok"* && $out == *"one-more-refused"* ]] || fail "don't-fragment pings across the sites: $out"
+pass "a don't-fragment ping of the full overlay MTU ($(head -1 <<<"$out" | cut -d' ' -f2)) crosses the WAN; one byte more is refused"
+
 out=$(user_grc run "$id" -- bash -c 'seq 40 | parallel --sshloginfile "$VC_NODELIST" -j8 "echo {} \$(hostname)"') ||
     fail "GNU parallel across the sites failed: $out"
 assert_eq 40 "$(wc -l <<<"$out")" "tasks GNU parallel ran"

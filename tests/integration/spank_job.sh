@@ -33,6 +33,14 @@ for n in 1 2 3 4; do  # not by luck: the prolog gave each pilot its place in the
 done
 pass "srun -N4 --vc: each task sees only lo and eth0, its virtual hostname and an address in the job's range; the job's n-th node is vc-site1-n"
 
+# /sys shows the job's interfaces too, not the node's (nor the machine's): tools that read
+# /sys/class/net (hwloc, MPI libraries choosing an interface) see what ip sees.
+out=$(as_user srun -N1 --vc bash -c 'echo $(ls /sys/class/net) $(cat /sys/class/net/eth0/mtu) $(ip -o link show eth0 | grep -o "mtu [0-9]*")') ||
+    fail "reading /sys/class/net in a --vc task failed: $out"
+[[ $out =~ ^eth0\ lo\ ([0-9]+)\ mtu\ ([0-9]+)$ && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" ]] ||
+    fail "/sys/class/net in the job: '$out' (want 'eth0 lo MTU mtu MTU')"
+pass "/sys/class/net in the job lists only lo and eth0, with eth0's own MTU"
+
 out=$(as_user srun -N2 --vc-net=10.65.200.0/29 bash -c 'ssh -T -o BatchMode=yes "$(sed -n 2p "$VC_NODELIST")" hostname; cat "$VC_HOSTFILE"') ||
     fail "ssh inside an srun --vc step failed: $out"
 grep -qx 'vc-site1-2' <<<"$out" || fail "ssh to the second virtual node: $out"
