@@ -27,5 +27,18 @@ wait "$server" || true
 note "TCP across the WAN: $mbps Mbit/s"
 awk -v m="$mbps" 'BEGIN { exit !(m > 0 && m <= 55) }' || fail "throughput $mbps Mbit/s exceeds --wan-rate 50mbit"
 pass "--wan-rate 50mbit caps cross-site TCP at $mbps Mbit/s"
+
+# 'wan --rtt' changes the delay of the running testbed, both ways; a bad value changes nothing.
+cross_rtt() { testbed exec site1 node1 -- ping -U -c 4 -i 0.2 -q 172.16.2.11 | awk -F/ '/^rtt/ {print $5}'; }
+testbed wan --rtt 120 2>/dev/null
+rtt=$(cross_rtt)
+awk -v r="$rtt" 'BEGIN { exit !(r >= 116 && r <= 130) }' || fail "after wan --rtt 120 the cross-site RTT is $rtt ms"
+testbed wan --rtt 0 2>/dev/null
+rtt0=$(cross_rtt)
+awk -v r="$rtt0" 'BEGIN { exit !(r < 5) }' || fail "after wan --rtt 0 the cross-site RTT is $rtt0 ms"
+expect_status 2 testbed wan --rtt fast
+[[ $ERR == *"milliseconds between 0 and 20000"* ]] || fail "wan --rtt fast: $ERR"
+testbed status >/dev/null || fail "the testbed is not healthy after wan --rtt"
+pass "wan --rtt 120 then 0 on the running testbed: $rtt ms, then $rtt0 ms; a bad value is refused"
 testbed down
 assert_nothing_left
