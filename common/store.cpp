@@ -118,6 +118,12 @@ constexpr std::array<const char*, LeaseStore::kSchemaVersion> kMigrations = {
     ALTER TABLE clusters ADD COLUMN expires_unix_ms INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sites ADD COLUMN pilot_job TEXT NOT NULL DEFAULT '';
     )sql",
+    // 6: the overlay of a cluster; for n2n its community's key and supernode.
+    R"sql(
+    ALTER TABLE clusters ADD COLUMN overlay INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE clusters ADD COLUMN n2n_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE clusters ADD COLUMN n2n_supernode TEXT NOT NULL DEFAULT '';
+    )sql",
 };
 
 // Owner and cluster names end up in error messages and logs; keep them short and printable.

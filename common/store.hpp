@@ -50,7 +50,7 @@ class LeaseStore {
   public:
     // The newest schema this code knows. A database with a newer one is refused: this code
     // cannot know what the newer one means, and must not write to it.
-    static constexpr int kSchemaVersion = 5;
+    static constexpr int kSchemaVersion = 6;
 
     // Opens (creating it if missing) and migrates the store at `path`. Refuses a file that is
     // not a SQLite database, a SQLite database of another program, a damaged one, and one with

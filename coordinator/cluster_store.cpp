@@ -4,6 +4,7 @@
 #include <SQLiteCpp/Exception.h>
 #include <SQLiteCpp/Statement.h>
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fmt/format.h>
 #include <random>
@@ -79,13 +80,28 @@ ClusterRecord read_cluster_row(SQLite::Statement& row) {
     record.pilots = static_cast<v1::PilotSource>(row.getColumn(14).getInt());
     record.walltime_minutes = static_cast<std::uint32_t>(row.getColumn(15).getInt64());
     record.expires_unix_ms = row.getColumn(16).getInt64();
+    record.overlay = static_cast<v1::Overlay>(row.getColumn(17).getInt());
+    record.n2n_key = row.getColumn(18).getString();
+    record.n2n_supernode = row.getColumn(19).getString();
     return record;
+}
+
+// An n2n community key: 32 random characters of [A-Za-z0-9].
+std::string new_n2n_key() {
+    static constexpr std::string_view kAlphabet =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    std::random_device random;
+    std::string key;
+    for (int i = 0; i < 32; ++i) {
+        key.push_back(kAlphabet[random() % kAlphabet.size()]);
+    }
+    return key;
 }
 
 constexpr const char* kClusterColumns =
     "SELECT id, owner, state, reason, key_mode, vni, name_prefix, slots, image, image_mount, "
     "created_unix_ms, changed_unix_ms, release_by_ms, origin, pilots, walltime_min, "
-    "expires_unix_ms FROM clusters";
+    "expires_unix_ms, overlay, n2n_key, n2n_supernode FROM clusters";
 
 constexpr const char* kSitesQuery =
     "SELECT site, nodes, block, released, pilot_job FROM sites WHERE cluster = ? ORDER BY site";
@@ -320,6 +336,18 @@ Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std
                                  request.walltime_minutes(), kMaxWalltimeMinutes)};
     }
     spec.walltime_minutes = request.walltime_minutes();
+    switch (request.overlay()) {
+        case v1::OVERLAY_UNSPECIFIED:
+        case v1::OVERLAY_VXLAN:
+            spec.overlay = v1::OVERLAY_VXLAN;
+            break;
+        case v1::OVERLAY_N2N:
+            spec.overlay = v1::OVERLAY_N2N;
+            break;
+        default:
+            return Error{
+                fmt::format("overlay: unknown overlay {}", static_cast<int>(request.overlay()))};
+    }
     return spec;
 }
 
@@ -364,6 +392,14 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         record.image_mount = spec.image_mount;
         record.pilots = spec.pilots;
         record.walltime_minutes = spec.walltime_minutes;
+        record.overlay = spec.overlay;
+        if (spec.overlay == v1::OVERLAY_N2N) {
+            if (policy.n2n_supernode.empty()) {
+                return Error{"overlay: n2n needs a supernode, and this coordinator has none"};
+            }
+            record.n2n_key = new_n2n_key();
+            record.n2n_supernode = policy.n2n_supernode;
+        }
         record.created_unix_ms = record.changed_unix_ms = now_unix_ms();
         if (policy.keeps_walltime && spec.walltime_minutes > 0) {
             record.expires_unix_ms =
@@ -382,8 +418,8 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
             db,
             "INSERT INTO clusters (id, owner, state, key_mode, vni, name_prefix, slots, image, "
             "image_mount, ca_seed, created_unix_ms, changed_unix_ms, origin, pilots, "
-            "walltime_min, expires_unix_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            "walltime_min, expires_unix_ms, overlay, n2n_key, n2n_supernode) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         insert.bind(1, record.id);
         insert.bind(2, record.owner);
         insert.bind(3, static_cast<int>(record.state));
@@ -404,6 +440,9 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         insert.bind(14, static_cast<int>(record.pilots));
         insert.bind(15, static_cast<std::int64_t>(record.walltime_minutes));
         insert.bind(16, record.expires_unix_ms);
+        insert.bind(17, static_cast<int>(record.overlay));
+        insert.bind(18, record.n2n_key);
+        insert.bind(19, record.n2n_supernode);
         insert.exec();
 
         for (const auto& site : spec.sites) {
@@ -482,6 +521,7 @@ v1::CreateClusterRequest request_of(const v1::SiteAssignment& assignment) {
     request.set_image_mount(assignment.image_mount());
     request.set_pilots(assignment.pilots());
     request.set_walltime_minutes(assignment.walltime_minutes());
+    request.set_overlay(assignment.overlay());
     return request;
 }
 
@@ -499,6 +539,18 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
     }
     if (assignment.vni() < 1 || assignment.vni() > 16777215) {
         return Error{fmt::format("VNI {} is outside 1-16777215", assignment.vni())};
+    }
+    const auto token = [](std::string_view text, std::size_t low, std::size_t high) {
+        return text.size() >= low && text.size() <= high &&
+               std::all_of(text.begin(), text.end(), [](char c) {
+                   return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' ||
+                          c == ':' || c == '_' || c == '-';
+               });
+    };
+    if (spec->overlay == v1::OVERLAY_N2N &&
+        (!token(assignment.n2n_key(), 16, 64) || !token(assignment.n2n_supernode(), 9, 21))) {
+        return Error{
+            "an n2n assignment needs a key (16-64 characters) and a supernode (IPv4:port)"};
     }
     const Cidr block = *Cidr::parse(assignment.block());
     return guarded("cannot record the GRC's assignment", store_.path(), [&]() -> Status {
@@ -544,8 +596,9 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
         SQLite::Statement insert(
             db,
             "INSERT INTO clusters (id, owner, state, key_mode, vni, name_prefix, slots, image, "
-            "image_mount, created_unix_ms, changed_unix_ms, origin, pilots, walltime_min) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            "image_mount, created_unix_ms, changed_unix_ms, origin, pilots, walltime_min, "
+            "overlay, n2n_key, n2n_supernode) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         insert.bind(1, assignment.cluster_id());
         insert.bind(2, spec->owner);
         insert.bind(3, static_cast<int>(v1::CLUSTER_STATE_PENDING));
@@ -560,6 +613,9 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
         insert.bind(12, std::string(kOriginGrc));
         insert.bind(13, static_cast<int>(spec->pilots));
         insert.bind(14, static_cast<std::int64_t>(spec->walltime_minutes));
+        insert.bind(15, static_cast<int>(spec->overlay));
+        insert.bind(16, spec->overlay == v1::OVERLAY_N2N ? assignment.n2n_key() : "");
+        insert.bind(17, spec->overlay == v1::OVERLAY_N2N ? assignment.n2n_supernode() : "");
         insert.exec();
         store_detail::insert_lease(db, block, block, spec->owner, assignment.cluster_id());
         SQLite::Statement add_site(

@@ -60,6 +60,9 @@ struct ClusterRecord {
     // When this coordinator releases it for its walltime (0: never; at a CRM, 0 for GRC
     // clusters, whose walltime the GRC keeps).
     std::int64_t expires_unix_ms = 0;
+    v1::Overlay overlay = v1::OVERLAY_VXLAN;
+    std::string n2n_key;        // OVERLAY_N2N: the community's key, a secret of the cluster
+    std::string n2n_supernode;  // OVERLAY_N2N: IPv4:port
 
     std::uint32_t node_count() const;
 };
@@ -100,6 +103,7 @@ struct ClusterSpec {
     std::string image_mount;
     v1::PilotSource pilots = v1::PILOT_SOURCE_JOBS;
     std::uint32_t walltime_minutes = 0;
+    v1::Overlay overlay = v1::OVERLAY_VXLAN;
 };
 
 // Where a coordinator takes a new cluster's resources from.
@@ -111,6 +115,8 @@ struct CreatePolicy {
     std::string id;              // the cluster's id; empty: a fresh random one
     std::string origin;          // ClusterRecord::origin
     bool keeps_walltime = true;  // release the cluster here when its walltime ends
+    // OVERLAY_N2N: the supernode of the cluster's community (the key is made here).
+    std::string n2n_supernode;
 };
 
 // ClusterRecord::origin of a cluster made for one Slurm job by its pilots (id "vcj-<job>").

@@ -32,6 +32,7 @@ Result<v1::Cluster> describe_cluster(ClusterStore& store, const ClusterRecord& c
     out.set_pilots(cluster.pilots);
     out.set_walltime_minutes(cluster.walltime_minutes);
     out.set_expires_unix_ms(static_cast<std::uint64_t>(cluster.expires_unix_ms));
+    out.set_overlay(cluster.overlay);
     auto nodes = store.nodes(cluster.id);
     if (!nodes) {
         return nodes.error();

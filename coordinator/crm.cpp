@@ -207,6 +207,12 @@ v1::SetupRequest setup_for(const ClusterRecord& cluster, const SiteRecord& site,
                                   site.block.prefix()));
     setup.mutable_vxlan()->set_vni(cluster.vni.value_or(0));
     setup.mutable_vxlan()->set_local_address(node.underlay);
+    if (cluster.overlay == v1::OVERLAY_N2N) {
+        // One community per cluster, named after it; its key is the cluster's own.
+        setup.mutable_n2n()->set_community(cluster.id);
+        setup.mutable_n2n()->set_key(cluster.n2n_key);
+        setup.mutable_n2n()->set_supernode(cluster.n2n_supernode);
+    }
     setup.set_user(cluster.owner);
     setup.set_image(cluster.image);
     setup.set_image_mount(cluster.image_mount);
@@ -259,6 +265,7 @@ Result<ClusterRecord> CrmServer::Impl::create(const ClusterSpec& spec, Effects& 
     policy.vni_first = options.vni_first;
     policy.vni_last = options.vni_last;
     policy.hold_ca = true;
+    policy.n2n_supernode = options.n2n_supernode;
     auto created = store.create(spec, policy);
     if (!created) {
         return created;

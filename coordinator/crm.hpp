@@ -49,6 +49,7 @@ struct CrmOptions {
     // The site's Slurm, for clusters whose pilots come from a job the CRM submits
     // (PILOT_SOURCE_SLURM); none: such clusters are refused here.
     std::optional<SlurmOptions> slurm;
+    std::string n2n_supernode;  // IPv4:port for this site's own n2n clusters; empty: none
 };
 
 class CrmServer {

@@ -33,6 +33,7 @@ struct Flags {
     bool no_address_check = false;
     std::string grc, tls_ca, tls_cert, tls_key;
     std::string slurm_conf, slurm_bin = "/usr/bin";
+    std::string n2n_supernode;
 };
 
 Result<CrmOptions> options_from(const Flags& flags) {
@@ -67,6 +68,12 @@ Result<CrmOptions> options_from(const Flags& flags) {
             *out = std::move(*pem);
         }
         options.grc = std::move(grc);
+    }
+    if (!flags.n2n_supernode.empty()) {
+        if (auto ok = check_supernode("--n2n-supernode", flags.n2n_supernode); !ok) {
+            return ok.error();
+        }
+        options.n2n_supernode = flags.n2n_supernode;
     }
     if (!flags.slurm_conf.empty()) {
         std::error_code ec;
@@ -160,6 +167,9 @@ int main(int argc, char** argv) {
     app.add_option("--slurm-bin", flags.slurm_bin, "where sbatch, squeue and scancel are")
         ->needs(slurm_conf)
         ->capture_default_str();
+    app.add_option("--n2n-supernode", flags.n2n_supernode,
+                   "an n2n supernode (IPV4:PORT) the site's nodes reach: the site's own "
+                   "clusters with the n2n overlay");
     app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error");
     CLI11_PARSE(app, argc, argv);
     if (!flags.grc.empty() &&

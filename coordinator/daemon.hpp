@@ -22,6 +22,9 @@ Result<AddressPool> parse_pools(const std::string& flag, const std::vector<std::
 // A PEM file's text (certificate or key); the error names the option.
 Result<std::string> read_pem(const std::string& flag, const std::string& path);
 
+// --n2n-supernode: an IPv4 address and port ("172.31.0.2:7654"), as pilots will be given it.
+Status check_supernode(const std::string& flag, const std::string& text);
+
 // Server credentials for mutual TLS: the client must present a certificate signed by `ca`.
 std::shared_ptr<grpc::ServerCredentials> mutual_tls(const std::string& ca, const std::string& cert,
                                                     const std::string& key);

@@ -168,6 +168,9 @@ Result<ClusterSpec> GrcServer::Impl::check_create(const v1::CreateClusterRequest
                                      quote(site.site()), fmt::join(options.sites, ", "))};
         }
     }
+    if (spec->overlay == v1::OVERLAY_N2N && options.n2n_supernode.empty()) {
+        return Error{"overlay: this GRC has no n2n supernode (vc-grcd --n2n-supernode)"};
+    }
     return spec;
 }
 
@@ -193,6 +196,9 @@ void GrcServer::Impl::send_assignment(const ClusterRecord& cluster, const SiteRe
     assign->set_nodes(site.nodes);
     assign->set_pilots(cluster.pilots);
     assign->set_walltime_minutes(cluster.walltime_minutes);
+    assign->set_overlay(cluster.overlay);
+    assign->set_n2n_key(cluster.n2n_key);
+    assign->set_n2n_supernode(cluster.n2n_supernode);
     effects.push_back([link, command = std::move(command)] { link->outbox->send(command); });
 }
 
@@ -787,6 +793,7 @@ class GrcService final : public v1::Grc::CallbackService {
                        policy.vni_first = grc->options.vni_first;
                        policy.vni_last = grc->options.vni_last;
                        policy.hold_ca = true;
+                       policy.n2n_supernode = grc->options.n2n_supernode;
                        auto created = grc->store.create(spec, policy);
                        if (!created) {
                            return created.error();

@@ -28,6 +28,7 @@ struct GrcOptions {
     // How long a release waits for every site to confirm before it frees the blocks anyway.
     std::chrono::milliseconds release_timeout{60000};
     std::chrono::seconds certificate_lifetime{std::chrono::hours(24 * 30)};
+    std::string n2n_supernode{};  // IPv4:port every site's nodes reach; empty: no n2n clusters
 };
 
 // Who is calling: the common name of the client's TLS certificate, verified against the CA by

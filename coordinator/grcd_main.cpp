@@ -25,6 +25,7 @@ struct Flags {
     std::vector<std::string> listen, pools, sites;
     int release_timeout_s = 60;
     std::string tls_ca, tls_cert, tls_key;
+    std::string n2n_supernode;
 };
 
 int serve(const Flags& flags) {
@@ -52,9 +53,17 @@ int serve(const Flags& flags) {
     }
     std::tie(options.vni_first, options.vni_last) = *vnis;
     options.release_timeout = std::chrono::seconds(flags.release_timeout_s);
+    if (!flags.n2n_supernode.empty()) {
+        if (auto ok = check_supernode("--n2n-supernode", flags.n2n_supernode); !ok) {
+            spdlog::error("{}", ok.error().message);
+            return 2;
+        }
+        options.n2n_supernode = flags.n2n_supernode;
+    }
     std::string pem[3];
-    const std::pair<const char*, const std::string*> files[3] = {
-        {"--tls-ca", &flags.tls_ca}, {"--tls-cert", &flags.tls_cert}, {"--tls-key", &flags.tls_key}};
+    const std::pair<const char*, const std::string*> files[3] = {{"--tls-ca", &flags.tls_ca},
+                                                                 {"--tls-cert", &flags.tls_cert},
+                                                                 {"--tls-key", &flags.tls_key}};
     for (int i = 0; i < 3; ++i) {
         auto text = read_pem(files[i].first, *files[i].second);
         if (!text) {
@@ -99,8 +108,7 @@ int main(int argc, char** argv) {
     CLI::App app{"vc-grcd: the vcpilot Global Resource Coordinator of several sites"};
     Flags flags;
     app.add_option("--state", flags.state, "the SQLite state file")->required();
-    app.add_option("--listen", flags.listen, "where to serve: HOST:PORT (repeatable)")
-        ->required();
+    app.add_option("--listen", flags.listen, "where to serve: HOST:PORT (repeatable)")->required();
     app.add_option("--pool", flags.pools,
                    "the global address range every site's blocks come from, a CIDR (repeatable)")
         ->required();
@@ -114,6 +122,9 @@ int main(int argc, char** argv) {
         ->required();
     app.add_option("--tls-cert", flags.tls_cert, "the GRC's certificate (PEM)")->required();
     app.add_option("--tls-key", flags.tls_key, "its private key (PEM)")->required();
+    app.add_option("--n2n-supernode", flags.n2n_supernode,
+                   "an n2n supernode (IPV4:PORT) that every site's nodes reach: clusters with "
+                   "the n2n overlay");
     app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error");
     CLI11_PARSE(app, argc, argv);
     auto level = parse_log_level(flags.log_level);

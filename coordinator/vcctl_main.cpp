@@ -78,9 +78,11 @@ void print_cluster(const v1::Cluster& cluster) {
     std::uint32_t total = 0;
     const std::uint32_t ready = ready_nodes(cluster, &total);
     const bool slurm = cluster.pilots() == v1::PILOT_SOURCE_SLURM;
-    fmt::print("cluster {}  owner {}  state {}  keys {}  vni {}  ready {}/{}  pilots {}\n",
+    fmt::print("cluster {}  owner {}  state {}  keys {}  {}  ready {}/{}  pilots {}\n",
                cluster.id(), cluster.owner(), cluster_state(cluster.state()),
-               cluster.key_mode() == v1::KEY_MODE_EXCHANGE ? "exchange" : "ca", cluster.vni(),
+               cluster.key_mode() == v1::KEY_MODE_EXCHANGE ? "exchange" : "ca",
+               cluster.overlay() == v1::OVERLAY_N2N ? "overlay n2n"
+                                                    : fmt::format("vxlan {}", cluster.vni()),
                ready, total, slurm ? "slurm (one job per site)" : "jobs (--vc-cluster)");
     if (cluster.walltime_minutes() > 0) {
         const auto left_ms = static_cast<std::int64_t>(cluster.expires_unix_ms()) -
@@ -353,6 +355,13 @@ int main(int argc, char** argv) {
                      "nodes; the default with --grc) or jobs (your own sbatch/srun "
                      "--vc-cluster=ID; the default with --crm)")
         ->check(CLI::IsMember({"slurm", "jobs"}));
+    std::string overlay = "vxlan";
+    create
+        ->add_option("--overlay", overlay,
+                     "how the nodes are joined: vxlan (kernel VXLAN; every node reaches every "
+                     "other) or n2n (encrypted, through a supernode; sites behind NAT)")
+        ->check(CLI::IsMember({"vxlan", "n2n"}))
+        ->capture_default_str();
     create->add_option("--walltime", walltime,
                        "release the cluster after this long: minutes, 90m, 2h, 1d or H:MM");
     create->add_flag("--wait", wait, "wait until every node is READY");
@@ -399,6 +408,7 @@ int main(int argc, char** argv) {
             pilots = global.grc.empty() ? "jobs" : "slurm";
         }
         request.set_pilots(pilots == "slurm" ? v1::PILOT_SOURCE_SLURM : v1::PILOT_SOURCE_JOBS);
+        request.set_overlay(overlay == "n2n" ? v1::OVERLAY_N2N : v1::OVERLAY_VXLAN);
         if (!walltime.empty()) {
             const std::uint32_t minutes = parse_walltime(walltime);
             if (minutes == 0) {

@@ -620,8 +620,9 @@ Result<OverlayDevice> find_overlay_device(RouteSocket& job) {
         }
         return link.error();
     }
+    // VXLAN, or the TAP device of an overlay program (n2n's edge).
     const char* kind = rtnl_link_get_type(link->get());
-    if (kind == nullptr || std::string_view(kind) != "vxlan") {
+    if (kind == nullptr || (std::string_view(kind) != "vxlan" && std::string_view(kind) != "tun")) {
         return Error{fmt::format("{} in the job network namespace is a {} device, not the overlay",
                                  kOverlayInterface, kind != nullptr ? kind : "plain")};
     }
@@ -630,7 +631,8 @@ Result<OverlayDevice> find_overlay_device(RouteSocket& job) {
         device.mac = *mac;
     }
     nl_addr* local = nullptr;
-    if (rtnl_link_vxlan_get_local(link->get(), &local) >= 0 && local != nullptr) {
+    if (std::string_view(kind) == "vxlan" && rtnl_link_vxlan_get_local(link->get(), &local) >= 0 &&
+        local != nullptr) {
         NlAddrPtr owned(local);
         device.local_underlay = ip_of(local);
     }
@@ -1002,6 +1004,69 @@ Status create_overlay(int job_netns_fd, const OverlaySpec& spec) {
             return status;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    OverlayRollback rollback(*job);
+    if (auto status = configure_job_side(*job, spec); !status) {
+        if (auto undone = rollback.run(); !undone) {
+            return Error{status.error().message +
+                         "; removing the half-made overlay failed too: " + undone.error().message};
+        }
+        return status;
+    }
+    rollback.dismiss();
+    return {};
+}
+
+Result<bool> link_is_up(std::string_view name) {
+    auto node = RouteSocket::open();
+    if (!node) {
+        return node.error();
+    }
+    auto link = get_link(*node, name, "node's");
+    if (!link) {
+        if (node->last_errno() == ENODEV) {
+            return false;
+        }
+        return link.error();
+    }
+    return (rtnl_link_get_flags(link->get()) & IFF_UP) != 0;
+}
+
+Status adopt_overlay_link(int job_netns_fd, std::string_view name, const OverlaySpec& spec) {
+    if (auto status = check_other_namespace(job_netns_fd); !status) {
+        return status;
+    }
+    auto node = RouteSocket::open();
+    if (!node) {
+        return node.error();
+    }
+    auto link = get_link(*node, name, "node's");
+    if (!link) {
+        return link.error();
+    }
+    auto job = open_socket_in(job_netns_fd, "job");
+    if (!job) {
+        return job.error();
+    }
+    if (auto existing = get_link(*job, kOverlayInterface, "job"); existing) {
+        return Error{fmt::format("the job network namespace already has an {}", kOverlayInterface)};
+    }
+    MessagePtr message(allocated(nlmsg_alloc_simple(RTM_NEWLINK, 0)));
+    ifinfomsg header{};
+    header.ifi_family = AF_UNSPEC;
+    header.ifi_index = rtnl_link_get_ifindex(link->get());
+    const std::string new_name(kOverlayInterface);
+    // Moved and renamed in one request: it never has the job's name in the node's namespace.
+    if (nlmsg_append(message.get(), &header, sizeof header, NLMSG_ALIGNTO) < 0 ||
+        nla_put_u32(message.get(), IFLA_NET_NS_FD, static_cast<std::uint32_t>(job_netns_fd)) < 0 ||
+        nla_put_string(message.get(), IFLA_IFNAME, new_name.c_str()) < 0) {
+        return Error{"build the request moving the overlay link: the message does not fit"};
+    }
+    if (auto moved = node->run(
+            fmt::format("move {} into the job network namespace as {}", name, kOverlayInterface),
+            [&](nl_sock* sk) { return nl_send_sync(sk, message.release()); });
+        !moved) {
+        return moved;
     }
     OverlayRollback rollback(*job);
     if (auto status = configure_job_side(*job, spec); !status) {

@@ -70,6 +70,16 @@ Status check_overlay_peers(std::span<const OverlayPeer> peers);
 // the error names the step and the kernel's reason; nothing is left behind.
 Status create_overlay(int job_netns_fd, const OverlaySpec& spec);
 
+// Whether link `name` exists in the caller's network namespace and is up (false if it does not
+// exist).
+Result<bool> link_is_up(std::string_view name);
+
+// Moves link `name` (a TAP device an overlay program such as n2n's edge holds) from the
+// caller's network namespace into the job's as eth0, keeping its MAC and MTU, then does what
+// create_overlay() does inside the job namespace: `spec`'s address, lo and eth0 up, the default
+// route. On failure eth0 is deleted in the job namespace.
+Status adopt_overlay_link(int job_netns_fd, std::string_view name, const OverlaySpec& spec);
+
 // Makes eth0's forwarding state in the job namespace exactly `peers` (the node's own entry, the
 // one with eth0's address, is skipped): per peer an all-zeros FDB entry to its underlay address
 // (broadcast and unknown unicast are sent to every peer), an FDB entry for its MAC, and a

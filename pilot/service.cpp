@@ -4,15 +4,18 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <fmt/format.h>
 #include <fstream>
 #include <spdlog/spdlog.h>
 #include <sstream>
+#include <thread>
 
 #include "common/text.hpp"
 #include "pilot/files.hpp"
@@ -170,8 +173,110 @@ void PilotService::reap_holder() {
     }
 }
 
+// n2n's edge configures its TAP device itself (ifconfig, in the namespace it runs in) and
+// then only moves frames: once the device is up it is moved into the job's namespace, where
+// the pilot gives it the job's address. edge keeps the device's file descriptor, wherever the
+// device is. The key goes in edge's environment, which only root and edge's user can read.
+Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) {
+    const N2nPlan& n2n = *plan.n2n;
+    const std::string tap = ("vcn" + paths_.job()).substr(0, 15);
+    const std::string netmask = [&] {
+        const std::uint32_t bits =
+            plan.address.prefix() == 0 ? 0 : ~std::uint32_t{0} << (32 - plan.address.prefix());
+        return fmt::format("{}.{}.{}.{}", bits >> 24, (bits >> 16) & 255, (bits >> 8) & 255,
+                           bits & 255);
+    }();
+    std::vector<std::string> argv = {
+        options_.n2n_edge.string(), "-d", tap, "-a", plan.address.address().to_string(), "-s",
+        netmask, "-c", n2n.community, "-l",
+        fmt::format("{}:{}", n2n.supernode.to_string(), n2n.supernode_port), "-m",
+        to_string(plan.mac), "-M", std::to_string(n2n.mtu),
+        // Frames between edges that cannot reach each other
+        // directly go through the supernode.
+        "-r"};
+    const std::string key_env = "N2N_KEY=" + n2n.key;
+    const std::string log = (paths_.job_files_dir().parent_path() / "n2n-edge.log").string();
+    auto spawned = launcher_.call([&]() -> Result<pid_t> {
+        std::vector<char*> args;
+        for (auto& arg : argv) {
+            args.push_back(arg.data());
+        }
+        args.push_back(nullptr);
+        const char* env[] = {key_env.c_str(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin", nullptr};
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            return Error{fmt::format("fork: {}", std::strerror(errno))};
+        }
+        if (pid == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            ::sigprocmask(SIG_SETMASK, &none, nullptr);
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+            const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (null < 0 || out < 0 || ::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 ||
+                ::dup2(out, 2) < 0) {
+                ::_exit(127);
+            }
+            ::execve(args[0], args.data(), const_cast<char* const*>(env));
+            ::_exit(127);
+        }
+        return pid;
+    });
+    if (!spawned) {
+        return spawned.error();
+    }
+    edge_ = *spawned;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+        int status = 0;
+        if (::waitpid(edge_, &status, WNOHANG) == edge_) {
+            edge_ = -1;
+            return Error{fmt::format(
+                "{} exited ({}) before its device {} was up; see {}", options_.n2n_edge.string(),
+                WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
+                                  : "signal " + std::to_string(WTERMSIG(status)),
+                tap, log)};
+        }
+        auto up = link_is_up(tap);
+        if (!up) {
+            return up.error();
+        }
+        if (*up) {
+            break;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return Error{fmt::format("edge's device {} was not up within 10 s; see {}", tap, log)};
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const OverlaySpec spec{plan.vni, plan.udp_port, plan.address.address(), plan.address, plan.mac,
+                           n2n.mtu,  plan.gateway};
+    return adopt_overlay_link(job_netns_fd, tap, spec);
+}
+
+void PilotService::stop_edge() {
+    if (edge_ <= 0) {
+        return;
+    }
+    ::kill(edge_, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 200; ++i) {
+        if (::waitpid(edge_, &status, WNOHANG) == edge_) {
+            edge_ = -1;
+            return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ::kill(edge_, SIGKILL);
+    while (::waitpid(edge_, &status, 0) < 0 && errno == EINTR) {
+    }
+    edge_ = -1;
+}
+
 grpc::Status PilotService::fail_setup(const std::string& reason) {
     // Nothing half-built may stay: remove what SETUP made, keep the control socket and state.
+    stop_edge();
     if (auto ok = teardown_job(paths_, options_.teardown_grace, TeardownScope::keep_control); !ok) {
         spdlog::error("cleaning up after a failed SETUP: {}", ok.error().message);
     }
@@ -195,7 +300,7 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
     if (!underlay) {
         return invalid(underlay.error());
     }
-    std::uint32_t mtu = plan->mtu;
+    std::uint32_t mtu = plan->n2n ? plan->n2n->mtu : plan->mtu;
     if (mtu == 0) {
         auto underlay_mtu_value = underlay_mtu(*underlay);
         if (!underlay_mtu_value) {
@@ -288,10 +393,16 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
     if (!netns) {
         return fail_setup(netns.error().message);
     }
-    const OverlaySpec overlay{plan->vni, plan->udp_port, *underlay, plan->address, plan->mac,
-                              mtu,       plan->gateway};
-    if (auto ok = create_overlay(netns->get(), overlay); !ok) {
-        return fail_setup("creating the overlay link: " + ok.error().message);
+    if (plan->n2n) {
+        if (auto ok = start_n2n_overlay(*plan, netns->get()); !ok) {
+            return fail_setup("creating the n2n overlay: " + ok.error().message);
+        }
+    } else {
+        const OverlaySpec overlay{plan->vni, plan->udp_port, *underlay, plan->address, plan->mac,
+                                  mtu,       plan->gateway};
+        if (auto ok = create_overlay(netns->get(), overlay); !ok) {
+            return fail_setup("creating the overlay link: " + ok.error().message);
+        }
     }
 
     plan_ = std::move(*plan);
@@ -475,7 +586,8 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
     if (!netns) {
         return {grpc::StatusCode::INTERNAL, netns.error().message};
     }
-    if (auto ok = set_overlay_peers(netns->get(), peers); !ok) {
+    // n2n finds its peers through the supernode: nothing to tell it.
+    if (auto ok = plan_->n2n ? Status{} : set_overlay_peers(netns->get(), peers); !ok) {
         return {grpc::StatusCode::INTERNAL, "setting the overlay's peers: " + ok.error().message};
     }
     if (auto ok = set_onlink_routes(netns->get(), cluster->onlink_blocks); !ok) {
@@ -612,6 +724,7 @@ void PilotService::stop(const std::string& reason) {
     if (sshd_) {
         sshd_->request_stop();  // teardown waits for it with everything else in the job
     }
+    stop_edge();
     const auto teardown = teardown_job(paths_, options_.teardown_grace, TeardownScope::everything);
     if (sshd_) {
         if (auto ok = sshd_->stop(); !ok) {

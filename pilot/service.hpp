@@ -38,6 +38,7 @@ struct PilotOptions {
     SetupLimits limits;
     std::chrono::milliseconds teardown_grace{3000};
     std::optional<SrunRelayOptions> srun_relay;
+    std::filesystem::path n2n_edge = "/usr/sbin/edge";  // n2n's edge, for N2nOverlay
 };
 
 // Receives a RUN or EXEC command's output, message by message, the exit status last. Returns
@@ -102,6 +103,10 @@ class PilotService final : public v1::Pilot::Service {
     Status write_cluster_files(const ClusterPlan& cluster);
     // Starts sshd unless one runs that reads the same certificates; does not wait for it.
     Status spawn_sshd(const std::optional<CertificateTrust>& certificates);
+    // n2n: starts edge in the node's network namespace, waits for its TAP device and moves it
+    // into the job's as eth0. stop_edge() ends it (the TAP goes with it).
+    Status start_n2n_overlay(const SetupPlan& plan, int job_netns_fd);
+    void stop_edge();
 
     const JobPaths paths_;
     const PilotOptions options_;
@@ -114,6 +119,7 @@ class PilotService final : public v1::Pilot::Service {
     std::optional<EscapeFilter> filter_;
     std::optional<JobNamespaces> namespaces_;
     std::optional<Sshd> sshd_;
+    pid_t edge_ = -1;  // n2n's edge, our child (forked by the launcher thread: it dies with it)
     std::unique_ptr<SrunRelay> srun_relay_;
     // What the running sshd was started with: a change of mode or of host certificate needs a
     // restart, since sshd reads its host certificate once.

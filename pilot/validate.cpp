@@ -67,6 +67,41 @@ bool is_unspecified(const IpAddress& address) {
     return std::all_of(bytes.begin(), bytes.end(), [](std::uint8_t byte) { return byte == 0; });
 }
 
+bool is_token(std::string_view text) {
+    return std::all_of(text.begin(), text.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '.' || c == '-';
+    });
+}
+
+// They end up on edge's command line and in its environment: plain tokens only.
+Result<N2nPlan> check_n2n(const v1::N2nOverlay& n2n) {
+    if (n2n.community().empty() || n2n.community().size() > 16 || !is_token(n2n.community())) {
+        return field_error("n2n.community",
+                           quote(n2n.community()) + " is not 1 to 16 of [A-Za-z0-9_.-]");
+    }
+    if (n2n.key().size() < 16 || n2n.key().size() > 64 || !is_token(n2n.key())) {
+        return field_error("n2n.key", "not 16 to 64 of [A-Za-z0-9_.-]");
+    }
+    const auto colon = n2n.supernode().rfind(':');
+    auto address = in_field("n2n.supernode", IpAddress::parse(n2n.supernode().substr(
+                                                 0, colon == std::string::npos ? 0 : colon)));
+    unsigned port = 0;
+    const std::string digits = colon == std::string::npos ? "" : n2n.supernode().substr(colon + 1);
+    const bool port_ok = !digits.empty() && digits.size() <= 5 &&
+                         digits.find_first_not_of("0123456789") == std::string::npos &&
+                         (port = static_cast<unsigned>(std::stoul(digits))) >= 1 && port <= 65535;
+    if (!address || !address->is_v4() || is_unspecified(*address) || !port_ok) {
+        return field_error("n2n.supernode",
+                           quote(n2n.supernode()) + " is not an IPv4 address and port");
+    }
+    if (n2n.mtu() != 0 && (n2n.mtu() < 576 || n2n.mtu() > 1400)) {
+        return field_error("n2n.mtu", std::to_string(n2n.mtu()) + " is not in 576..1400");
+    }
+    return N2nPlan{n2n.community(), n2n.key(), *address, static_cast<std::uint16_t>(port),
+                   n2n.mtu() == 0 ? 1400U : n2n.mtu()};
+}
+
 }  // namespace
 
 Result<UserIdentity> lookup_user(std::string_view name) {
@@ -178,6 +213,14 @@ Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLim
     } else if (!request.image_mount().empty()) {
         return field_error("image_mount", "given without an image");
     }
+    std::optional<N2nPlan> n2n;
+    if (request.has_n2n()) {
+        auto checked = check_n2n(request.n2n());
+        if (!checked) {
+            return checked.error();
+        }
+        n2n = std::move(*checked);
+    }
     const std::uint64_t tmp_mb = request.tmp_size_mb() == 0 ? 1024 : request.tmp_size_mb();
     if (tmp_mb > limits.max_tmp_size_mb) {
         return field_error("tmp_size_mb", std::to_string(tmp_mb) +
@@ -197,7 +240,8 @@ Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLim
                      image_mount,
                      *gateway,
                      tmp_mb * 1024 * 1024,
-                     !request.seccomp().disabled()};
+                     !request.seccomp().disabled(),
+                     std::move(n2n)};
 }
 
 namespace {

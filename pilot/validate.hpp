@@ -36,6 +36,14 @@ struct SetupLimits {
     std::function<Result<UserIdentity>(std::string_view)> find_user = lookup_user;
 };
 
+struct N2nPlan {
+    std::string community;
+    std::string key;
+    IpAddress supernode;
+    std::uint16_t supernode_port;
+    std::uint32_t mtu;
+};
+
 struct SetupPlan {
     std::string cluster_id;
     std::string node_name;
@@ -51,6 +59,7 @@ struct SetupPlan {
     std::optional<IpAddress> gateway;
     std::uint64_t tmp_size_bytes;
     bool seccomp;
+    std::optional<N2nPlan> n2n;  // none: VXLAN
 };
 
 Result<SetupPlan> validate_setup(const v1::SetupRequest& request, const SetupLimits& limits);

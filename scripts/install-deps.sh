@@ -29,7 +29,7 @@ packages=(
     # what runs inside the virtual clusters and the testbed
     openssh-server openssh-client openmpi-bin libopenmpi-dev netpipe-openmpi
     parallel iperf3 iproute2 iptables iputils-ping tcpdump procps util-linux
-    n2n tgt libiscsi-bin qemu-system-x86 qemu-block-extra
+    n2n net-tools tgt libiscsi-bin qemu-system-x86 qemu-block-extra
     # scripts and figures; openssl makes the test PKI (scripts/make-test-ca.sh)
     jq gnuplot-nox openssl
 )

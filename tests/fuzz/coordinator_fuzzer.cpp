@@ -185,6 +185,7 @@ Policy policy_for(std::uint8_t selector) {
     policy.create.vni_first = kVniFirst;
     policy.create.vni_last = kVniLast;
     policy.create.hold_ca = true;
+    policy.create.n2n_supernode = "192.0.2.1:7654";  // n2n clusters are made too
     policy.expected_vni = kVniLast;
     switch (selector / 3 % 4) {
         case 1:

@@ -133,9 +133,11 @@ bool starts_with_field(std::string_view message, std::string_view field) {
 void check_setup_error(const Error& error) {
     check_error_line(error);
     static constexpr std::string_view kFields[] = {
-        "cluster_id",     "node_name",           "address",   "mac",  "vxlan",   "vxlan.vni",
-        "vxlan.udp_port", "vxlan.local_address", "vxlan.mtu", "user", "gateway", "image",
-        "image_mount",    "tmp_size_mb"};
+        "cluster_id",    "node_name",   "address",        "mac",
+        "vxlan",         "vxlan.vni",   "vxlan.udp_port", "vxlan.local_address",
+        "vxlan.mtu",     "user",        "gateway",        "image",
+        "image_mount",   "tmp_size_mb", "n2n.community",  "n2n.key",
+        "n2n.supernode", "n2n.mtu"};
     require(std::any_of(
                 std::begin(kFields), std::end(kFields),
                 [&](std::string_view field) { return starts_with_field(error.message, field); }),

@@ -43,7 +43,7 @@ our_namespaces() { ip netns list | awk '{print $1}' | grep '^vctb-' || true; }
 # only if it serves a socket under the testbed's run directory: unit tests and benchmarks run
 # private ones elsewhere at the same time.
 live_daemons() {
-    ps -e -o pid=,stat=,comm=,args= | awk -v run="${VCTB_RUN_DIR:-/run/vctb}/" '$2 !~ /^Z/ && $3 ~ /^(slurmctld|slurmd|slurmstepd|munged|vc-crmd|vc-grcd|wan-delay|lab-keeper)$/ && ($3 != "munged" || index($0, run) > 0) {print $3 "(" $1 ")"}'
+    ps -e -o pid=,stat=,comm=,args= | awk -v run="${VCTB_RUN_DIR:-/run/vctb}/" '$2 !~ /^Z/ && $3 ~ /^(slurmctld|slurmd|slurmstepd|munged|vc-crmd|vc-grcd|wan-delay|lab-keeper|supernode|edge)$/ && ($3 != "munged" || index($0, run) > 0) {print $3 "(" $1 ")"}'
 }
 
 # Every test starts and ends without a testbed; a failing test still takes it down.

@@ -62,6 +62,7 @@ class GrcTest : public ::testing::Test {
         options.vni_first = 5000;
         options.vni_last = 5099;
         options.release_timeout = release_timeout_;
+        options.n2n_supernode = supernode_;
         auto store = LeaseStore::open(dir_.path() / "grc.db").value();
         grc_ = GrcServer::start(std::move(options), ClusterStore(std::move(store))).value();
         grpc::ServerBuilder builder;
@@ -224,6 +225,7 @@ class GrcTest : public ::testing::Test {
     }
 
     std::chrono::milliseconds release_timeout_ = 5s;
+    std::string supernode_;
     TempDir dir_;
     std::unique_ptr<TestMunged> munged_;
     std::unique_ptr<GrcServer> grc_;
@@ -603,6 +605,46 @@ TEST_F(GrcSlurmTest, EverySiteSubmitsItsPilotJobAndTheReleaseCancelsThem) {
     }
     EXPECT_EQ(wait_for(owner, cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
               v1::CLUSTER_STATE_RELEASED);
+}
+
+// n2n: the GRC refuses it without a supernode; with one, every site's pilots are told the
+// cluster's community (its id), its key and the supernode.
+TEST_F(GrcTest, AnN2nClusterNeedsASupernodeAndItsPilotsGetTheCommunity) {
+    v1::CreateClusterRequest request;
+    for (const char* site : {"a", "b"}) {
+        auto* s = request.add_sites();
+        s->set_site(site);
+        s->set_nodes(1);
+    }
+    request.set_overlay(v1::OVERLAY_N2N);
+    const auto owner = user("alice");
+    v1::Cluster cluster;
+    auto context = owner.context("CreateCluster").value();
+    const auto refused = owner.call(
+        [&](auto& stub) { return stub.CreateCluster(context.get(), request, &cluster); });
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(refused.error_message(), HasSubstr("--n2n-supernode"));
+
+    stop_grc();
+    supernode_ = "192.0.2.7:7654";
+    start_grc();
+    auto again = owner.context("CreateCluster").value();
+    ASSERT_TRUE(
+        owner.call([&](auto& stub) { return stub.CreateCluster(again.get(), request, &cluster); })
+            .ok());
+    EXPECT_EQ(cluster.overlay(), v1::OVERLAY_N2N);
+    ASSERT_TRUE(assigned("a", cluster.id()) && assigned("b", cluster.id()));
+    auto a = pilots("a", cluster.id(), 1);
+    auto b = pilots("b", cluster.id(), 1);
+    ASSERT_EQ(a->wait_ready(1, 15s) + b->wait_ready(1, 15s), 2U);
+    const auto& setup_a = a->outcome(0).setup;
+    const auto& setup_b = b->outcome(0).setup;
+    ASSERT_TRUE(setup_a.has_n2n() && setup_b.has_n2n());
+    EXPECT_EQ(setup_a.n2n().community(), cluster.id());
+    EXPECT_EQ(setup_a.n2n().supernode(), "192.0.2.7:7654");
+    EXPECT_EQ(setup_a.n2n().key().size(), 32U);
+    EXPECT_EQ(setup_a.n2n().key(), setup_b.n2n().key());
+    ASSERT_TRUE(release(owner, cluster.id()).ok());
 }
 
 }  // namespace

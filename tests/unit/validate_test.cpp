@@ -142,8 +142,81 @@ INSTANTIATE_TEST_SUITE_P(
                  "image_mount"},
         BadSetup{"UnspecifiedUnderlay",
                  [](auto& r) { r.mutable_vxlan()->set_local_address("0.0.0.0"); },
-                 "vxlan.local_address"}),
+                 "vxlan.local_address"},
+        // n2n's fields end up on edge's command line and in its environment.
+        BadSetup{"N2nCommunityTooLong",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc-0123456789abcdef");
+                     r.mutable_n2n()->set_key("0123456789abcdefXY");
+                     r.mutable_n2n()->set_supernode("192.0.2.1:7654");
+                 },
+                 "n2n.community"},
+        BadSetup{"N2nCommunityWithASpace",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc 1");
+                     r.mutable_n2n()->set_key("0123456789abcdefXY");
+                     r.mutable_n2n()->set_supernode("192.0.2.1:7654");
+                 },
+                 "n2n.community"},
+        BadSetup{"N2nKeyTooShort",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc-1");
+                     r.mutable_n2n()->set_key("short");
+                     r.mutable_n2n()->set_supernode("192.0.2.1:7654");
+                 },
+                 "n2n.key"},
+        BadSetup{"N2nKeyWithAnOption",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc-1");
+                     r.mutable_n2n()->set_key("0123456789abcdef -r x");
+                     r.mutable_n2n()->set_supernode("192.0.2.1:7654");
+                 },
+                 "n2n.key"},
+        BadSetup{"N2nSupernodeWithoutPort",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc-1");
+                     r.mutable_n2n()->set_key("0123456789abcdefXY");
+                     r.mutable_n2n()->set_supernode("192.0.2.1");
+                 },
+                 "n2n.supernode"},
+        BadSetup{"N2nSupernodeIpv6",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc-1");
+                     r.mutable_n2n()->set_key("0123456789abcdefXY");
+                     r.mutable_n2n()->set_supernode("2001:db8::1:7654");
+                 },
+                 "n2n.supernode"},
+        BadSetup{"N2nPortZero",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc-1");
+                     r.mutable_n2n()->set_key("0123456789abcdefXY");
+                     r.mutable_n2n()->set_supernode("192.0.2.1:0");
+                 },
+                 "n2n.supernode"},
+        BadSetup{"N2nMtuTooLarge",
+                 [](auto& r) {
+                     r.mutable_n2n()->set_community("vc-1");
+                     r.mutable_n2n()->set_key("0123456789abcdefXY");
+                     r.mutable_n2n()->set_supernode("192.0.2.1:7654");
+                     r.mutable_n2n()->set_mtu(1500);
+                 },
+                 "n2n.mtu"}),
     [](const auto& test) { return std::string(test.param.name); });
+
+TEST(ValidateSetup, AcceptsAnN2nOverlayWithItsDefaultMtu) {
+    auto request = good_setup();
+    request.mutable_n2n()->set_community("vc-0000abcd");
+    request.mutable_n2n()->set_key("0123456789abcdefABCDEF");
+    request.mutable_n2n()->set_supernode("172.31.0.2:7654");
+    auto plan = validate_setup(request, test_limits());
+    ASSERT_TRUE(plan) << plan.error().message;
+    ASSERT_TRUE(plan->n2n);
+    EXPECT_EQ(plan->n2n->community, "vc-0000abcd");
+    EXPECT_EQ(plan->n2n->supernode.to_string(), "172.31.0.2");
+    EXPECT_EQ(plan->n2n->supernode_port, 7654);
+    EXPECT_EQ(plan->n2n->mtu, 1400U);
+    EXPECT_FALSE(validate_setup(good_setup(), test_limits())->n2n);
+}
 
 TEST(ValidateSetup, AcceptsAnImageBelowAnAllowedRoot) {
     auto request = good_setup();
