@@ -10,7 +10,6 @@
 # the two virtual nodes gives the MPI view at each RTT. Writes a plot of bandwidth against RTT,
 # one line per path, to bench/results/overlay-throughput.png, then one JSON line:
 # {"vxlan_ratio_rtt0":..., ..., "n2n_ratio_rtt0":..., ..., "underlay_mbps_rtt0":...}.
-# Overlays this build cannot make (n2n) are reported as null.
 set -euo pipefail
 source_dir=$(cd "$(dirname "$0")/.." && pwd)
 testbed=$source_dir/tests/testbed/vc-testbed
@@ -37,11 +36,11 @@ grc() {
 
 # A namespace to run in, as nsenter arguments: a testbed node's own, or its virtual node's.
 node_ns() { echo "--net=/run/netns/vctb-site$1-node1"; }
-virtual_ns() {  # K: the network namespace of the cluster's virtual node on siteK-node1
+virtual_ns() {  # K OVERLAY: the network namespace of that cluster's virtual node on siteK-node1
     local file holder
-    file=$(ls /run/vcpilot/site$1-node1/*/namespaces 2>/dev/null | head -1)
+    file=/run/vcpilot/site$1-node1/${job[$2,$1]}/namespaces
     holder=$(awk '$1 == "holder" {print $2}' "$file" 2>/dev/null)
-    [[ -n $holder ]] || { echo "overlay-throughput.sh: no virtual node on site$1-node1" >&2; exit 1; }
+    [[ -n $holder ]] || { echo "overlay-throughput.sh: no virtual node of the $2 cluster on site$1-node1" >&2; exit 1; }
     echo "--net=/proc/$holder/ns/net"
 }
 raise_buffers() {  # NSENTER-ARGS
@@ -63,16 +62,25 @@ iperf() {  # SERVER-NS CLIENT-NS ADDRESS: Mbit/s received
     echo "$mbps"
 }
 
-overlays=(vxlan)
-declare -A cluster addr
+overlays=(vxlan n2n)
+declare -A cluster addr job
 for overlay in "${overlays[@]}"; do
-    id=$(grc create --site site1:1 --site site2:1 --walltime 60)
+    id=$(grc create --site site1:1 --site site2:1 --walltime 60 --overlay "$overlay")
     grc wait "$id" --timeout 120 >/dev/null || { echo "overlay-throughput.sh: cluster $id did not become READY" >&2; exit 1; }
     cluster[$overlay]=$id
     addr[$overlay]=$(grc --json show "$id" | jq -r '.nodes[] | select(.site == "site2") | .address')
+    for k in 1 2; do  # the Slurm job holding the cluster's node at siteK
+        job[$overlay,$k]=$(grc --json show "$id" | jq -r ".sites[] | select(.site == \"site$k\") | .pilot_job")
+    done
 done
-for k in 1 2; do raise_buffers "$(node_ns $k)"; raise_buffers "$(virtual_ns $k)"; done
-echo "virtual nodes: ${cluster[vxlan]} (vxlan), site2's at ${addr[vxlan]}; ${seconds} s per iperf3 run"
+for k in 1 2; do
+    raise_buffers "$(node_ns $k)"
+    for overlay in "${overlays[@]}"; do raise_buffers "$(virtual_ns $k "$overlay")"; done
+done
+for overlay in "${overlays[@]}"; do
+    echo "$overlay: cluster ${cluster[$overlay]}, site2's virtual node at ${addr[$overlay]}"
+done
+echo "${seconds} s per iperf3 run, $runs runs per path and RTT"
 
 declare -A mbps netpipe
 for rtt in "${rtts[@]}"; do
@@ -82,7 +90,7 @@ for rtt in "${rtts[@]}"; do
         mbps[underlay,$rtt]+="$m "
         line="rtt $rtt ms run $r/$runs: underlay $m Mbit/s"
         for overlay in "${overlays[@]}"; do
-            m=$(iperf "$(virtual_ns 2)" "$(virtual_ns 1)" "${addr[$overlay]}")
+            m=$(iperf "$(virtual_ns 2 "$overlay")" "$(virtual_ns 1 "$overlay")" "${addr[$overlay]}")
             mbps[$overlay,$rtt]+="$m "
             line+=", $overlay $m Mbit/s"
         done
@@ -119,9 +127,12 @@ for overlay in vxlan n2n; do
     for rtt in "${rtts[@]}"; do printf ' %12s' "$(ratio "$overlay" "$rtt")"; done
     echo
 done
-printf '%-32s' "NetPIPE peak over vxlan"
-for rtt in "${rtts[@]}"; do printf ' %12s' "${netpipe[vxlan,$rtt]}"; done
-printf '\n(target: vxlan >= 0.90 of the underlay at every RTT)\n'
+for overlay in "${overlays[@]}"; do
+    printf '%-32s' "NetPIPE peak over $overlay"
+    for rtt in "${rtts[@]}"; do printf ' %12s' "${netpipe[$overlay,$rtt]}"; done
+    echo
+done
+printf '(target: vxlan >= 0.90 of the underlay at every RTT; n2n reported as a ratio)\n'
 
 mkdir -p "$results"
 data=$(mktemp)

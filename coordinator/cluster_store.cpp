@@ -344,6 +344,9 @@ Result<ClusterSpec> validate_create(const v1::CreateClusterRequest& request, std
         case v1::OVERLAY_N2N:
             spec.overlay = v1::OVERLAY_N2N;
             break;
+        case v1::OVERLAY_AUTO:
+            spec.overlay = v1::OVERLAY_AUTO;  // the coordinator chooses before it creates
+            break;
         default:
             return Error{
                 fmt::format("overlay: unknown overlay {}", static_cast<int>(request.overlay()))};
@@ -392,6 +395,9 @@ Result<ClusterRecord> ClusterStore::create(const ClusterSpec& spec, const Create
         record.image_mount = spec.image_mount;
         record.pilots = spec.pilots;
         record.walltime_minutes = spec.walltime_minutes;
+        if (spec.overlay == v1::OVERLAY_AUTO) {
+            return Error{"overlay: auto was not resolved to vxlan or n2n"};
+        }
         record.overlay = spec.overlay;
         if (spec.overlay == v1::OVERLAY_N2N) {
             if (policy.n2n_supernode.empty()) {
@@ -547,6 +553,9 @@ Status ClusterStore::adopt(const v1::SiteAssignment& assignment) {
                           c == ':' || c == '_' || c == '-';
                });
     };
+    if (spec->overlay == v1::OVERLAY_AUTO) {
+        return Error{"the assignment's overlay is 'auto', not the one the GRC chose"};
+    }
     if (spec->overlay == v1::OVERLAY_N2N &&
         (!token(assignment.n2n_key(), 16, 64) || !token(assignment.n2n_supernode(), 9, 21))) {
         return Error{

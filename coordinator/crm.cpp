@@ -236,6 +236,9 @@ Result<ClusterSpec> CrmServer::Impl::check_create(const v1::CreateClusterRequest
     if (!spec) {
         return spec.error();
     }
+    if (spec->overlay == v1::OVERLAY_AUTO) {
+        spec->overlay = v1::OVERLAY_VXLAN;  // one site: its nodes reach each other
+    }
     for (const auto& site : spec->sites) {
         if (site.site() != options.site) {
             return Error{fmt::format(
@@ -1221,6 +1224,7 @@ Status CrmServer::Impl::uplink_up(const Uplink& outbox, Effects& effects) {
     }
     v1::SiteReport hello;
     hello.mutable_hello()->set_site(options.site);
+    hello.mutable_hello()->set_behind_nat(options.behind_nat);
     std::vector<v1::SiteReport> jobs;  // the pilot jobs of GRC clusters, told again
     for (const auto& cluster : *clusters) {
         if (!from_grc(cluster)) {

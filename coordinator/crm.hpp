@@ -50,6 +50,9 @@ struct CrmOptions {
     // (PILOT_SOURCE_SLURM); none: such clusters are refused here.
     std::optional<SlurmOptions> slurm;
     std::string n2n_supernode;  // IPv4:port for this site's own n2n clusters; empty: none
+    // The site's nodes cannot be reached from other sites: told to the GRC, which then makes
+    // no VXLAN cluster spanning this site and another.
+    bool behind_nat = false;
 };
 
 class CrmServer {

@@ -34,6 +34,7 @@ struct Flags {
     std::string grc, tls_ca, tls_cert, tls_key;
     std::string slurm_conf, slurm_bin = "/usr/bin";
     std::string n2n_supernode;
+    bool behind_nat = false;
 };
 
 Result<CrmOptions> options_from(const Flags& flags) {
@@ -69,6 +70,7 @@ Result<CrmOptions> options_from(const Flags& flags) {
         }
         options.grc = std::move(grc);
     }
+    options.behind_nat = flags.behind_nat;
     if (!flags.n2n_supernode.empty()) {
         if (auto ok = check_supernode("--n2n-supernode", flags.n2n_supernode); !ok) {
             return ok.error();
@@ -170,6 +172,10 @@ int main(int argc, char** argv) {
     app.add_option("--n2n-supernode", flags.n2n_supernode,
                    "an n2n supernode (IPV4:PORT) the site's nodes reach: the site's own "
                    "clusters with the n2n overlay");
+    app.add_flag("--behind-nat", flags.behind_nat,
+                 "the site's nodes cannot be reached from other sites (NAT): the GRC makes no "
+                 "VXLAN cluster spanning this site and another")
+        ->needs(grc);
     app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error");
     CLI11_PARSE(app, argc, argv);
     if (!flags.grc.empty() &&

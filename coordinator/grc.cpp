@@ -29,6 +29,7 @@ struct SiteLink {
     const std::shared_ptr<Outbox<v1::SiteCommand>> outbox;
     std::string site;              // from the certificate, checked against the hello
     bool attached = false;         // the hello was accepted
+    bool behind_nat = false;       // its hello says its nodes cannot be reached from outside
     std::set<std::string> viewed;  // clusters whose view this stream carried
 };
 
@@ -76,6 +77,10 @@ struct GrcServer::Impl {
     Watchers watchers;
     std::map<std::string, std::int64_t> release_deadlines;
     Walltimes walltimes;
+    // What each site's CRM said at its last hello: its nodes cannot be reached from outside.
+    std::map<std::string, bool> behind_nat;
+    // Resolves OVERLAY_AUTO and refuses VXLAN across a site behind NAT.
+    Status choose_overlay(ClusterSpec& spec) const;
     CaCache cas;
     std::set<std::string> dirty;
     // Clusters whose nodes sites reported in this batch: their state and the barrier are settled
@@ -172,6 +177,34 @@ Result<ClusterSpec> GrcServer::Impl::check_create(const v1::CreateClusterRequest
         return Error{"overlay: this GRC has no n2n supernode (vc-grcd --n2n-supernode)"};
     }
     return spec;
+}
+
+Status GrcServer::Impl::choose_overlay(ClusterSpec& spec) const {
+    std::vector<std::string> natted;
+    for (const auto& site : spec.sites) {
+        if (auto found = behind_nat.find(site.site()); found != behind_nat.end() && found->second) {
+            natted.push_back(site.site());
+        }
+    }
+    const bool across_nat = spec.sites.size() > 1 && !natted.empty();
+    if (spec.overlay == v1::OVERLAY_AUTO) {
+        spec.overlay = across_nat ? v1::OVERLAY_N2N : v1::OVERLAY_VXLAN;
+        if (across_nat && options.n2n_supernode.empty()) {
+            return Error{
+                fmt::format("overlay: site {} is behind NAT and this GRC has no n2n "
+                            "supernode (vc-grcd --n2n-supernode)",
+                            natted.front())};
+        }
+    }
+    if (spec.overlay == v1::OVERLAY_VXLAN && across_nat) {
+        const bool one = natted.size() == 1;
+        return Error{fmt::format(
+            "overlay vxlan: {} {} {} behind NAT ({}): {} nodes cannot be reached from the other "
+            "sites; use --overlay n2n (or auto)",
+            one ? "site" : "sites", fmt::join(natted, " and "), one ? "is" : "are",
+            one ? "its CRM says so" : "their CRMs say so", one ? "its" : "their")};
+    }
+    return {};
 }
 
 std::shared_ptr<SiteLink> GrcServer::Impl::link_of(const std::string& site) const {
@@ -272,6 +305,8 @@ Status GrcServer::Impl::site_hello(const std::shared_ptr<SiteLink>& link,
     std::shared_ptr<SiteLink> replaced = link_of(link->site);
     sites[link->site] = link;
     link->attached = true;
+    link->behind_nat = hello.behind_nat();
+    behind_nat[link->site] = hello.behind_nat();
     const std::set<std::string> held(hello.clusters().begin(), hello.clusters().end());
     std::set<std::string> live;
     auto clusters = store.in_states({v1::CLUSTER_STATE_PENDING, v1::CLUSTER_STATE_READY,
@@ -794,7 +829,11 @@ class GrcService final : public v1::Grc::CallbackService {
                        policy.vni_last = grc->options.vni_last;
                        policy.hold_ca = true;
                        policy.n2n_supernode = grc->options.n2n_supernode;
-                       auto created = grc->store.create(spec, policy);
+                       ClusterSpec chosen = spec;
+                       if (auto ok = grc->choose_overlay(chosen); !ok) {
+                           return ok;
+                       }
+                       auto created = grc->store.create(chosen, policy);
                        if (!created) {
                            return created.error();
                        }

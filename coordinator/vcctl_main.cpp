@@ -359,8 +359,9 @@ int main(int argc, char** argv) {
     create
         ->add_option("--overlay", overlay,
                      "how the nodes are joined: vxlan (kernel VXLAN; every node reaches every "
-                     "other) or n2n (encrypted, through a supernode; sites behind NAT)")
-        ->check(CLI::IsMember({"vxlan", "n2n"}))
+                     "other), n2n (encrypted, through a supernode; sites behind NAT) or auto "
+                     "(n2n if a site is behind NAT)")
+        ->check(CLI::IsMember({"vxlan", "n2n", "auto"}))
         ->capture_default_str();
     create->add_option("--walltime", walltime,
                        "release the cluster after this long: minutes, 90m, 2h, 1d or H:MM");
@@ -408,7 +409,9 @@ int main(int argc, char** argv) {
             pilots = global.grc.empty() ? "jobs" : "slurm";
         }
         request.set_pilots(pilots == "slurm" ? v1::PILOT_SOURCE_SLURM : v1::PILOT_SOURCE_JOBS);
-        request.set_overlay(overlay == "n2n" ? v1::OVERLAY_N2N : v1::OVERLAY_VXLAN);
+        request.set_overlay(overlay == "n2n"    ? v1::OVERLAY_N2N
+                            : overlay == "auto" ? v1::OVERLAY_AUTO
+                                                : v1::OVERLAY_VXLAN);
         if (!walltime.empty()) {
             const std::uint32_t minutes = parse_walltime(walltime);
             if (minutes == 0) {

@@ -1056,10 +1056,13 @@ Status adopt_overlay_link(int job_netns_fd, std::string_view name, const Overlay
     header.ifi_family = AF_UNSPEC;
     header.ifi_index = rtnl_link_get_ifindex(link->get());
     const std::string new_name(kOverlayInterface);
-    // Moved and renamed in one request: it never has the job's name in the node's namespace.
+    // Moved, renamed and given its MTU in one request (the kernel moves it first): it never has
+    // the job's name in the node's namespace, and the MTU is ours whatever the program that made
+    // the device was still doing to it.
     if (nlmsg_append(message.get(), &header, sizeof header, NLMSG_ALIGNTO) < 0 ||
         nla_put_u32(message.get(), IFLA_NET_NS_FD, static_cast<std::uint32_t>(job_netns_fd)) < 0 ||
-        nla_put_string(message.get(), IFLA_IFNAME, new_name.c_str()) < 0) {
+        nla_put_string(message.get(), IFLA_IFNAME, new_name.c_str()) < 0 ||
+        (spec.mtu != 0 && nla_put_u32(message.get(), IFLA_MTU, spec.mtu) < 0)) {
         return Error{"build the request moving the overlay link: the message does not fit"};
     }
     if (auto moved = node->run(

@@ -75,7 +75,7 @@ Status create_overlay(int job_netns_fd, const OverlaySpec& spec);
 Result<bool> link_is_up(std::string_view name);
 
 // Moves link `name` (a TAP device an overlay program such as n2n's edge holds) from the
-// caller's network namespace into the job's as eth0, keeping its MAC and MTU, then does what
+// caller's network namespace into the job's as eth0 with `spec.mtu` (0: its own), then does what
 // create_overlay() does inside the job namespace: `spec`'s address, lo and eth0 up, the default
 // route. On failure eth0 is deleted in the job namespace.
 Status adopt_overlay_link(int job_netns_fd, std::string_view name, const OverlaySpec& spec);

@@ -38,6 +38,7 @@
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -368,8 +369,9 @@ bool starts_with_field(std::string_view message, std::string_view field) {
 
 void check_create_error(const Error& error) {
     check_error_line(error);
-    static constexpr std::string_view kFields[] = {"sites", "name_prefix", "key_mode",
-                                                   "slots", "image",       "image_mount"};
+    static constexpr std::string_view kFields[] = {
+        "sites",       "name_prefix", "key_mode",         "slots",  "image",
+        "image_mount", "pilots",      "walltime_minutes", "overlay"};
     require(std::any_of(
                 std::begin(kFields), std::end(kFields),
                 [&](std::string_view field) { return starts_with_field(error.message, field); }),
@@ -561,6 +563,10 @@ std::string create_once(const ClusterSpec& spec, const Policy& policy) {
         if (policy.expected_vni == 0) {
             require(message.starts_with("every VNI of "),
                     "with every VNI in use, create refuses for that reason", message);
+        } else if (spec.overlay == v1::OVERLAY_AUTO) {
+            // The coordinator chooses the overlay before it creates; the store refuses 'auto'.
+            require(message.starts_with("overlay: auto"),
+                    "create refuses an overlay still 'auto', for that reason", message);
         } else {
             require(std::any_of(spec.sites.begin(), spec.sites.end(),
                                 [&](const v1::SiteRequest& site) {
@@ -676,6 +682,19 @@ bool acceptable(const v1::SiteAssignment& assignment) {
     if (!validate_create(request_of(assignment), assignment.owner()) ||
         !store_detail::check_name("cluster id", assignment.cluster_id()) ||
         assignment.block().empty() || assignment.vni() < 1 || assignment.vni() > kMaxVni) {
+        return false;
+    }
+    // The overlay is the one the GRC chose; n2n comes with its key and supernode, plain tokens.
+    const auto token = [](std::string_view text, std::size_t low, std::size_t high) {
+        return text.size() >= low && text.size() <= high &&
+               std::all_of(text.begin(), text.end(), [](char c) {
+                   return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                          std::string_view(".:_-").find(c) != std::string_view::npos;
+               });
+    };
+    if (assignment.overlay() == v1::OVERLAY_AUTO ||
+        (assignment.overlay() == v1::OVERLAY_N2N &&
+         (!token(assignment.n2n_key(), 16, 64) || !token(assignment.n2n_supernode(), 9, 21)))) {
         return false;
     }
     // An id held already: the GRC's own again is accepted (and changes nothing); one of the

@@ -103,6 +103,7 @@ class GrcTest : public ::testing::Test {
         options.grc =
             GrcUplinkOptions{fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
                              pem(pki("crm-" + site + ".pem")), pem(pki("crm-" + site + ".key"))};
+        options.behind_nat = natted_.contains(site);
         if (auto bin = slurm_bins_.find(site); bin != slurm_bins_.end()) {
             SlurmOptions slurm;
             slurm.bin_dir = bin->second;
@@ -234,6 +235,7 @@ class GrcTest : public ::testing::Test {
     std::map<std::string, Site> crms_;
     // Sites whose CRM submits pilot jobs, to stand-ins for Slurm's commands in this directory.
     std::map<std::string, std::filesystem::path> slurm_bins_;
+    std::set<std::string> natted_;  // sites whose CRM says they are behind NAT
 };
 
 TEST_F(GrcTest, CreatesOneBlockPerSiteFromTheGlobalPoolAndAssignsEachSiteItsShare) {
@@ -645,6 +647,53 @@ TEST_F(GrcTest, AnN2nClusterNeedsASupernodeAndItsPilotsGetTheCommunity) {
     EXPECT_EQ(setup_a.n2n().key().size(), 32U);
     EXPECT_EQ(setup_a.n2n().key(), setup_b.n2n().key());
     ASSERT_TRUE(release(owner, cluster.id()).ok());
+}
+
+// A site behind NAT (its CRM says so at its hello): VXLAN across it and another site is
+// refused with the reason and holds nothing; auto chooses n2n; a cluster of that site alone
+// may still be VXLAN.
+TEST_F(GrcTest, VxlanAcrossASiteBehindNatIsRefusedAndAutoChoosesN2n) {
+    stop_crm("b");
+    stop_grc();
+    supernode_ = "192.0.2.7:7654";
+    natted_ = {"b"};
+    start_grc();
+    start_crm("b");
+    const auto owner = user("alice");
+    auto create_with = [&](v1::Overlay overlay, std::vector<std::string> sites, v1::Cluster* out) {
+        v1::CreateClusterRequest request;
+        for (const auto& site : sites) {
+            auto* s = request.add_sites();
+            s->set_site(site);
+            s->set_nodes(1);
+        }
+        request.set_overlay(overlay);
+        auto context = owner.context("CreateCluster").value();
+        return owner.call(
+            [&](auto& stub) { return stub.CreateCluster(context.get(), request, out); });
+    };
+    // The hello of b must have arrived: retry (bounded) until the refusal names it.
+    grpc::Status refused;
+    v1::Cluster cluster;
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    do {
+        refused = create_with(v1::OVERLAY_VXLAN, {"a", "b"}, &cluster);
+        if (refused.ok()) {
+            ASSERT_TRUE(release(owner, cluster.id()).ok());
+            std::this_thread::sleep_for(20ms);
+        }
+    } while (refused.ok() && std::chrono::steady_clock::now() < deadline);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(refused.error_message(),
+                HasSubstr("overlay vxlan: site b is behind NAT (its CRM says so)"));
+    ASSERT_TRUE(create_with(v1::OVERLAY_AUTO, {"a", "b"}, &cluster).ok());
+    EXPECT_EQ(cluster.overlay(), v1::OVERLAY_N2N);
+    v1::Cluster alone;
+    ASSERT_TRUE(create_with(v1::OVERLAY_VXLAN, {"b"}, &alone).ok());
+    EXPECT_EQ(alone.overlay(), v1::OVERLAY_VXLAN);
+    v1::Cluster across_open;
+    ASSERT_TRUE(create_with(v1::OVERLAY_AUTO, {"a", "c"}, &across_open).ok());
+    EXPECT_EQ(across_open.overlay(), v1::OVERLAY_VXLAN);
 }
 
 }  // namespace
