@@ -7,7 +7,7 @@
 # network namespaces (the underlay) and between the two virtual nodes over each overlay built,
 # alternately, RUNS (2) times each; medians. Socket buffers are raised to 64 MiB in every
 # namespace involved (the default 4 MiB caps a stream at 120 ms). NetPIPE (NPopenmpi) between
-# the two virtual nodes gives the MPI view at each RTT. Writes a plot of bandwidth against RTT,
+# the two virtual nodes gives the MPI view at 0 ms. Writes a plot of bandwidth against RTT,
 # one line per path, to bench/results/overlay-throughput.png, then one JSON line:
 # {"vxlan_ratio_rtt0":..., ..., "n2n_ratio_rtt0":..., ..., "underlay_mbps_rtt0":...}.
 set -euo pipefail
@@ -96,11 +96,15 @@ for rtt in "${rtts[@]}"; do
         done
         echo "$line"
     done
+    # NetPIPE's ping-pong of each size takes many round trips: at 40 and 120 ms it runs for
+    # minutes, so MPI is measured at 0 ms only, where it shows what each overlay costs MPI.
+    [[ $rtt == 0 ]] || continue
     for overlay in "${overlays[@]}"; do
         netpipe[$overlay,$rtt]=$(grc run "${cluster[$overlay]}" -- bash -c 'cd /tmp && mpirun --hostfile "$VC_HOSTFILE" \
             --mca plm rsh --mca ras ^slurm --mca btl tcp,self --mca btl_tcp_if_include eth0 \
             --mca oob_tcp_if_include eth0 --mca mpi_yield_when_idle 1 -np 2 timeout 120 NPopenmpi \
-            -l 65536 -u 4194304 -n 3 -o /dev/null 2>&1' | awk '/Mbps/ {m = $(NF - 4) > m ? $(NF - 4) : m} END {printf "%.0f", m}')
+            -l 65536 -u 4194304 -n 3 -o /dev/null 2>&1' | awk '/Mbps/ {m = $(NF - 4) > m ? $(NF - 4) : m} END {printf "%.0f", m}') ||
+            netpipe[$overlay,$rtt]="failed"
         echo "rtt $rtt ms: NetPIPE (NPopenmpi) peak over $overlay: ${netpipe[$overlay,$rtt]} Mbit/s"
     done
 done
@@ -128,9 +132,7 @@ for overlay in vxlan n2n; do
     echo
 done
 for overlay in "${overlays[@]}"; do
-    printf '%-32s' "NetPIPE peak over $overlay"
-    for rtt in "${rtts[@]}"; do printf ' %12s' "${netpipe[$overlay,$rtt]}"; done
-    echo
+    printf '%-32s %12s\n' "NetPIPE peak over $overlay" "${netpipe[$overlay,0]}"
 done
 printf '(target: vxlan >= 0.90 of the underlay at every RTT; n2n reported as a ratio)\n'
 
