@@ -4,10 +4,12 @@
 #pragma once
 
 #include <chrono>
+#include <fmt/format.h>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
+#include <spdlog/spdlog.h>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -78,10 +80,32 @@ class Walltimes {
     std::optional<std::int64_t> next() const;
     // The clusters due by `now_unix_ms`, no longer tracked.
     std::vector<std::string> take_due(std::int64_t now_unix_ms);
+    // Calls release(cluster, reason) for every cluster due by `now_unix_ms` that is neither
+    // RELEASING nor RELEASED; errors are logged (a tick has no caller to tell).
+    template <typename Release>
+    void release_due(ClusterStore& store, std::int64_t now_unix_ms, Release&& release);
 
   private:
     std::map<std::string, std::int64_t> due_;
 };
+
+template <typename Release>
+void Walltimes::release_due(ClusterStore& store, std::int64_t now_unix_ms, Release&& release) {
+    for (const auto& id : take_due(now_unix_ms)) {
+        auto found = store.find(id);
+        if (!found || !*found || (*found)->state == v1::CLUSTER_STATE_RELEASING ||
+            (*found)->state == v1::CLUSTER_STATE_RELEASED) {
+            continue;
+        }
+        const ClusterRecord& cluster = **found;
+        const std::string reason =
+            fmt::format("its walltime of {} min ended", cluster.walltime_minutes);
+        spdlog::info("cluster {}: {}; releasing it", id, reason);
+        if (auto ok = release(cluster, reason); !ok) {
+            spdlog::error("cluster {}: {}", id, ok.error().message);
+        }
+    }
+}
 
 // The write side of a server stream fed by the writer thread (WatchCluster, Run, Exec).
 template <typename T>

@@ -312,6 +312,7 @@ Result<ClusterRecord> CrmServer::Impl::create_job_cluster(const v1::PilotHello& 
     request.set_name_prefix(job.name_prefix());
     request.set_image(job.image());
     request.set_image_mount(job.image_mount());
+    request.set_overlay(job.overlay() == v1::OVERLAY_N2N ? v1::OVERLAY_N2N : v1::OVERLAY_VXLAN);
     auto spec = validate_create(request, job.user());
     if (!spec) {
         return Error{fmt::format("job {}: {}", hello.job_id(), spec.error().message)};
@@ -328,6 +329,7 @@ Result<ClusterRecord> CrmServer::Impl::create_job_cluster(const v1::PilotHello& 
     policy.hold_ca = true;
     policy.id = hello.cluster_id();
     policy.origin = kOriginJob;
+    policy.n2n_supernode = options.n2n_supernode;
     auto created = store.create(*spec, policy);
     if (created) {
         spdlog::info("cluster {} made for job {} of {} ({} nodes)", created->id, hello.job_id(),
@@ -388,36 +390,26 @@ Status CrmServer::Impl::check_join(const std::optional<ClusterRecord>& cluster,
 // the next job's nodes have other keys and underlay addresses.
 Status CrmServer::Impl::return_node(const ClusterRecord& cluster, const NodeRecord& node,
                                     std::string_view why) {
-    if (cluster.pilots == v1::PILOT_SOURCE_SLURM) {
-        // The pilot job holds the site's nodes for the cluster's life: one that ended before
-        // the release (cancelled, killed, past its time limit, its node lost) fails the cluster.
+    // The pilot job of a PILOT_SOURCE_SLURM cluster holds the site's nodes for the cluster's
+    // life: one that ended before the release (cancelled, killed, past its time limit, its node
+    // lost) fails the cluster instead of freeing the node.
+    const bool held_for_life = cluster.pilots == v1::PILOT_SOURCE_SLURM;
+    NodeRecord changed;
+    if (held_for_life) {
         spdlog::warn("cluster {}: its pilot on {} (Slurm job {}) {} before the release", cluster.id,
                      node.host, node.job, why);
-        NodeRecord failed = node;
-        failed.state = v1::PILOT_STATE_FAILED;
-        failed.reason = fmt::format("its pilot on {} (Slurm job {}) {} before the release",
-                                    node.host, node.job, why);
-        if (auto ok = store.update_node(cluster.id, failed); !ok) {
-            return ok;
-        }
-        const auto key = std::pair{cluster.id, NodeKey{node.site, node.ordinal}};
-        if (auto link = links.find(key); link != links.end()) {
-            link->second->returned = true;
-            links.erase(link);
-        }
-        reattach_deadlines.erase(key);
-        dirty.insert(cluster.id);
-        if (from_grc(cluster)) {
-            report(cluster.id, node.ordinal);
-        }
-        return settle(cluster);
+        changed = node;
+        changed.state = v1::PILOT_STATE_FAILED;
+        changed.reason = fmt::format("its pilot on {} (Slurm job {}) {} before the release",
+                                     node.host, node.job, why);
+    } else {
+        spdlog::info("cluster {}: node {} is free again: its pilot on {} (job {}) {}", cluster.id,
+                     node_name(cluster.name_prefix, node.site, node.ordinal), node.host, node.job,
+                     why);
+        changed.site = node.site;
+        changed.ordinal = node.ordinal;
     }
-    spdlog::info("cluster {}: node {} is free again: its pilot on {} (job {}) {}", cluster.id,
-                 node_name(cluster.name_prefix, node.site, node.ordinal), node.host, node.job, why);
-    NodeRecord free_node;
-    free_node.site = node.site;
-    free_node.ordinal = node.ordinal;
-    if (auto ok = store.update_node(cluster.id, free_node); !ok) {
+    if (auto ok = store.update_node(cluster.id, changed); !ok) {
         return ok;
     }
     const auto key = std::pair{cluster.id, NodeKey{node.site, node.ordinal}};
@@ -426,12 +418,15 @@ Status CrmServer::Impl::return_node(const ClusterRecord& cluster, const NodeReco
         links.erase(link);
     }
     reattach_deadlines.erase(key);
-    for (const auto& other : links_of(cluster.id)) {
-        other->view_sent = false;
-    }
     dirty.insert(cluster.id);
     if (from_grc(cluster)) {
         report(cluster.id, node.ordinal);
+    }
+    if (held_for_life) {
+        return settle(cluster);
+    }
+    for (const auto& other : links_of(cluster.id)) {
+        other->view_sent = false;
     }
     if (cluster.state != v1::CLUSTER_STATE_READY && cluster.state != v1::CLUSTER_STATE_FAILED) {
         return {};
@@ -960,25 +955,10 @@ void CrmServer::Impl::expire_absent_pilots(Effects& effects) {
 }
 
 void CrmServer::Impl::expire_walltimes(Effects& effects) {
-    for (const auto& id : walltimes.take_due(now_unix_ms())) {
-        auto found = store.find(id);
-        if (!found || !*found) {
-            continue;
-        }
-        const ClusterRecord& cluster = **found;
-        if (cluster.state == v1::CLUSTER_STATE_RELEASING ||
-            cluster.state == v1::CLUSTER_STATE_RELEASED) {
-            continue;
-        }
-        spdlog::info("cluster {}: its walltime of {} min ended; releasing it", id,
-                     cluster.walltime_minutes);
-        if (auto ok = begin_release(
-                cluster, fmt::format("its walltime of {} min ended", cluster.walltime_minutes),
-                effects);
-            !ok) {
-            spdlog::error("cluster {}: {}", id, ok.error().message);
-        }
-    }
+    walltimes.release_due(store, now_unix_ms(),
+                          [&](const ClusterRecord& cluster, const std::string& reason) {
+                              return begin_release(cluster, reason, effects);
+                          });
 }
 
 // ---- the site's Slurm ----

@@ -663,22 +663,10 @@ void GrcServer::Impl::expire_releases() {
 }
 
 void GrcServer::Impl::expire_walltimes(Effects& effects) {
-    for (const auto& id : walltimes.take_due(now_unix_ms())) {
-        auto found = store.find(id);
-        if (!found || !*found || (*found)->state == v1::CLUSTER_STATE_RELEASING ||
-            (*found)->state == v1::CLUSTER_STATE_RELEASED) {
-            continue;
-        }
-        const ClusterRecord& cluster = **found;
-        spdlog::info("cluster {}: its walltime of {} min ended; releasing it", id,
-                     cluster.walltime_minutes);
-        if (auto ok = begin_release(
-                cluster, fmt::format("its walltime of {} min ended", cluster.walltime_minutes),
-                effects);
-            !ok) {
-            spdlog::error("cluster {}: {}", id, ok.error().message);
-        }
-    }
+    walltimes.release_due(store, now_unix_ms(),
+                          [&](const ClusterRecord& cluster, const std::string& reason) {
+                              return begin_release(cluster, reason, effects);
+                          });
 }
 
 // A site's CRM submitted the Slurm job that holds the cluster's nodes there.

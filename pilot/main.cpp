@@ -4,7 +4,8 @@
 //                  [--cluster ID --crm ADDRESS [--munge-socket PATH] [--host NAME]
 //                   [--underlay ADDR] [--crm-timeout SECONDS]]   ... and attach to the site's CRM
 //                  [--job-nodes N --job-user U [--job-net CIDR] [--job-keys ca|exchange]
-//                   [--job-prefix P]]     ... or make the job's own cluster vcj-ID there (Slurm)
+//                   [--job-prefix P] [--job-overlay vxlan|n2n]]
+//                                         ... or make the job's own cluster vcj-ID there (Slurm)
 //                  [--cluster ID --job-nodes N --job-user U]   ... or join cluster ID (Slurm)
 //                  [--job-image DIR --job-image-mount DIR]     the job's image (Slurm)
 //                  [--rank N]       this node's place in the job's node list (Slurm), 1-based
@@ -77,6 +78,7 @@ struct ServeOptions {
     std::string job_net;
     std::string job_keys;
     std::string job_prefix;
+    std::string job_overlay;
     std::string job_image;
     std::string job_image_mount;
     std::string srun;  // the real srun for the job's srun relay; empty: found on PATH
@@ -135,6 +137,7 @@ Result<AgentOptions> agent_options(const ServeOptions& options, const JobPaths& 
         job.set_block(options.job_net);
         job.set_key_mode(options.job_keys == "exchange" ? v1::KEY_MODE_EXCHANGE : v1::KEY_MODE_CA);
         job.set_name_prefix(options.job_prefix);
+        job.set_overlay(options.job_overlay == "n2n" ? v1::OVERLAY_N2N : v1::OVERLAY_VXLAN);
         job.set_image(options.job_image);
         job.set_image_mount(options.job_image_mount);
         agent.job_cluster = std::move(job);
@@ -484,10 +487,17 @@ int main(int argc, char** argv) {
         ->add_option("--job-prefix", serve_options.job_prefix, "the job's --vc-hostname-prefix")
         ->needs(job_nodes_option)
         ->excludes(cluster_option);
+    serve_command
+        ->add_option("--job-overlay", serve_options.job_overlay,
+                     "the job's --vc-overlay: vxlan or n2n (the CRM's supernode)")
+        ->check(CLI::IsMember({"vxlan", "n2n"}))
+        ->needs(job_nodes_option)
+        ->excludes(cluster_option);
     CLI::Option* job_image_option =
         serve_command
-            ->add_option("--job-image", serve_options.job_image,
-                         "the job's --vc-image: a directory layered read-only over --job-image-mount")
+            ->add_option(
+                "--job-image", serve_options.job_image,
+                "the job's --vc-image: a directory layered read-only over --job-image-mount")
             ->needs(job_nodes_option);
     serve_command
         ->add_option("--srun", serve_options.srun,

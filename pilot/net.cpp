@@ -554,6 +554,20 @@ class OverlayRollback {
     RouteSocket* job_;
 };
 
+// configure_job_side(); on failure eth0 is deleted again, and the error says if that failed too.
+Status configure_job_side_or_remove(RouteSocket& job, const OverlaySpec& spec) {
+    OverlayRollback rollback(job);
+    if (auto status = configure_job_side(job, spec); !status) {
+        if (auto undone = rollback.run(); !undone) {
+            return Error{status.error().message +
+                         "; removing the half-made overlay failed too: " + undone.error().message};
+        }
+        return status;
+    }
+    rollback.dismiss();
+    return {};
+}
+
 // ---- forwarding entries ----
 
 struct NeighbourRecord {
@@ -1005,16 +1019,7 @@ Status create_overlay(int job_netns_fd, const OverlaySpec& spec) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    OverlayRollback rollback(*job);
-    if (auto status = configure_job_side(*job, spec); !status) {
-        if (auto undone = rollback.run(); !undone) {
-            return Error{status.error().message +
-                         "; removing the half-made overlay failed too: " + undone.error().message};
-        }
-        return status;
-    }
-    rollback.dismiss();
-    return {};
+    return configure_job_side_or_remove(*job, spec);
 }
 
 Result<bool> link_is_up(std::string_view name) {
@@ -1071,16 +1076,7 @@ Status adopt_overlay_link(int job_netns_fd, std::string_view name, const Overlay
         !moved) {
         return moved;
     }
-    OverlayRollback rollback(*job);
-    if (auto status = configure_job_side(*job, spec); !status) {
-        if (auto undone = rollback.run(); !undone) {
-            return Error{status.error().message +
-                         "; removing the half-made overlay failed too: " + undone.error().message};
-        }
-        return status;
-    }
-    rollback.dismiss();
-    return {};
+    return configure_job_side_or_remove(*job, spec);
 }
 
 Status set_overlay_peers(int job_netns_fd, std::span<const OverlayPeer> peers) {

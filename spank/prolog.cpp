@@ -120,15 +120,16 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     const std::uint32_t nodes = job_nodes(sp);
     const std::string node = node_name();
     if (user.empty() || nodes == 0 || node.empty()) {
-        slurm_error("vcpilot: job %s: cannot tell the job's user (%u), node count or this node's "
-                    "name",
-                    job.c_str(), static_cast<unsigned>(uid));
+        slurm_error(
+            "vcpilot: job %s: cannot tell the job's user (%u), node count or this node's "
+            "name",
+            job.c_str(), static_cast<unsigned>(uid));
         return -1;
     }
-    std::vector<std::string> argv = {config.pilot,   "serve",        "--job",
-                                     job,            "--run-dir",    config.run_dir,
-                                     "--crm",        config.crm,     "--job-nodes",
-                                     std::to_string(nodes), "--job-user", user};
+    std::vector<std::string> argv = {
+        config.pilot,   "serve", "--job",    job,           "--run-dir",
+        config.run_dir, "--crm", config.crm, "--job-nodes", std::to_string(nodes),
+        "--job-user",   user};
     if (!config.munge_socket.empty()) {
         argv.insert(argv.end(), {"--munge-socket", config.munge_socket});
     }
@@ -148,6 +149,9 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
         argv.insert(argv.end(), {"--job-keys", keys == KeyMode::Exchange ? "exchange" : "ca"});
         if (!options.hostname_prefix.empty()) {
             argv.insert(argv.end(), {"--job-prefix", options.hostname_prefix});
+        }
+        if (options.overlay.value_or(config.overlay) == Overlay::N2n) {
+            argv.insert(argv.end(), {"--job-overlay", "n2n"});
         }
     }
     if (!options.image.empty()) {
@@ -205,10 +209,6 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
 int local_post_options(const JobOptions& options) {
     if (auto ok = check_options(options); !ok) {
         slurm_error("vcpilot: %s", ok.error().message.c_str());
-        return -1;
-    }
-    if (options.overlay == Overlay::N2n) {
-        slurm_error("vcpilot: --vc-overlay=n2n is not available yet in this vcpilot build");
         return -1;
     }
     return 0;

@@ -9,18 +9,9 @@
 source "$(dirname "$0")/lib.sh"
 start_clean
 
-build=${VCPILOT_BUILD_DIR:?}
-vcctl=$build/coordinator/vcctl
 run_dir=${VCTB_RUN_DIR:-/run/vctb}
-pki=$run_dir/pki
 
 testbed up --sites 2 --nodes 4
-grc=$(testbed grc 2>/dev/null)
-user_grc() {
-    testbed exec --user vcuser site1 node1 -- "$vcctl" --grc "$grc" --tls-ca "$pki/ca.pem" \
-        --tls-cert "$pki/user-vcuser.pem" --tls-key "$pki/user-vcuser.key" "$@"
-}
-json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
 queue() {  # SITE: the test user's jobs there, "id name state nodes"
     testbed exec --user vcuser "$1" ctl -- squeue -h -o '%i %j %T %D'
 }

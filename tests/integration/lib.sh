@@ -46,6 +46,19 @@ live_daemons() {
     ps -e -o pid=,stat=,comm=,args= | awk -v run="${VCTB_RUN_DIR:-/run/vctb}/" '$2 !~ /^Z/ && $3 ~ /^(slurmctld|slurmd|slurmstepd|munged|vc-crmd|vc-grcd|wan-delay|lab-keeper|supernode|edge)$/ && ($3 != "munged" || index($0, run) > 0) {print $3 "(" $1 ")"}'
 }
 
+# vcctl towards the testbed's GRC as the test user, from site1's first node (the root
+# namespace has no route to the lab), with vcuser's certificate from the testbed's PKI.
+user_grc() {
+    local pki=${VCTB_RUN_DIR:-/run/vctb}/pki
+    [[ -n ${GRC_TARGET:-} ]] || GRC_TARGET=$(testbed grc 2>/dev/null)
+    testbed exec --user vcuser site1 node1 -- "${VCPILOT_BUILD_DIR:?}/coordinator/vcctl" \
+        --grc "$GRC_TARGET" --tls-ca "$pki/ca.pem" --tls-cert "$pki/user-vcuser.pem" \
+        --tls-key "$pki/user-vcuser.key" "$@"
+}
+
+# A value of the JSON document on stdin: EXPR is Python over `d`, e.g. 'd["state"]'.
+json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
+
 # Every test starts and ends without a testbed; a failing test still takes it down.
 start_clean() {
     testbed down >/dev/null 2>&1 || true

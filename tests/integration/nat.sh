@@ -7,18 +7,8 @@
 source "$(dirname "$0")/lib.sh"
 start_clean
 
-build=${VCPILOT_BUILD_DIR:?}
-vcctl=$build/coordinator/vcctl
-run_dir=${VCTB_RUN_DIR:-/run/vctb}
-pki=$run_dir/pki
 
 testbed up --sites 2 --nodes 2 --nat
-grc=$(testbed grc 2>/dev/null)
-user_grc() {
-    testbed exec --user vcuser site1 node1 -- "$vcctl" --grc "$grc" --tls-ca "$pki/ca.pem" \
-        --tls-cert "$pki/user-vcuser.pem" --tls-key "$pki/user-vcuser.key" "$@"
-}
-json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
 
 if testbed exec site1 node1 -- ping -c 1 -W 1 172.16.2.11 >/dev/null 2>&1; then
     fail "site1-node1 reaches site2-node1 across the NAT"

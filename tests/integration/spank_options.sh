@@ -42,9 +42,13 @@ if grep -qx 'site1-node[123]' <<<"$out"; then fail "srun --vc: a task ran on the
     fail "srun --vc with a refused range: unclear error: $out"
 pass "a --vc task whose cluster cannot be made is not run (fail closed), with the CRM's reason"
 
-expect_status 1 as_user srun -N1 --vc-overlay=n2n true
-[[ $ERR == *"not available yet"* ]] || fail "srun --vc-overlay=n2n: unclear error: $ERR"
-pass "n2n is refused before submission until it exists"
+# A job's own cluster over n2n (through the supernode the site's CRM was given): eth0 is
+# n2n's TAP device (tun_flags), and the nodes reach each other over it.
+out=$(as_user srun -N2 --vc-overlay=n2n bash -c 'echo $(hostname) $([[ -e /sys/class/net/eth0/tun_flags ]] && echo tap) $(ping -c 1 -W 5 -q vc-site1-1 >/dev/null && echo reaches-1)' | sort) ||
+    fail "srun -N2 --vc-overlay=n2n failed: $out"
+assert_eq "vc-site1-1 tap reaches-1
+vc-site1-2 tap reaches-1" "$out" "tasks of an n2n job: host name, eth0's kind, reach of node 1"
+pass "srun --vc-overlay=n2n: the job's nodes are linked by n2n"
 
 # A cluster reserved with vcctl has its own range, overlay, keys and names.
 before=$(as_user sbatch --parsable -N1 --wrap true)
