@@ -378,4 +378,20 @@ std::string InterfaceAddress::to_string() const {
     return fmt::format("{}/{}", address_.to_string(), prefix_);
 }
 
+Result<Ipv4Endpoint> parse_ipv4_endpoint(std::string_view text) {
+    const auto colon = text.rfind(':');
+    const std::string_view digits =
+        colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
+    auto address = IpAddress::parse(text.substr(0, colon == std::string_view::npos ? 0 : colon));
+    unsigned port = 0;
+    const bool port_ok = !digits.empty() && digits.size() <= 5 &&
+                         std::from_chars(digits.data(), digits.data() + digits.size(), port).ptr ==
+                             digits.data() + digits.size() &&
+                         port >= 1 && port <= 65535;
+    if (!address || !address->is_v4() || !port_ok) {
+        return Error{fmt::format("{} is not an IPv4 address and port", quote(text))};
+    }
+    return Ipv4Endpoint{*address, static_cast<std::uint16_t>(port)};
+}
+
 }  // namespace vcpilot

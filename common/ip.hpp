@@ -136,4 +136,11 @@ class InterfaceAddress {
     int prefix_;
 };
 
+// Where a service listens: "A.B.C.D:PORT", an IPv4 address and a port of 1-65535.
+struct Ipv4Endpoint {
+    IpAddress address;
+    std::uint16_t port = 0;
+};
+Result<Ipv4Endpoint> parse_ipv4_endpoint(std::string_view text);
+
 }  // namespace vcpilot

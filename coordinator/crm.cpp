@@ -70,6 +70,14 @@ bool of_job(const ClusterRecord& cluster) {
     return cluster.origin == kOriginJob;
 }
 
+// Tells the GRC which Slurm job holds a cluster's nodes at this site.
+v1::SiteReport pilot_job_report(const std::string& cluster_id, const std::string& job) {
+    v1::SiteReport report;
+    report.mutable_pilot_job()->set_cluster_id(cluster_id);
+    report.mutable_pilot_job()->set_job_id(job);
+    return report;
+}
+
 }  // namespace
 
 // ---- the writer thread ----
@@ -1058,10 +1066,8 @@ Status CrmServer::Impl::pilot_job_submitted(const std::string& id, const Result<
                  (*found)->owner, (*found)->node_count(), options.site);
     dirty.insert(id);
     if (from_grc(**found) && uplink) {
-        v1::SiteReport report;
-        report.mutable_pilot_job()->set_cluster_id(id);
-        report.mutable_pilot_job()->set_job_id(*job);
-        effects.push_back([outbox = uplink, report] { outbox->send(report); });
+        effects.push_back(
+            [outbox = uplink, report = pilot_job_report(id, *job)] { outbox->send(report); });
     }
     return {};
 }
@@ -1216,9 +1222,7 @@ Status CrmServer::Impl::uplink_up(const Uplink& outbox, Effects& effects) {
         }
         if (const SiteRecord* site = site_of(cluster, options.site);
             site != nullptr && !site->pilot_job.empty()) {
-            auto& job = jobs.emplace_back();
-            job.mutable_pilot_job()->set_cluster_id(cluster.id);
-            job.mutable_pilot_job()->set_job_id(site->pilot_job);
+            jobs.push_back(pilot_job_report(cluster.id, site->pilot_job));
         }
     }
     uplink = outbox;

@@ -120,12 +120,7 @@ int wait_for_stop_signal() {
 }
 
 Status check_supernode(const std::string& flag, const std::string& text) {
-    const auto colon = text.rfind(':');
-    const std::string port = colon == std::string::npos ? "" : text.substr(colon + 1);
-    auto address = IpAddress::parse(text.substr(0, colon == std::string::npos ? 0 : colon));
-    if (!address || !address->is_v4() || port.empty() || port.size() > 5 ||
-        port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) == 0 ||
-        std::stoul(port) > 65535) {
+    if (!parse_ipv4_endpoint(text)) {
         return Error{fmt::format("{} {}: want IPV4:PORT", flag, text)};
     }
     return {};

@@ -29,7 +29,6 @@ struct SiteLink {
     const std::shared_ptr<Outbox<v1::SiteCommand>> outbox;
     std::string site;              // from the certificate, checked against the hello
     bool attached = false;         // the hello was accepted
-    bool behind_nat = false;       // its hello says its nodes cannot be reached from outside
     std::set<std::string> viewed;  // clusters whose view this stream carried
 };
 
@@ -305,7 +304,6 @@ Status GrcServer::Impl::site_hello(const std::shared_ptr<SiteLink>& link,
     std::shared_ptr<SiteLink> replaced = link_of(link->site);
     sites[link->site] = link;
     link->attached = true;
-    link->behind_nat = hello.behind_nat();
     behind_nat[link->site] = hello.behind_nat();
     const std::set<std::string> held(hello.clusters().begin(), hello.clusters().end());
     std::set<std::string> live;

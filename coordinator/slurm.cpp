@@ -1,9 +1,7 @@
 #include "coordinator/slurm.hpp"
 
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/process/args.hpp>
@@ -17,6 +15,7 @@
 #include <fmt/format.h>
 #include <iterator>
 
+#include "common/process.hpp"
 #include "common/text.hpp"
 
 namespace vcpilot::coordinator {
@@ -36,24 +35,6 @@ std::string first_line(const std::string& text) {
         start = end + 1;
     }
     return "no message";
-}
-
-// Waits until the child exits or `timeout` passes; true if it exited.
-bool wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
-    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (fd < 0) {
-        return false;
-    }
-    pollfd ready{fd, POLLIN, 0};
-    int n = 0;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    do {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        n = ::poll(&ready, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
-    } while (n < 0 && errno == EINTR);
-    ::close(fd);
-    return n > 0;
 }
 
 }  // namespace
@@ -144,7 +125,8 @@ Result<Slurm::Output> Slurm::run(const std::string& tool, const std::vector<std:
     if (ec) {
         return Error{fmt::format("cannot run {}: {}", exe, ec.message())};
     }
-    if (!wait_exit(child.id(), options_.timeout)) {
+    const pid_t pid = child.id();
+    if (!wait_for_exit(std::span(&pid, 1), std::chrono::steady_clock::now() + options_.timeout)) {
         child.terminate(ec);
         return Error{fmt::format("{} did not answer within {} s (is slurmctld up?)", tool,
                                  options_.timeout.count())};

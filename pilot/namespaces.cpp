@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/job_record.hpp"
+#include "common/process.hpp"
 #include "common/text.hpp"
 #include "pilot/files.hpp"
 
@@ -206,44 +207,6 @@ std::vector<pid_t> processes_in_job_namespaces(const JobPaths& paths) {
     }
     return pids;
 }
-
-namespace {
-
-// Waits until every process in `pids` has exited (a zombie has), or until `deadline`. Each is
-// watched through a pidfd, which is readable once the process exits; one already gone, or
-// whose pidfd cannot be opened, is not waited for.
-void wait_for_exit(const std::vector<pid_t>& pids, std::chrono::steady_clock::time_point deadline) {
-    std::vector<pollfd> watched;
-    for (pid_t pid : pids) {
-        const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-        if (fd >= 0) {
-            watched.push_back({fd, POLLIN, 0});
-        }
-    }
-    while (!watched.empty()) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            break;
-        }
-        if (::poll(watched.data(), watched.size(), static_cast<int>(left.count())) < 0 &&
-            errno != EINTR) {
-            break;
-        }
-        std::erase_if(watched, [](const pollfd& entry) {
-            if (entry.revents == 0) {
-                return false;
-            }
-            ::close(entry.fd);
-            return true;
-        });
-    }
-    for (const pollfd& entry : watched) {
-        ::close(entry.fd);
-    }
-}
-
-}  // namespace
 
 Status teardown_job(const JobPaths& paths, std::chrono::milliseconds grace, TeardownScope scope) {
     // The job's VXLAN device goes with its network namespace, which the kernel frees in the

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/process.hpp"
 #include "common/text.hpp"
 #include "pilot/files.hpp"
 #include "pilot/keys.hpp"
@@ -260,16 +261,11 @@ void PilotService::stop_edge() {
         return;
     }
     ::kill(edge_, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 200; ++i) {
-        if (::waitpid(edge_, &status, WNOHANG) == edge_) {
-            edge_ = -1;
-            return;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!wait_for_exit(std::span(&edge_, 1),
+                       std::chrono::steady_clock::now() + std::chrono::seconds(1))) {
+        ::kill(edge_, SIGKILL);
     }
-    ::kill(edge_, SIGKILL);
-    while (::waitpid(edge_, &status, 0) < 0 && errno == EINTR) {
+    while (::waitpid(edge_, nullptr, 0) < 0 && errno == EINTR) {
     }
     edge_ = -1;
 }

@@ -83,22 +83,15 @@ Result<N2nPlan> check_n2n(const v1::N2nOverlay& n2n) {
     if (n2n.key().size() < 16 || n2n.key().size() > 64 || !is_token(n2n.key())) {
         return field_error("n2n.key", "not 16 to 64 of [A-Za-z0-9_.-]");
     }
-    const auto colon = n2n.supernode().rfind(':');
-    auto address = in_field("n2n.supernode", IpAddress::parse(n2n.supernode().substr(
-                                                 0, colon == std::string::npos ? 0 : colon)));
-    unsigned port = 0;
-    const std::string digits = colon == std::string::npos ? "" : n2n.supernode().substr(colon + 1);
-    const bool port_ok = !digits.empty() && digits.size() <= 5 &&
-                         digits.find_first_not_of("0123456789") == std::string::npos &&
-                         (port = static_cast<unsigned>(std::stoul(digits))) >= 1 && port <= 65535;
-    if (!address || !address->is_v4() || is_unspecified(*address) || !port_ok) {
+    auto supernode = parse_ipv4_endpoint(n2n.supernode());
+    if (!supernode || is_unspecified(supernode->address)) {
         return field_error("n2n.supernode",
                            quote(n2n.supernode()) + " is not an IPv4 address and port");
     }
     if (n2n.mtu() != 0 && (n2n.mtu() < 576 || n2n.mtu() > 1400)) {
         return field_error("n2n.mtu", std::to_string(n2n.mtu()) + " is not in 576..1400");
     }
-    return N2nPlan{n2n.community(), n2n.key(), *address, static_cast<std::uint16_t>(port),
+    return N2nPlan{n2n.community(), n2n.key(), supernode->address, supernode->port,
                    n2n.mtu() == 0 ? 1400U : n2n.mtu()};
 }
 

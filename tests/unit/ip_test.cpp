@@ -517,4 +517,20 @@ TEST(IpErrors, AreOneLineAndQuoteTheInput) {
 }
 
 }  // namespace
+
+TEST(Ipv4Endpoint, IsAnIpv4AddressAndAPortOf1To65535) {
+    auto endpoint = parse_ipv4_endpoint("172.31.0.2:7654");
+    ASSERT_TRUE(endpoint) << endpoint.error().message;
+    EXPECT_EQ(endpoint->address.to_string(), "172.31.0.2");
+    EXPECT_EQ(endpoint->port, 7654);
+    EXPECT_EQ(parse_ipv4_endpoint("10.0.0.1:65535")->port, 65535);
+    for (const char* bad : {"172.31.0.2", "172.31.0.2:", ":7654", "172.31.0.2:0",
+                            "172.31.0.2:65536", "172.31.0.2:+1", "172.31.0.2:-1", "172.31.0.2:76a",
+                            "2001:db8::1:7654", "host:7654", "172.31.0.2:000007654"}) {
+        EXPECT_FALSE(parse_ipv4_endpoint(bad)) << bad;
+    }
+    EXPECT_EQ(parse_ipv4_endpoint("1.2.3:4").error().message,
+              "'1.2.3:4' is not an IPv4 address and port");
+}
+
 }  // namespace vcpilot
