@@ -175,9 +175,28 @@ void PilotService::reap_holder() {
 }
 
 // n2n's edge configures its TAP device itself (ifconfig, in the namespace it runs in) and
-// then only moves frames: once the device is up it is moved into the job's namespace, where
-// the pilot gives it the job's address. edge keeps the device's file descriptor, wherever the
-// device is. The key goes in edge's environment, which only root and edge's user can read.
+// then only moves frames: once edge is done with the device it is moved into the job's
+// namespace, where the pilot gives it the job's address. edge keeps the device's file
+// descriptor, wherever the device is. The key goes in edge's environment, which only root and
+// edge's user can read.
+//
+// "Done" is edge's own "Ready" line, not the device being up: after its ifconfig brings the
+// device up, edge still reads the device's MAC by name, and a device moved away by then leaves
+// edge with MAC 00:00:00:00:00:00, which drops every unicast frame to this node (seen in CI:
+// one node in eight unreachable).
+namespace {
+bool edge_said_ready(const std::string& log) {
+    std::ifstream in(log);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.ends_with("] Ready")) {
+            return true;
+        }
+    }
+    return false;
+}
+}  // namespace
+
 Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) {
     const N2nPlan& n2n = *plan.n2n;
     const std::string tap = ("vcn" + paths_.job()).substr(0, 15);
@@ -234,20 +253,25 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
         if (::waitpid(edge_, &status, WNOHANG) == edge_) {
             edge_ = -1;
             return Error{fmt::format(
-                "{} exited ({}) before its device {} was up; see {}", options_.n2n_edge.string(),
+                "{} exited ({}) before it was ready (its device {}); see {}", options_.n2n_edge.string(),
                 WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
                                   : "signal " + std::to_string(WTERMSIG(status)),
                 tap, log)};
         }
-        auto up = link_is_up(tap);
-        if (!up) {
-            return up.error();
-        }
-        if (*up) {
+        if (edge_said_ready(log)) {
+            auto up = link_is_up(tap);
+            if (!up) {
+                return up.error();
+            }
+            if (!*up) {
+                return Error{fmt::format("edge said Ready but its device {} is not up; see {}",
+                                         tap, log)};
+            }
             break;
         }
         if (std::chrono::steady_clock::now() >= deadline) {
-            return Error{fmt::format("edge's device {} was not up within 10 s; see {}", tap, log)};
+            return Error{fmt::format("edge did not say Ready within 10 s (its device {}); see {}",
+                                     tap, log)};
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
