@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <filesystem>
 #include <cstdio>
 #include <fmt/format.h>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "coordinator/client.hpp"
 
 namespace {
@@ -394,7 +396,38 @@ int main(int argc, char** argv) {
     exec->add_option("ID", id, "cluster id")->required();
     exec->add_option("command", command, "the command, after --")->required();
 
+    std::string bcast_file, bcast_dest, bcast_program;
+    std::vector<std::string> bcast_options;
+    auto* bcast = app.add_subcommand(
+        "bcast", "send a file to every node of a cluster (vc-bcast's pipelined ring, run as the "
+                 "owner from the first node, which must be able to read FILE)");
+    bcast->add_option("ID", id, "cluster id")->required();
+    bcast->add_option("FILE", bcast_file, "the file (a path the first node can read)")->required();
+    bcast->add_option("DEST", bcast_dest, "where it goes on every node (absolute path)")->required();
+    bcast->add_option("--program", bcast_program,
+                      "vc-bcast's path on the nodes (default: the one next to vcctl)");
+    bcast->add_option("--bcast-option", bcast_options,
+                      "an option for `vc-bcast send`, such as --chunk-size=8M (repeatable)");
+
     CLI11_PARSE(app, argc, argv);
+
+    if (bcast->parsed()) {
+        if (bcast_program.empty()) {
+            std::error_code ec;
+            const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+            const auto sibling = self.parent_path() / "vc-bcast";
+            bcast_program = !ec && std::filesystem::exists(sibling) ? sibling.string() : "vc-bcast";
+        }
+        if (!std::filesystem::path(bcast_dest).is_absolute()) {
+            fail(fmt::format("DEST {} must be an absolute path", vcpilot::quote(bcast_dest)), 2);
+        }
+        std::vector<std::string> argv_send = {bcast_program, "send"};
+        argv_send.insert(argv_send.end(), bcast_options.begin(), bcast_options.end());
+        argv_send.push_back("--");
+        argv_send.push_back(std::filesystem::absolute(bcast_file).string());
+        argv_send.push_back(bcast_dest);
+        return run_command(global, id, argv_send, false);
+    }
 
     if (create->parsed()) {
         auto client = connect(global);
