@@ -66,10 +66,14 @@ class Watchdog {
     std::thread thread_;
 };
 
-grpc::ChannelArguments ring_channel_arguments() {
+// Keepalive pings every half stall timeout: a successor that stopped reading has its
+// connection closed within about the stall timeout, which releases a blocked write.
+grpc::ChannelArguments ring_channel_arguments(std::chrono::milliseconds stall_timeout) {
+    const int keepalive = static_cast<int>(std::max<long>(500, stall_timeout.count() / 2));
     grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, keepalive);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     // Each ring link is its own connection: never share one with another channel.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -89,6 +93,9 @@ void Forwarder::set_successor(std::optional<Successor> successor) {
         successor_ = std::move(successor);
         assigned_ = true;
         ++version_;
+        for (void* context : active_) {
+            static_cast<grpc::ClientContext*>(context)->TryCancel();
+        }
     }
     changed_.notify_all();
 }
@@ -97,6 +104,9 @@ void Forwarder::stop() {
     {
         std::lock_guard lock(mutex_);
         stopping_ = true;
+        for (void* context : active_) {
+            static_cast<grpc::ClientContext*>(context)->TryCancel();
+        }
     }
     changed_.notify_all();
 }
@@ -107,6 +117,7 @@ bool Forwarder::replaced(std::uint64_t version) {
 }
 
 void Forwarder::run() {
+    std::vector<std::thread> pushes;
     std::uint64_t seen = 0;
     for (;;) {
         std::optional<Successor> successor;
@@ -115,7 +126,7 @@ void Forwarder::run() {
             std::unique_lock lock(mutex_);
             changed_.wait(lock, [&] { return stopping_ || (assigned_ && version_ != seen); });
             if (stopping_) {
-                return;
+                break;
             }
             successor = successor_;
             version = seen = version_;
@@ -124,29 +135,51 @@ void Forwarder::run() {
             source_.no_successor();
             continue;
         }
-        std::string reason;
-        switch (push_to(*successor, version, reason)) {
-            case Outcome::kDone:
-            case Outcome::kReplaced:
-                break;
-            case Outcome::kLost:
-                spdlog::warn("successor {} lost: {}", successor->node, reason);
-                lost_(successor->node, reason);
-                break;
-            case Outcome::kBroken:
-                broken_(reason);
-                return;
-        }
+        pushes.emplace_back([this, successor = *successor, version] {
+            std::string reason;
+            switch (push_to(successor, version, reason)) {
+                case Outcome::kDone:
+                case Outcome::kReplaced:
+                    break;
+                case Outcome::kLost:
+                    if (!replaced(version)) {
+                        spdlog::warn("successor {} lost: {}", successor.node, reason);
+                        lost_(successor.node, reason);
+                    }
+                    break;
+                case Outcome::kBroken:
+                    broken_(reason);
+                    break;
+            }
+        });
+    }
+    for (auto& push : pushes) {
+        push.join();
     }
 }
 
 Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t version,
                                       std::string& reason) {
     auto channel = grpc::CreateCustomChannel(successor.endpoint, grpc::InsecureChannelCredentials(),
-                                             ring_channel_arguments());
+                                             ring_channel_arguments(options_.stall_timeout));
     auto stub = v1::BcastRing::NewStub(channel);
     grpc::ClientContext context;
     Watchdog watchdog(context, options_.stall_timeout);
+    {
+        std::lock_guard lock(mutex_);
+        if (stopping_ || version_ != version) {
+            return Outcome::kReplaced;
+        }
+        active_.insert(&context);
+    }
+    struct Inactive {
+        Forwarder& self;
+        grpc::ClientContext& context;
+        ~Inactive() {
+            std::lock_guard lock(self.mutex_);
+            self.active_.erase(&context);
+        }
+    } inactive{*this, context};
     auto stream = stub->Push(&context);
 
     watchdog.arm();
@@ -159,6 +192,9 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
     if (!greeted || !reply.has_resume()) {
         context.TryCancel();
         const grpc::Status status = stream->Finish();
+        if (replaced(version)) {
+            return Outcome::kReplaced;
+        }
         if (watchdog.fired()) {
             reason = fmt::format("stalled: no handshake within {} s",
                                  options_.stall_timeout.count() / 1000.0);
@@ -249,6 +285,9 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
                 if (chunk >= chunks && status.ok()) {
                     return Outcome::kDone;
                 }
+                if (replaced(version)) {
+                    return Outcome::kReplaced;
+                }
                 return lost("pushing", status);
             }
         }
@@ -281,7 +320,11 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
         const bool written = stream->Write(message);
         watchdog.disarm();
         if (!written) {
-            return lost("pushing", close(false));
+            const grpc::Status status = close(false);
+            if (replaced(version)) {
+                return Outcome::kReplaced;
+            }
+            return lost("pushing", status);
         }
         offset += static_cast<std::uint32_t>(piece.length);
         if (piece.last) {

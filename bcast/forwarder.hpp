@@ -9,6 +9,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "bcast/chunks.hpp"
@@ -42,9 +43,12 @@ class Forwarder {
 
     // From any thread: push to this successor from now on (nullopt: we are the last).
     void set_successor(std::optional<Successor> successor);
-    // Ends run() soon, whatever it is doing.
+    // Ends run() soon: at once, or when the streams that were cancelled are done.
     void stop();
-    // The forwarder's thread.
+    // The forwarder's thread. Each successor is pushed to from a thread of its own: a write to
+    // a successor that stopped reading can stay blocked until the connection's keepalive
+    // gives up on it (cancelling the call does not release it), and the next successor must
+    // not wait for that.
     void run();
 
   private:
@@ -66,6 +70,8 @@ class Forwarder {
     std::optional<Successor> successor_;
     std::uint64_t version_ = 0;
     bool stopping_ = false;
+    // The streams being pushed (grpc::ClientContext*), cancelled when replaced.
+    std::set<void*> active_;
 };
 
 }  // namespace vcpilot::bcast

@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
                  "the same time; a node that dies or stalls is bypassed; every chunk and the whole\n"
                  "file are checked with SHA-256 on every node."};
     app.require_subcommand(1);
+    app.fallthrough();  // --log-level after the subcommand too
     std::string log_level = "warn";
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
 

@@ -149,6 +149,15 @@ std::uint64_t NodeCopy::bytes_written() const {
     return next_write_ == layout_.chunks() ? layout_.size : layout_.offset(next_write_);
 }
 
+std::uint64_t NodeCopy::bytes_received() const {
+    std::lock_guard lock(mutex_);
+    if (next_needed_ == layout_.chunks()) {
+        return layout_.size;
+    }
+    auto it = buffers_.find(next_needed_);
+    return layout_.offset(next_needed_) + (it == buffers_.end() ? 0 : it->second.filled);
+}
+
 void NodeCopy::stop() {
     {
         std::lock_guard lock(mutex_);

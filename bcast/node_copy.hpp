@@ -41,6 +41,7 @@ class NodeCopy : public ChunkSource {
     // SHA-256) or a write fails or stop() is called (returns an error).
     Result<Digest> write_all();
     std::uint64_t bytes_written() const;
+    std::uint64_t bytes_received() const;
 
     void stop();
 

@@ -284,6 +284,10 @@ int Receiver::run() {
     builder.AddListeningPort(listen_host + ":0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(8 << 20);
+    // The predecessor pings as often as every half stall timeout (see the forwarder): allow it.
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 250);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     auto server = builder.BuildAndStart();
     if (!server || port == 0) {
         spdlog::error("cannot listen on {}", listen_host);
@@ -302,9 +306,14 @@ int Receiver::run() {
     if (auto greeted = offer_handshake<v1::BcastNodeReport, v1::BcastNodeOrder>(
             *control_, options_.secret, options_.name, endpoint);
         !greeted) {
+        // The sender's refusal (not a node of this broadcast, joined twice) is in its status;
+        // a sender that failed our check is not told anything.
+        context.TryCancel();
         const grpc::Status status = control_->Finish();
+        const bool refused = status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+                             status.error_code() == grpc::StatusCode::ALREADY_EXISTS;
         spdlog::error("joining the sender {}: {}", options_.sender,
-                      status.ok() ? greeted.error().message : status.error_message());
+                      refused ? status.error_message() : greeted.error().message);
         server->Shutdown();
         return 1;
     }
@@ -353,16 +362,19 @@ int Receiver::run() {
             forwarding = std::thread([&] { forwarder->run(); });
             writing = std::thread([this] { finish_writing(); });
             reporting = std::thread([this] {
-                std::uint64_t last = 0;
+                std::uint64_t written = 0, received = 0;
                 std::unique_lock lock(mutex_);
                 while (!stopping_ && !done_ && !failed_) {
                     changed_.wait_for(lock, std::chrono::milliseconds(250));
-                    const std::uint64_t bytes = copy_->bytes_written();
-                    if (bytes != last && !done_) {
-                        last = bytes;
+                    const std::uint64_t now_written = copy_->bytes_written();
+                    const std::uint64_t now_received = copy_->bytes_received();
+                    if ((now_written != written || now_received != received) && !done_) {
+                        written = now_written;
+                        received = now_received;
                         lock.unlock();
                         v1::BcastNodeReport progress;
-                        progress.mutable_progress()->set_bytes_written(bytes);
+                        progress.mutable_progress()->set_bytes_written(written);
+                        progress.mutable_progress()->set_bytes_received(received);
                         report(progress);
                         lock.lock();
                     }

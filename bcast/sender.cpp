@@ -1,6 +1,7 @@
 #include "bcast/sender.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,12 +131,16 @@ struct Node {
     State state = State::kWaiting;
     std::string endpoint;
     std::string reason;
-    std::uint64_t bytes = 0;
+    std::uint64_t bytes = 0;     // written
+    std::uint64_t received = 0;
+    Clock::time_point moved;     // when `received` last grew
     std::vector<std::uint64_t> repaired;
     std::mutex write_mutex;
     grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream = nullptr;
     std::optional<bp::child> launcher;
-    fs::path launcher_log;
+    // What ssh and the remote vc-bcast said, in memory (nothing is written on the nodes but
+    // DEST, nor here).
+    std::unique_ptr<FILE, decltype(&std::fclose)> launcher_output{nullptr, &std::fclose};
 
     bool gone = false;  // done, then lost: it holds the file but serves the ring no more
 
@@ -165,9 +170,10 @@ class Sender final : public v1::BcastControl::Service {
     std::optional<Successor> successor_after(std::size_t index) const;
     bool settled() const;
     void send_digest(const Digest& digest);
-    Status launch(Node& node, const std::string& sender_endpoint, const fs::path& logs);
+    Status launch(Node& node, const std::string& sender_endpoint);
     std::string launcher_reason(Node& node);
     void show_progress(bool final_line);
+    void find_stalls();
 
     const SendOptions& options_;
     const Secret secret_;
@@ -256,6 +262,10 @@ void Sender::handle(Node& node, const v1::BcastNodeReport& report) {
     std::lock_guard lock(mutex_);
     if (report.has_progress()) {
         node.bytes = std::max(node.bytes, report.progress().bytes_written());
+        if (report.progress().bytes_received() > node.received) {
+            node.received = report.progress().bytes_received();
+            node.moved = Clock::now();
+        }
     } else if (report.has_done()) {
         if (!digest_ || report.done().sha256() != std::string(reinterpret_cast<const char*>(
                                                                digest_->data()), digest_->size())) {
@@ -346,7 +356,7 @@ std::string shell_word(const std::string& word) {
     return out + "'";
 }
 
-Status Sender::launch(Node& node, const std::string& sender_endpoint, const fs::path& logs) {
+Status Sender::launch(Node& node, const std::string& sender_endpoint) {
     std::vector<std::string> remote = {options_.program, "receive",
                                        "--sender", sender_endpoint,
                                        "--name", node.name,
@@ -366,12 +376,20 @@ Status Sender::launch(Node& node, const std::string& sender_endpoint, const fs::
     }
     args.push_back(node.name);
     args.push_back(command);
-    node.launcher_log = logs / (node.name + ".log");
+    const int output = ::memfd_create(("ssh-" + node.name).c_str(), MFD_CLOEXEC);
+    if (output < 0) {
+        return Error{fmt::format("memfd_create: {}", std::strerror(errno))};
+    }
+    node.launcher_output.reset(::fdopen(output, "w+"));
+    if (!node.launcher_output) {
+        ::close(output);
+        return Error{fmt::format("fdopen: {}", std::strerror(errno))};
+    }
     bp::opstream secret_in;
     std::error_code ec;
     node.launcher.emplace(bp::exe = "/usr/bin/ssh", bp::args = args, bp::std_in < secret_in,
-                          bp::std_out > node.launcher_log.native(),
-                          bp::std_err > node.launcher_log.native(), ec);
+                          bp::std_out > node.launcher_output.get(),
+                          bp::std_err > node.launcher_output.get(), ec);
     if (ec) {
         node.launcher.reset();
         return Error{fmt::format("ssh: {}", ec.message())};
@@ -383,17 +401,52 @@ Status Sender::launch(Node& node, const std::string& sender_endpoint, const fs::
 }
 
 std::string Sender::launcher_reason(Node& node) {
-    if (!node.launcher) {
+    if (!node.launcher_output) {
         return {};
     }
-    std::ifstream log(node.launcher_log);
-    std::string line, last;
-    while (std::getline(log, line)) {
-        if (!line.empty()) {
-            last = line;
+    std::string text(4096, '\0');
+    const ssize_t n = ::pread(::fileno(node.launcher_output.get()), text.data(), text.size(), 0);
+    text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    std::string last;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        const std::size_t end = std::min(text.find('\n', start), text.size());
+        if (end > start) {
+            last = text.substr(start, end - start);
         }
+        start = end + 1;
     }
     return last.empty() ? std::string{} : ": " + quote(last, 300);
+}
+
+// A node that receives nothing for the stall timeout while its predecessor holds more than it
+// does and is not stuck itself is stalled (stopped, swapping, its link dead). The nodes behind
+// it are not blamed: they hold what it holds; once it is bypassed they get a new predecessor and
+// a new grace period. (Its predecessor's push may not block for a long while: the connection's
+// buffers take megabytes.)
+void Sender::find_stalls() {
+    const auto now = Clock::now();
+    std::uint64_t upstream = layout_.size;  // the head holds the whole file and never stalls
+    bool upstream_stuck = false;
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+        Node& node = *nodes_[i];
+        if (!node.alive()) {
+            continue;
+        }
+        const bool stuck = node.state == Node::State::kJoined &&
+                           now - std::max(node.moved, began_) > options_.stall_timeout;
+        if (stuck && !upstream_stuck && node.received < upstream) {
+            mark_failed(node, fmt::format("stalled: received nothing for {} s (at {} of {})",
+                                          options_.stall_timeout.count() / 1000.0,
+                                          mib(node.received), mib(layout_.size)));
+            for (std::size_t j = i + 1; j < nodes_.size(); ++j) {
+                nodes_[j]->moved = now;
+            }
+            return;
+        }
+        upstream = node.state == Node::State::kDone ? layout_.size : node.received;
+        upstream_stuck = stuck;
+    }
 }
 
 void Sender::show_progress(bool final_line) {
@@ -491,18 +544,9 @@ int Sender::run() {
             }
         });
 
-    char logs_template[] = "/tmp/vc-bcast-XXXXXX";
-    fs::path logs;
     if (options_.launch) {
-        if (::mkdtemp(logs_template) == nullptr) {
-            fmt::print(stderr, "vc-bcast: a directory for ssh's output: {}\n", std::strerror(errno));
-            server->Shutdown();
-            ::close(fd);
-            return 2;
-        }
-        logs = logs_template;
         for (auto& node : nodes_) {
-            if (auto launched = launch(*node, endpoint, logs); !launched) {
+            if (auto launched = launch(*node, endpoint); !launched) {
                 std::lock_guard lock(mutex_);
                 mark_failed(*node, launched.error().message);
             }
@@ -570,6 +614,7 @@ int Sender::run() {
         std::unique_lock lock(mutex_);
         while (!settled()) {
             changed_.wait_for(lock, std::chrono::milliseconds(200));
+            find_stalls();
             show_progress(false);
         }
         show_progress(true);
@@ -611,10 +656,6 @@ int Sender::run() {
         if (node->launcher) {
             node->launcher->wait(ec);
         }
-    }
-    if (!logs.empty()) {
-        std::error_code ec;
-        fs::remove_all(logs, ec);
     }
 
     const double seconds = std::chrono::duration<double>(Clock::now() - began_).count();
