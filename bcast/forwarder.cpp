@@ -308,13 +308,16 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
             offset = 0;  // the chunk was thrown away and comes again: start it over
             continue;
         }
-        message.Clear();
+        // The same message each time (no Clear(), which would free the piece and its data):
+        // its buffers are reused.
         auto* out = message.mutable_piece();
         out->set_chunk(chunk);
         out->set_offset(offset);
         out->set_data(buffer.data(), piece.length);
         if (piece.last) {
             out->set_chunk_sha256(piece.sha.data(), piece.sha.size());
+        } else {
+            out->clear_chunk_sha256();
         }
         watchdog.arm();
         const bool written = stream->Write(message);

@@ -1,4 +1,5 @@
 // vc-bcast: pipelined ring broadcast of a file to every node of a virtual cluster.
+#include <malloc.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -85,6 +86,11 @@ std::vector<std::string> nodes_from(const std::string& list) {
 
 int main(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();
+    // Pieces (256 KiB) and chunks (MiBs) come and go all the time: from the heap, reused, not
+    // mapped and unmapped each time (a page fault per page; glibc's own threshold only rises
+    // after such a block was freed once).
+    ::mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
     CLI::App app{"vc-bcast: send a file to every node of a virtual cluster along a pipelined ring.\n"
                  "Each node receives a piece from its predecessor, writes it and forwards it at\n"
                  "the same time; a node that dies or stalls is bypassed; every chunk and the whole\n"

@@ -45,6 +45,10 @@ Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk,
                 return Put::kIgnored;
             }
             it = buffers_.emplace(chunk, Buffer{}).first;
+            if (!spare_.empty()) {
+                it->second.data = std::move(spare_.back());
+                spare_.pop_back();
+            }
             it->second.data.resize(length);
         }
         it->second.filled = 0;
@@ -137,7 +141,9 @@ Result<Digest> NodeCopy::write_all() {
         file.update(buffer->data);
         {
             std::lock_guard lock(mutex_);
-            buffers_.erase(chunk);
+            auto it = buffers_.find(chunk);
+            spare_.push_back(std::move(it->second.data));
+            buffers_.erase(it);
             ++next_write_;
         }
         changed_.notify_all();

@@ -66,6 +66,9 @@ class NodeCopy : public ChunkSource {
     mutable std::mutex mutex_;
     std::condition_variable changed_;
     std::map<std::uint64_t, Buffer> buffers_;
+    // Buffers of written chunks, reused: a fresh 4 MiB allocation per chunk cost a memset and
+    // a page fault per page (a fifth of all CPU with 16 nodes on 2 cores).
+    std::vector<std::vector<std::byte>> spare_;
     std::vector<Digest> digests_;    // of checked chunks
     // Bumped each time a chunk starts over; a checked chunk keeps its last one, in memory
     // and in DEST, so that a forwarder halfway through it carries on.
