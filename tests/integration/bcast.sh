@@ -18,12 +18,6 @@ want=$(sha256sum <"$src/image.bin" | cut -d' ' -f1)
 id=$(user_grc create --site site1:2 --site site2:2) || fail "create failed"
 user_grc wait "$id" --timeout 120 >/dev/null || fail "the cluster did not become READY: $(user_grc show "$id" 2>&1)"
 
-# vcctl exec (root) on every node: NODE: OUTPUT lines, sorted.
-root_grc() {
-    local pki=${VCTB_RUN_DIR:-/run/vctb}/pki
-    testbed exec site1 node1 -- "$VCPILOT_BUILD_DIR/coordinator/vcctl" --grc "$(testbed grc 2>/dev/null)" \
-        --tls-ca "$pki/ca.pem" --tls-cert "$pki/user-root.pem" --tls-key "$pki/user-root.key" "$@"
-}
 tmp_before=$(root_grc exec "$id" -- ls -A /tmp | sort)
 
 out=$(user_grc bcast "$id" "$src/image.bin" /tmp/image.bin 2>&1) || fail "vcctl bcast failed: $out"

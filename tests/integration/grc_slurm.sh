@@ -83,6 +83,36 @@ assert_eq 40 "$(wc -l <<<"$out")" "tasks GNU parallel ran"
 grep -q ' vc-site1-' <<<"$out" && grep -q ' vc-site2-' <<<"$out" || fail "GNU parallel used only one site: $out"
 pass "GNU parallel --sshloginfile \$VC_NODELIST runs 40 tasks over ssh on both sites"
 
+# A second cluster across the same sites at the same time (its jobs share the nodes): another
+# VNI and other addresses. Neither reaches the other, and while the first pings all its nodes
+# with a marked payload, captures on every node of the second see none of it.
+other=$(user_grc create --site site1:2 --site site2:2) || fail "the concurrent cluster was not created"
+user_grc wait "$other" --timeout 120 >/dev/null || fail "the concurrent cluster did not become READY: $(user_grc show "$other" 2>&1)"
+addr_of() { user_grc --json show "$1" | json_field "[n['address'] for n in d['nodes'] if n['name'] == '$2'][0]"; }
+a_addr=$(addr_of "$id" vc-site2-1)
+b_addr=$(addr_of "$other" vc-site2-1)
+if user_grc run "$id" -- ping -c 2 -W 1 "$b_addr" >/dev/null 2>&1; then fail "cluster $id reaches $b_addr of $other"; fi
+if user_grc run "$other" -- ping -c 2 -W 1 "$a_addr" >/dev/null 2>&1; then fail "cluster $other reaches $a_addr of $id"; fi
+user_grc run "$other" -- ping -c 1 -W 2 "$b_addr" >/dev/null || fail "cluster $other does not reach its own $b_addr"
+theirs=7663706c74657374  # "vcpltest", as ping -p repeats it
+ours=6f7572736f757273    # "oursours"
+root_grc exec "$other" -- bash -c "timeout 6 tcpdump -i eth0 -nn -x -U 2>/dev/null | tr -d ' \t\n' >/tmp/capture;
+    echo \$(grep -o $theirs$theirs /tmp/capture | wc -l) \$(grep -o $ours$ours /tmp/capture | wc -l); rm -f /tmp/capture" \
+    >"$run_dir/captures" 2>&1 &
+capture=$!
+sleep 2
+pings='for h in $(cat $VC_NODELIST); do ping -c 3 -i 0.2 -p MARK -s 200 $h >/dev/null & done; wait'
+user_grc run "$id" -- bash -c "${pings/MARK/$theirs}" || fail "the marked pings within $id failed"
+user_grc run "$other" -- bash -c "${pings/MARK/$ours}" || fail "the marked pings within $other failed"
+wait "$capture" || true
+# Each of the second cluster's nodes saw its own cluster's pings (the capture works) and none
+# of the first's.
+[[ $(grep -cE '^vc-site[12]-[12]: 0 [1-9][0-9]*$' "$run_dir/captures") == 4 ]] ||
+    fail "captures in cluster $other (the other's marked packets, its own): $(cat "$run_dir/captures")"
+user_grc release "$other" --wait --timeout 60 >/dev/null || fail "release of $other failed"
+rm -f "$run_dir/captures"
+pass "a concurrent VXLAN cluster on the same nodes: neither reaches the other; its 4 nodes' captures hold none of the other's marked pings"
+
 user_grc release "$id" --wait --timeout 60 >/dev/null || fail "release failed"
 wait_all_gone "release"
 pass "release cancels both sites' jobs; nothing is left on any node"

@@ -56,6 +56,15 @@ user_grc() {
         --tls-key "$pki/user-vcuser.key" "$@"
 }
 
+# The same as root (who alone may `exec` on a cluster's nodes).
+root_grc() {
+    local pki=${VCTB_RUN_DIR:-/run/vctb}/pki
+    [[ -n ${GRC_TARGET:-} ]] || GRC_TARGET=$(testbed grc 2>/dev/null)
+    testbed exec site1 node1 -- "${VCPILOT_BUILD_DIR:?}/coordinator/vcctl" \
+        --grc "$GRC_TARGET" --tls-ca "$pki/ca.pem" --tls-cert "$pki/user-root.pem" \
+        --tls-key "$pki/user-root.key" "$@"
+}
+
 # A value of the JSON document on stdin: EXPR is Python over `d`, e.g. 'd["state"]'.
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
 
