@@ -5,7 +5,7 @@
 # create, pilots from Slurm). From its first node, GNU parallel runs TASKS (16) tasks of fixed
 # CPU work (sha256 of TASK_MB (512) MiB of zeros, about 1.5 s of one core here) over ssh on the
 # cluster's 4 nodes, one task per node at a time, as a GridRPC-style farm would. The farm's wall
-# time is taken RUNS (3) times at each RTT, interleaved (the WAN delay is changed on the running
+# time is taken RUNS (5) times at each RTT, interleaved (the WAN delay is changed on the running
 # testbed), once with one ssh connection per task (what a user gets unmodified) and once with
 # GNU parallel's --controlmaster (one connection per node, reused). The original design lost
 # 2-3 % of a parallel docking run at 40 ms. Prints medians and slowdowns, then one JSON line:
@@ -14,11 +14,10 @@ set -euo pipefail
 source_dir=$(cd "$(dirname "$0")/.." && pwd)
 testbed=$source_dir/tests/testbed/vc-testbed
 build=${VCPILOT_BUILD_DIR:-$source_dir/build}
-runs=${RUNS:-3} tasks=${TASKS:-16} task_mb=${TASK_MB:-512}
+runs=${RUNS:-5} tasks=${TASKS:-16} task_mb=${TASK_MB:-512}
 for v in runs tasks task_mb; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "farm-slowdown.sh: ${v^^}=${!v} is not a count" >&2; exit 2; }
 done
-pki=/run/vctb/pki
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (a / b - 1) * 100 }'; }
@@ -26,11 +25,10 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (a / b - 1) * 100 }'; }
 "$testbed" down >/dev/null 2>&1 || true
 trap '"$testbed" down >/dev/null 2>&1 || true' EXIT
 "$testbed" up --sites 2 --nodes 2 2>/dev/null
-grc() {
-    "$testbed" exec --user vcuser site1 node1 -- "$build/coordinator/vcctl" \
-        --grc "$("$testbed" grc 2>/dev/null)" --tls-ca "$pki/ca.pem" \
-        --tls-cert "$pki/user-vcuser.pem" --tls-key "$pki/user-vcuser.key" "$@"
-}
+# vcctl --grc as the test user (the tests' helper).
+export VCPILOT_BUILD_DIR=$build
+source "$source_dir/tests/integration/lib.sh"
+grc() { user_grc "$@"; }
 id=$(grc create --site site1:2 --site site2:2 --walltime 60)
 grc wait "$id" --timeout 120 >/dev/null || { echo "farm-slowdown.sh: the cluster did not become READY" >&2; grc show "$id" >&2; exit 1; }
 echo "cluster $id: 2 sites x 2 nodes; $tasks tasks of sha256 over $task_mb MiB each, 1 per node at a time"

@@ -21,18 +21,16 @@ done
 ((seconds > 2)) || { echo "overlay-throughput.sh: SECONDS_PER_RUN must be at least 3" >&2; exit 2; }
 results=$source_dir/bench/results
 rtts=(0 40 120)
-pki=/run/vctb/pki
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 "$testbed" down >/dev/null 2>&1 || true
 trap '"$testbed" down >/dev/null 2>&1 || true' EXIT
 "$testbed" up --sites 2 --nodes 1 2>/dev/null
-grc() {
-    "$testbed" exec --user vcuser site1 node1 -- "$build/coordinator/vcctl" \
-        --grc "$("$testbed" grc 2>/dev/null)" --tls-ca "$pki/ca.pem" \
-        --tls-cert "$pki/user-vcuser.pem" --tls-key "$pki/user-vcuser.key" "$@"
-}
+# vcctl --grc as the test user (the tests' helper).
+export VCPILOT_BUILD_DIR=$build
+source "$source_dir/tests/integration/lib.sh"
+grc() { user_grc "$@"; }
 
 # A namespace to run in, as nsenter arguments: a testbed node's own, or its virtual node's.
 node_ns() { echo "--net=/run/netns/vctb-site$1-node1"; }
