@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "bcast/integrity.hpp"
+#include "common/result.hpp"
 
 namespace vcpilot::bcast {
 
@@ -44,10 +45,9 @@ class ChunkSource {
     virtual std::variant<Piece, NotYet, Error> read(std::uint64_t chunk, std::uint32_t offset,
                                                     std::span<std::byte> out,
                                                     std::chrono::steady_clock::time_point deadline) = 0;
-    // The whole of `chunk` went to the successor (it may still ask for it again).
-    virtual void forwarded(std::uint64_t chunk) = 0;
-    // No successor any more (this node is the last of the ring): nothing is kept for one.
-    virtual void no_successor() = 0;
 };
+
+// Fills `out` from `fd` at `offset` (pread, whole or an error: "at byte N: why").
+Status read_exactly(int fd, std::span<std::byte> out, std::uint64_t offset);
 
 }  // namespace vcpilot::bcast

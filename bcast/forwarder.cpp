@@ -93,8 +93,8 @@ void Forwarder::set_successor(std::optional<Successor> successor) {
         successor_ = std::move(successor);
         assigned_ = true;
         ++version_;
-        for (void* context : active_) {
-            static_cast<grpc::ClientContext*>(context)->TryCancel();
+        for (grpc::ClientContext* context : active_) {
+            context->TryCancel();
         }
     }
     changed_.notify_all();
@@ -104,8 +104,8 @@ void Forwarder::stop() {
     {
         std::lock_guard lock(mutex_);
         stopping_ = true;
-        for (void* context : active_) {
-            static_cast<grpc::ClientContext*>(context)->TryCancel();
+        for (grpc::ClientContext* context : active_) {
+            context->TryCancel();
         }
     }
     changed_.notify_all();
@@ -132,8 +132,7 @@ void Forwarder::run() {
             version = seen = version_;
         }
         if (!successor) {
-            source_.no_successor();
-            continue;
+            continue;  // the last of the ring: nothing to push
         }
         pushes.emplace_back([this, successor = *successor, version] {
             std::string reason;
@@ -331,7 +330,6 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
         }
         offset += static_cast<std::uint32_t>(piece.length);
         if (piece.last) {
-            source_.forwarded(chunk);
             ++chunk;
             offset = 0;
         }

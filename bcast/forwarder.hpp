@@ -15,6 +15,10 @@
 #include "bcast/chunks.hpp"
 #include "bcast/integrity.hpp"
 
+namespace grpc {
+class ClientContext;
+}
+
 namespace vcpilot::bcast {
 
 struct Successor {
@@ -70,8 +74,8 @@ class Forwarder {
     std::optional<Successor> successor_;
     std::uint64_t version_ = 0;
     bool stopping_ = false;
-    // The streams being pushed (grpc::ClientContext*), cancelled when replaced.
-    std::set<void*> active_;
+    // The streams being pushed, cancelled when replaced.
+    std::set<grpc::ClientContext*> active_;
 };
 
 }  // namespace vcpilot::bcast

@@ -186,12 +186,11 @@ std::variant<Piece, NotYet, Error> NodeCopy::read(std::uint64_t chunk, std::uint
         }
         return it->second.checked ? length : std::min(it->second.filled, length - 1);
     };
+    // Stopped, nothing more comes: the forwarder hears of it from its owner (stop() or a new
+    // successor), not from here.
     const bool ready = changed_.wait_until(lock, deadline, [&] {
-        return stopping_ || chunk < next_write_ || available() > offset;
+        return !stopping_ && (chunk < next_write_ || available() > offset);
     });
-    if (stopping_) {
-        return Error{"stopped"};
-    }
     if (!ready) {
         return NotYet{};
     }
@@ -209,18 +208,9 @@ std::variant<Piece, NotYet, Error> NodeCopy::read(std::uint64_t chunk, std::uint
     piece.generation = generation_[chunk];
     lock.unlock();
     piece.length = std::min<std::size_t>(out.size(), length - offset);
-    std::size_t done = 0;
-    while (done < piece.length) {
-        const ssize_t n = ::pread(fd_, out.data() + done, piece.length - done,
-                                  static_cast<off_t>(layout_.offset(chunk) + offset + done));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return Error{fmt::format("reading back chunk {} from DEST: {}", chunk,
-                                     n < 0 ? std::strerror(errno) : "the file is shorter")};
-        }
-        done += static_cast<std::size_t>(n);
+    if (auto read = read_exactly(fd_, out.first(piece.length), layout_.offset(chunk) + offset);
+        !read) {
+        return Error{fmt::format("reading back chunk {} from DEST {}", chunk, read.error().message)};
     }
     piece.last = offset + piece.length == length;
     return piece;

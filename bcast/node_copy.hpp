@@ -45,12 +45,10 @@ class NodeCopy : public ChunkSource {
 
     void stop();
 
-    // ---- ChunkSource, for the forwarder ----
+    // ---- ChunkSource, for the forwarder (nothing new once stopped) ----
     std::variant<Piece, NotYet, Error> read(std::uint64_t chunk, std::uint32_t offset,
                                             std::span<std::byte> out,
                                             std::chrono::steady_clock::time_point deadline) override;
-    void forwarded(std::uint64_t) override {}
-    void no_successor() override {}
 
   private:
     struct Buffer {

@@ -87,7 +87,6 @@ class Receiver final : public v1::BcastRing::Service {
     std::unique_ptr<NodeCopy> copy_;
     Layout layout_;
     std::optional<std::string> sender_digest_;
-    std::optional<std::string> our_digest_;
     std::atomic<bool> failed_{false};
     std::atomic<bool> done_{false};
     bool stopping_ = false;
@@ -238,19 +237,21 @@ Status Receiver::publish_dest() {
 
 void Receiver::finish_writing() {
     auto written = copy_->write_all();
+    std::unique_lock lock(mutex_);
     if (!written) {
-        if (written.error().message != "stopped") {
+        // Stopped by fail() or the end of the broadcast, or a write failed.
+        if (!stopping_ && !failed_) {
+            lock.unlock();
             fail(fmt::format("{}: {}", options_.dest.native(), written.error().message));
         }
         return;
     }
-    std::unique_lock lock(mutex_);
-    our_digest_ = std::string(reinterpret_cast<const char*>(written->data()), written->size());
+    const std::string our_digest(reinterpret_cast<const char*>(written->data()), written->size());
     changed_.wait(lock, [&] { return stopping_ || sender_digest_.has_value(); });
     if (!sender_digest_) {
         return;
     }
-    if (*sender_digest_ != *our_digest_) {
+    if (*sender_digest_ != our_digest) {
         lock.unlock();
         fail(fmt::format("{}: the file's SHA-256 differs from the sender's", options_.dest.native()));
         return;
@@ -265,7 +266,7 @@ void Receiver::finish_writing() {
     message.mutable_progress()->set_bytes_written(layout_.size);
     report(message);
     message.Clear();
-    message.mutable_done()->set_sha256(*our_digest_);
+    message.mutable_done()->set_sha256(our_digest);
     report(message);
 }
 

@@ -69,8 +69,6 @@ class FileSource final : public ChunkSource {
         piece.sha = digests_[chunk];
         return piece;
     }
-    void forwarded(std::uint64_t) override {}
-    void no_successor() override {}
 
   private:
     Status load(std::uint64_t chunk) {
@@ -98,18 +96,8 @@ class FileSource final : public ChunkSource {
 
     Status read_chunk(std::uint64_t chunk) {
         cache_.resize(layout_.length(chunk));
-        std::size_t done = 0;
-        while (done < cache_.size()) {
-            const ssize_t n = ::pread(fd_, cache_.data() + done, cache_.size() - done,
-                                      static_cast<off_t>(layout_.offset(chunk) + done));
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n <= 0) {
-                return Error{fmt::format("reading the file at {}: {}", layout_.offset(chunk) + done,
-                                         n < 0 ? std::strerror(errno) : "it got shorter")};
-            }
-            done += static_cast<std::size_t>(n);
+        if (auto read = read_exactly(fd_, cache_, layout_.offset(chunk)); !read) {
+            return Error{"reading the file " + read.error().message};
         }
         return {};
     }
