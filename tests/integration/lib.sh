@@ -68,6 +68,11 @@ root_grc() {
 # A value of the JSON document on stdin: EXPR is Python over `d`, e.g. 'd["state"]'.
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
 
+# The address of virtual node NODE of the test user's cluster ID, as `vcctl --grc show` gives it.
+grc_node_address() {  # ID NODE
+    user_grc --json show "$1" | json_field "[n['address'] for n in d['nodes'] if n['name'] == '$2'][0]"
+}
+
 # Every test starts and ends without a testbed; a failing test still takes it down.
 start_clean() {
     testbed down >/dev/null 2>&1 || true
