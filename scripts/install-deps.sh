@@ -31,7 +31,7 @@ packages=(
     parallel iperf3 iproute2 iptables iputils-ping tcpdump procps util-linux
     n2n net-tools tgt libiscsi-bin qemu-system-x86 qemu-block-extra
     # scripts and figures; openssl makes the test PKI (scripts/make-test-ca.sh)
-    jq gnuplot-nox openssl
+    jq gnuplot-nox openssl python3
 )
 
 missing=()

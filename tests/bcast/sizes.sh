@@ -24,3 +24,24 @@ check_copies 8 $(seq 8)
 mode=$(stat -c %a "$RUN/n8/copy")
 [[ $mode == 640 ]] || fail "n8's copy has mode $mode, the file 640"
 pass "24 MiB + 5 bytes to 8 nodes with 4 MiB chunks: $(head -1 "$RUN/send.out" | sed 's/.*nodes in //')"
+
+# Bad input: one line, exit 2, nothing started and nothing written.
+bad() {  # EXPECTED-ERROR ARGS...
+    local want=$1 err rc=0
+    shift
+    err=$("$BCAST" "$@" 2>&1 >/dev/null) || rc=$?
+    [[ $rc == 2 && $err == "vc-bcast: $want" ]] || fail "vc-bcast $*: exit $rc, '$err'"
+}
+BAD=$(mktemp -d "$WORK/bad.XXXX")
+touch "$BAD/file"
+bad "DEST 'relative' must be an absolute path" send --nodes n1 "$BAD/file" relative
+bad "node name 'a;b' is not a host name" send --nodes 'a;b' "$BAD/file" "$BAD/copy"
+bad "node n1 is listed twice" send --nodes n1,n1 "$BAD/file" "$BAD/copy"
+bad "--chunk-size: unknown unit in '4X' (K, M or G)" send --nodes n1 --chunk-size 4X "$BAD/file" "$BAD/copy"
+bad "--memory: give at least two chunks" send --nodes n1 --memory 1M "$BAD/file" "$BAD/copy"
+bad "$BAD/missing: No such file or directory" send --nodes n1 "$BAD/missing" "$BAD/copy"
+bad "give the secret with exactly one of --secret-stdin and --secret-file" \
+    receive --sender 127.0.0.1:1 --name n1 "$BAD/copy"
+left=$(ls -A "$BAD")
+[[ $left == file ]] || fail "bad input left files: $left"
+pass "bad input is refused in one line (exit 2) and starts or writes nothing"
