@@ -118,16 +118,30 @@ Result<UniqueFd> open_namespace(const fs::path& file) {
 }
 
 Result<JobNamespaceFds> JobNamespaceFds::open(const NamespaceFiles& files) {
+    // Kept above 0-2: a child dup2()s onto those before it may still need these, and a
+    // process started with stdio closed would otherwise get one as, say, descriptor 0, where
+    // anything that restores stdin later replaces it.
+    const auto open_above_stdio = [](const fs::path& file) -> Result<UniqueFd> {
+        auto fd = open_namespace(file);
+        if (!fd || fd->get() > STDERR_FILENO) {
+            return fd;
+        }
+        const int moved = ::fcntl(fd->get(), F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+        if (moved < 0) {
+            return sys_error("fcntl(F_DUPFD_CLOEXEC) " + file.string());
+        }
+        return UniqueFd(moved);
+    };
     JobNamespaceFds fds;
-    auto net = open_namespace(files.net);
+    auto net = open_above_stdio(files.net);
     if (!net) {
         return net.error();
     }
-    auto mnt = open_namespace(files.mnt);
+    auto mnt = open_above_stdio(files.mnt);
     if (!mnt) {
         return mnt.error();
     }
-    auto uts = open_namespace(files.uts);
+    auto uts = open_above_stdio(files.uts);
     if (!uts) {
         return uts.error();
     }

@@ -252,11 +252,12 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
         int status = 0;
         if (::waitpid(edge_, &status, WNOHANG) == edge_) {
             edge_ = -1;
-            return Error{fmt::format(
-                "{} exited ({}) before it was ready (its device {}); see {}", options_.n2n_edge.string(),
-                WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
-                                  : "signal " + std::to_string(WTERMSIG(status)),
-                tap, log)};
+            return Error{fmt::format("{} exited ({}) before it was ready (its device {}); see {}",
+                                     options_.n2n_edge.string(),
+                                     WIFEXITED(status)
+                                         ? "status " + std::to_string(WEXITSTATUS(status))
+                                         : "signal " + std::to_string(WTERMSIG(status)),
+                                     tap, log)};
         }
         if (edge_said_ready(log)) {
             auto up = link_is_up(tap);
@@ -264,8 +265,8 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
                 return up.error();
             }
             if (!*up) {
-                return Error{fmt::format("edge said Ready but its device {} is not up; see {}",
-                                         tap, log)};
+                return Error{
+                    fmt::format("edge said Ready but its device {} is not up; see {}", tap, log)};
             }
             break;
         }
@@ -526,48 +527,23 @@ Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
     return {};
 }
 
-Status PilotService::spawn_sshd(const std::optional<CertificateTrust>& certificates) {
-    const auto sshd_reads_the_same = [&] {
-        if (sshd_certificates_.has_value() != certificates.has_value()) {
-            return false;
-        }
-        // The user's certificate is ssh's business, and sshd reads TrustedUserCAKeys on every
-        // login; the host certificate and the mode it reads once, at start.
-        return !certificates ||
-               (sshd_certificates_->ca_key == certificates->ca_key &&
-                sshd_certificates_->host_certificate == certificates->host_certificate);
-    };
-    if (sshd_ && sshd_reads_the_same()) {
-        return {};
-    }
-    if (sshd_) {
-        spdlog::info("job {}: restarting sshd for new host certificates or key mode", paths_.job());
-        if (auto ok = sshd_->stop(); !ok) {
-            return ok;
-        }
-        sshd_.reset();
-        sshd_certificates_.reset();
-    }
+Status PilotService::start_sshd(bool certificates) {
     const SshdSpec spec =
-        job_sshd_spec(paths_, plan_->address.address(), plan_->user.name, certificates.has_value());
+        job_sshd_spec(paths_, plan_->address.address(), plan_->user.name, certificates);
+    if (sshd_) {
+        // Every session's sshd reads the config and the files it names when it starts: a new
+        // key mode takes effect with the next connection.
+        return sshd_->reconfigure(spec);
+    }
     SshdLaunch launch;
     launch.dir = paths_.sshd_dir();
     const EscapeFilter* filter = &*filter_;
-    launch.before_exec = [filter] {
-        // exec keeps the signal mask, and the pilot blocks its stop signals in every thread.
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        return filter->apply();
-    };
-    // sshd dies with the thread that started it (PR_SET_PDEATHSIG), so a gRPC pool thread,
-    // which may be retired at any time, must not be that thread.
-    auto sshd = launcher_.call([&] { return Sshd::spawn(spec, namespaces_->files(), launch); });
+    launch.before_exec = [filter] { return filter->apply(); };
+    auto sshd = Sshd::start(spec, namespaces_->files(), launch);
     if (!sshd) {
         return sshd.error();
     }
     sshd_ = std::move(*sshd);
-    sshd_certificates_ = certificates;
     return {};
 }
 
@@ -583,12 +559,10 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
     if (!cluster) {
         return invalid(cluster.error());
     }
-    // sshd reads its host certificate and the key mode once, at start: those files first, then
-    // sshd comes up while the rest is written and the overlay learns its peers.
     if (auto ok = write_certificate_files(*cluster); !ok) {
         return {grpc::StatusCode::INTERNAL, "writing the certificates: " + ok.error().message};
     }
-    if (auto ok = spawn_sshd(cluster->certificates); !ok) {
+    if (auto ok = start_sshd(cluster->certificates.has_value()); !ok) {
         const std::string reason = "starting sshd: " + ok.error().message;
         set_state(v1::PILOT_STATE_FAILED, reason);
         return {grpc::StatusCode::INTERNAL, reason};
@@ -616,11 +590,6 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
     }
     if (state == v1::PILOT_STATE_CONFIGURED) {
         set_state(v1::PILOT_STATE_KEYED);
-    }
-    if (auto ok = sshd_->wait_until_listening(); !ok) {
-        const std::string reason = "starting sshd: " + ok.error().message;
-        set_state(v1::PILOT_STATE_FAILED, reason);
-        return {grpc::StatusCode::INTERNAL, reason};
     }
     if (options_.srun_relay && !srun_relay_) {
         auto relay = SrunRelay::start({.socket = paths_.job_files_dir() / "srun.sock",
@@ -751,7 +720,6 @@ void PilotService::stop(const std::string& reason) {
             spdlog::warn("stopping sshd: {}", ok.error().message);
         }
         sshd_.reset();
-        sshd_certificates_.reset();
     }
     reap_holder();
     if (!teardown) {
@@ -788,16 +756,27 @@ bool PilotService::wait_until_stopped(std::chrono::milliseconds timeout) const {
 grpc::Status PilotService::Watch(grpc::ServerContext* context, const v1::WatchRequest*,
                                  grpc::ServerWriter<v1::PilotStatus>* writer) {
     std::unique_lock lock(status_mutex_);
-    std::uint64_t sent_version = 0;
+    // First the state as it is now, then every change after it, each one (two changes in a
+    // row, KEYED and READY say, must not reach the watcher as just the second).
+    std::vector<v1::PilotStatus> pending{status_};
+    std::uint64_t sent_version = version_;
     for (;;) {
-        if (version_ != sent_version) {
-            const v1::PilotStatus current = status_;
-            sent_version = version_;
-            lock.unlock();
-            if (!writer->Write(current) || current.state() == v1::PILOT_STATE_GONE) {
-                return grpc::Status::OK;
+        for (const StatusChange& change : recent_changes_) {
+            if (change.version > sent_version) {
+                pending.push_back(change.status);
+                sent_version = change.version;
             }
+        }
+        if (!pending.empty()) {
+            lock.unlock();
+            for (const v1::PilotStatus& next : pending) {
+                if (!writer->Write(next) || next.state() == v1::PILOT_STATE_GONE) {
+                    return grpc::Status::OK;
+                }
+            }
+            pending.clear();
             lock.lock();
+            continue;  // changes made while writing
         }
         // Woken by every change; the timeout only lets us notice a client that went away.
         changed_.wait_for(lock, std::chrono::milliseconds(200));

@@ -101,8 +101,9 @@ class PilotService final : public v1::Pilot::Service {
     void reap_holder();
     Status write_certificate_files(const ClusterPlan& cluster);
     Status write_cluster_files(const ClusterPlan& cluster);
-    // Starts sshd unless one runs that reads the same certificates; does not wait for it.
-    Status spawn_sshd(const std::optional<CertificateTrust>& certificates);
+    // Starts listening for ssh connections (an sshd per connection), or rewrites the config
+    // the next sessions read.
+    Status start_sshd(bool certificates);
     // n2n: starts edge in the node's network namespace, waits for its TAP device and moves it
     // into the job's as eth0. stop_edge() ends it (the TAP goes with it).
     Status start_n2n_overlay(const SetupPlan& plan, int job_netns_fd);
@@ -121,9 +122,6 @@ class PilotService final : public v1::Pilot::Service {
     std::optional<Sshd> sshd_;
     pid_t edge_ = -1;  // n2n's edge, our child (forked by the launcher thread: it dies with it)
     std::unique_ptr<SrunRelay> srun_relay_;
-    // What the running sshd was started with: a change of mode or of host certificate needs a
-    // restart, since sshd reads its host certificate once.
-    std::optional<CertificateTrust> sshd_certificates_;
     LauncherThread launcher_;
     std::atomic<bool> stopped_ = false;
 

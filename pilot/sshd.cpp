@@ -1,9 +1,16 @@
 #include "pilot/sshd.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +22,7 @@
 #include <boost/process/extend.hpp>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string_view>
 #include <system_error>
@@ -155,35 +162,6 @@ Status write_root_file(const fs::path& file, std::string_view content) {
     return {};
 }
 
-// The last few lines of sshd's log, on one line, for error messages.
-std::string log_tail(const fs::path& log) {
-    std::ifstream in(log, std::ios::binary);
-    if (!in) {
-        return {};
-    }
-    in.seekg(0, std::ios::end);
-    const std::streamoff size = in.tellg();
-    const std::streamoff start = std::max<std::streamoff>(0, size - 2048);
-    in.seekg(start);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::string> lines;
-    std::istringstream stream(text);
-    for (std::string line; std::getline(stream, line);) {
-        if (!line.empty()) {
-            lines.push_back(line);
-        }
-    }
-    if (start > 0 && !lines.empty()) {
-        lines.erase(lines.begin());  // probably cut in the middle
-    }
-    std::string tail;
-    const std::size_t first = lines.size() > 3 ? lines.size() - 3 : 0;
-    for (std::size_t i = first; i < lines.size(); ++i) {
-        tail += (tail.empty() ? "" : " | ") + single_line(lines[i]);
-    }
-    return tail;
-}
-
 // The child replaces descriptors 0-2 with these; a descriptor that already is 0-2 (a daemon
 // started with stdio closed) would be overwritten before it is copied.
 Status move_above_stdio(UniqueFd& fd) {
@@ -198,27 +176,6 @@ Status move_above_stdio(UniqueFd& fd) {
     return {};
 }
 
-Error with_log(std::string message, const fs::path& log) {
-    const std::string tail = log_tail(log);
-    if (!tail.empty()) {
-        message += "; sshd log (" + log.native() + "): " + tail;
-    }
-    return Error{std::move(message)};
-}
-
-// ---- readiness ---------------------------------------------------------------------------
-
-// sshd writes its pid file only after it has bound every listening socket (sshd.c: "after the
-// sigterm handler is setup and the listen sockets are bound"), and exits if it cannot bind one:
-// a pid file naming it means it listens. (Asking /proc/<pid>/net/tcp instead walks the kernel's
-// whole TCP hash, every namespace's, for each look: milliseconds of CPU at every job start.)
-bool pid_file_names(pid_t pid, const fs::path& pid_file) {
-    // Through /proc/<pid>/root: the file as sshd sees it, inside the job's mount namespace.
-    std::ifstream in("/proc/" + std::to_string(pid) + "/root" + pid_file.native());
-    long value = 0;
-    return static_cast<bool>(in >> value) && value == pid;
-}
-
 // ---- the child between fork and exec -----------------------------------------------------
 
 enum class ChildStep : int { none, deathsig, parent_gone, signals, enter, redirect, close, hook };
@@ -230,7 +187,7 @@ const char* describe(ChildStep step) {
         case ChildStep::deathsig:
             return "set PR_SET_PDEATHSIG";
         case ChildStep::parent_gone:
-            return "the pilot exited while sshd was starting";
+            return "the pilot's listener ended while sshd was starting";
         case ChildStep::signals:
             return "reset the signal mask";
         case ChildStep::enter:
@@ -253,18 +210,19 @@ struct ChildReport {
 struct ChildSetup {
     pid_t parent;
     const JobNamespaceFds* namespaces;
-    int null_fd;
+    int connection_fd;
     int log_fd;
     int report_fd;
     const std::function<int()>* before_exec;
 };
 
 // Async-signal-safe only: the pilot is multi-threaded, and this runs in the forked copy.
+// Returns only if every step worked; reports the failed step on report_fd and exits otherwise.
 void prepare_child(const ChildSetup& setup) {
     const auto fail = [&](ChildStep step, int error) {
         const ChildReport report{step, error};
         [[maybe_unused]] const ssize_t ignored = ::write(setup.report_fd, &report, sizeof report);
-        ::_exit(127);  // never let boost go on to exec after a failed step
+        ::_exit(127);
     };
     if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
         fail(ChildStep::deathsig, errno);
@@ -289,8 +247,9 @@ void prepare_child(const ChildSetup& setup) {
     if (const int error = setup.namespaces->enter(); error != 0) {
         fail(ChildStep::enter, error);
     }
-    if (::dup2(setup.null_fd, STDIN_FILENO) < 0 || ::dup2(setup.log_fd, STDOUT_FILENO) < 0 ||
-        ::dup2(setup.log_fd, STDERR_FILENO) < 0) {
+    // sshd -i speaks SSH on stdin and stdout and logs to stderr (-e).
+    if (::dup2(setup.connection_fd, STDIN_FILENO) < 0 ||
+        ::dup2(setup.connection_fd, STDOUT_FILENO) < 0 || ::dup2(setup.log_fd, STDERR_FILENO) < 0) {
         fail(ChildStep::redirect, errno);
     }
     // Nothing of the pilot (gRPC sockets, other jobs' files) may leak into sshd.
@@ -316,7 +275,6 @@ SshdSpec job_sshd_spec(const JobPaths& paths, const IpAddress& listen, const std
         .host_certificate = certificates ? paths.host_certificate() : fs::path{},
         .authorized_keys = paths.user_ssh_dir() / "authorized_keys",
         .trusted_user_ca_keys = certificates ? paths.trusted_user_ca_keys() : fs::path{},
-        .pid_file = paths.sshd_dir() / "sshd.pid",
         .log_level = SshdLogLevel::info};
 }
 
@@ -332,7 +290,6 @@ Status check_sshd_spec(const SshdSpec& spec) {
         {"host_certificate", &spec.host_certificate, true},
         {"authorized_keys", &spec.authorized_keys, false},
         {"trusted_user_ca_keys", &spec.trusted_user_ca_keys, true},
-        {"pid_file", &spec.pid_file, false},
     };
     for (const auto& [field, path, optional] : paths) {
         if (auto ok = check_config_path(field, *path, optional); !ok) {
@@ -355,7 +312,9 @@ Result<std::string> render_sshd_config(const SshdSpec& spec) {
     if (!spec.host_certificate.empty()) {
         out << "HostCertificate " << spec.host_certificate.native() << "\n";
     }
-    out << "PidFile " << spec.pid_file.native() << "\n"
+    // Run as `sshd -i`, one per connection: the pilot listens (Port and ListenAddress say
+    // where), and no pid file names a process that serves one session.
+    out << "PidFile none\n"
         << "LogLevel " << log_level_name(spec.log_level) << "\n"
         << "\n# Public keys (or user certificates) of the job user only.\n"
         << "AllowUsers " << spec.allow_user << "\n"
@@ -398,27 +357,249 @@ Status ensure_sshd_privsep_dir() {
     return {};
 }
 
-struct Sshd::Process {
-    bp::child child;
-    pid_t pid;
+namespace {
+
+// A listening TCP socket on address:port, made inside the network namespace `netns` (a
+// socket stays in the namespace it was made in, whoever uses it later). A thread of its own
+// enters the namespace, so no other thread of the pilot changes network.
+Result<UniqueFd> listen_in(const fs::path& netns, const IpAddress& address, std::uint16_t port) {
+    Result<UniqueFd> result = Error{"listen: not attempted"};
+    std::thread([&] {
+        const UniqueFd ns(::open(netns.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!ns || ::setns(ns.get(), CLONE_NEWNET) != 0) {
+            result = sys_error("enter the job's network namespace " + netns.native(), errno);
+            return;
+        }
+        sockaddr_storage storage{};
+        socklen_t length = 0;
+        if (address.is_v4()) {
+            auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+            in->sin_family = AF_INET;
+            in->sin_port = htons(port);
+            const auto bytes = address.bytes();
+            std::memcpy(&in->sin_addr, bytes.data(), 4);
+            length = sizeof(sockaddr_in);
+        } else {
+            auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+            in6->sin6_family = AF_INET6;
+            in6->sin6_port = htons(port);
+            const auto bytes = address.bytes();
+            std::memcpy(&in6->sin6_addr, bytes.data(), 16);
+            length = sizeof(sockaddr_in6);
+        }
+        const std::string where = address.to_string() + " port " + std::to_string(port);
+        UniqueFd fd(::socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        const int on = 1;
+        if (!fd || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0) {
+            result = sys_error("socket for " + where, errno);
+        } else if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&storage), length) != 0) {
+            result = sys_error("listen on " + where + " in the job's network", errno);
+        } else if (::listen(fd.get(), 128) != 0) {
+            result = sys_error("listen on " + where, errno);
+        } else {
+            result = std::move(fd);
+        }
+    }).join();
+    return result;
+}
+
+// sshd reads these at every connection; a missing one would only show then, in its log.
+Status check_readable(std::string_view field, const fs::path& path) {
+    if (path.empty()) {
+        return {};
+    }
+    if (::access(path.c_str(), R_OK) != 0) {
+        return sys_error(std::string(field) + ": " + path.native(), errno);
+    }
+    return {};
+}
+
+Status write_config(const SshdSpec& spec, const fs::path& dir) {
+    auto config = render_sshd_config(spec);
+    if (!config) {
+        return config.error();
+    }
+    for (const auto& [field, path] :
+         {std::pair<const char*, const fs::path*>{"host_key", &spec.host_key},
+          {"host_certificate", &spec.host_certificate},
+          {"trusted_user_ca_keys", &spec.trusted_user_ca_keys}}) {
+        if (auto ok = check_readable(field, *path); !ok) {
+            return ok;
+        }
+    }
+    return write_root_file(dir / "sshd_config", *config);
+}
+
+}  // namespace
+
+struct Sshd::Listener {
+    struct Session {
+        bp::child process;
+        UniqueFd pidfd;  // readable once it exited
+    };
+
+    fs::path binary;
+    fs::path config;
     fs::path log;
+    std::function<int()> before_exec;
     std::chrono::milliseconds stop_timeout;
+    std::size_t max_sessions;
+    JobNamespaceFds namespaces;
+    UniqueFd listen_fd;
+    UniqueFd log_fd;
+    UniqueFd wake;  // eventfd: stop accepting
+    mutable std::mutex mutex;
+    std::vector<Session> sessions;  // guarded by mutex
+    std::thread thread;
     bool stopped = false;
-    // Until wait_until_listening() saw the pid file: what to look for, and until when.
-    fs::path pid_file;
-    std::string where;
-    std::chrono::steady_clock::time_point ready_deadline;
-    std::chrono::milliseconds ready_timeout;
-    bool listening = false;
+
+    // A line of the pilot's own in sshd's log, where the sessions' lines are.
+    void note(const std::string& text) const {
+        const std::string line = "vc-pilot: " + text + "\n";
+        [[maybe_unused]] const ssize_t ignored = ::write(log_fd.get(), line.data(), line.size());
+    }
+
+    void spawn(UniqueFd connection) {
+        {
+            std::lock_guard lock(mutex);
+            if (sessions.size() >= max_sessions) {
+                note("refused a connection: " + std::to_string(max_sessions) +
+                     " sessions are open already");
+                return;
+            }
+        }
+        if (auto ok = move_above_stdio(connection); !ok) {
+            note("no sshd for a connection: " + ok.error().message);
+            return;
+        }
+        int report_pipe[2];
+        if (::pipe2(report_pipe, O_CLOEXEC) != 0) {
+            note("no sshd for a connection: pipe: " + errno_text(errno));
+            return;
+        }
+        UniqueFd report_read(report_pipe[0]);
+        UniqueFd report_write(report_pipe[1]);
+        const ChildSetup setup{::getpid(),   &namespaces,        connection.get(),
+                               log_fd.get(), report_write.get(), &before_exec};
+        bp::environment environment;
+        environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin";
+        std::error_code ec;
+        bp::child child(
+            bp::exe = binary.native(),
+            bp::args = std::vector<std::string>{"-i", "-e", "-f", config.native()}, environment,
+            bp::extend::on_exec_setup = [&setup](auto&) { prepare_child(setup); }, ec);
+        if (ec) {
+            note("no sshd for a connection: start " + binary.native() + ": " + ec.message());
+            return;
+        }
+        // The child either exec'd (closing its end) or reported and exited. The connection
+        // stays open here until then: a client that is refused sees it closed only after the
+        // reason is in the log.
+        report_write = UniqueFd();
+        ChildReport report;
+        ssize_t got = 0;
+        do {
+            got = ::read(report_read.get(), &report, sizeof report);
+        } while (got < 0 && errno == EINTR);
+        if (got == static_cast<ssize_t>(sizeof report)) {
+            child.wait(ec);
+            note(std::string("no sshd for a connection: ") + describe(report.step) + ": " +
+                 errno_text(report.error));
+            return;
+        }
+        connection = UniqueFd();  // the session's now
+        UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child.id(), 0)));
+        if (pidfd && !move_above_stdio(pidfd)) {
+            pidfd = UniqueFd();  // looked at once a second instead
+        }
+        std::lock_guard lock(mutex);
+        sessions.push_back({std::move(child), std::move(pidfd)});
+    }
+
+    // Reaps the sessions that ended.
+    void reap() {
+        std::lock_guard lock(mutex);
+        std::erase_if(sessions, [](Session& session) {
+            std::error_code ec;
+            return !session.process.running(ec);  // ended and reaped, or not ours anymore
+        });
+    }
+
+    void run() {
+        for (;;) {
+            std::vector<pollfd> fds{{wake.get(), POLLIN, 0}, {listen_fd.get(), POLLIN, 0}};
+            bool blind = false;  // a session without a pidfd: looked at once a second
+            {
+                std::lock_guard lock(mutex);
+                for (const Session& session : sessions) {
+                    fds.push_back({session.pidfd.get(), POLLIN, 0});
+                    blind = blind || !session.pidfd;
+                }
+            }
+            if (::poll(fds.data(), fds.size(), blind ? 1000 : -1) < 0 && errno != EINTR) {
+                note("poll: " + errno_text(errno));
+                return;
+            }
+            if (fds[0].revents != 0) {
+                return;
+            }
+            reap();
+            if ((fds[1].revents & POLLIN) != 0) {
+                UniqueFd connection(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+                if (connection) {
+                    spawn(std::move(connection));
+                }
+            }
+        }
+    }
+
+    void request_stop() {
+        if (stopped) {
+            return;
+        }
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const ssize_t ignored = ::write(wake.get(), &one, sizeof one);
+        if (thread.joinable()) {
+            thread.join();  // sessions get SIGTERM from PR_SET_PDEATHSIG as the thread ends
+        }
+        listen_fd = UniqueFd();
+        std::lock_guard lock(mutex);
+        for (Session& session : sessions) {
+            ::kill(session.process.id(), SIGTERM);
+        }
+    }
+
+    Status stop() {
+        request_stop();
+        if (stopped) {
+            return {};
+        }
+        const auto deadline = std::chrono::steady_clock::now() + stop_timeout;
+        for (;;) {
+            reap();
+            std::lock_guard lock(mutex);
+            if (sessions.empty()) {
+                break;
+            }
+            if (std::chrono::steady_clock::now() >= deadline) {
+                // bp::child's destructor kills (SIGKILL) and reaps a child still running.
+                sessions.clear();
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+        stopped = true;
+        return {};
+    }
 };
 
-Sshd::Sshd(std::unique_ptr<Process> process) : process_(std::move(process)) {}
+Sshd::Sshd(std::unique_ptr<Listener> listener) : listener_(std::move(listener)) {}
 Sshd::Sshd(Sshd&& other) noexcept = default;
 
 Sshd& Sshd::operator=(Sshd&& other) noexcept {
     if (this != &other) {
         [[maybe_unused]] Status ignored = stop();
-        process_ = std::move(other.process_);
+        listener_ = std::move(other.listener_);
     }
     return *this;
 }
@@ -427,67 +608,46 @@ Sshd::~Sshd() {
     [[maybe_unused]] Status ignored = stop();
 }
 
-pid_t Sshd::pid() const {
-    return process_ ? process_->pid : -1;
+std::vector<pid_t> Sshd::sessions() const {
+    std::vector<pid_t> pids;
+    if (listener_) {
+        std::lock_guard lock(listener_->mutex);
+        for (const auto& session : listener_->sessions) {
+            pids.push_back(session.process.id());
+        }
+    }
+    return pids;
 }
 
 const fs::path& Sshd::log_file() const {
     static const fs::path none;
-    return process_ ? process_->log : none;
+    return listener_ ? listener_->log : none;
 }
 
 void Sshd::request_stop() {
-    std::error_code ec;
-    if (process_ && !process_->stopped && process_->child.running(ec)) {
-        ::kill(process_->pid, SIGTERM);
+    if (listener_) {
+        listener_->request_stop();
     }
 }
 
 Status Sshd::stop() {
-    if (!process_ || process_->stopped) {
-        return {};
+    return listener_ ? listener_->stop() : Status{};
+}
+
+Status Sshd::reconfigure(const SshdSpec& spec) {
+    if (!listener_) {
+        return Error{"sshd was not started"};
     }
-    Process& process = *process_;
-    std::error_code ec;
-    if (process.child.running(ec)) {
-        ::kill(process.pid, SIGTERM);
-        const auto deadline = std::chrono::steady_clock::now() + process.stop_timeout;
-        while (process.child.running(ec) && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-        if (process.child.running(ec)) {
-            process.child.terminate(ec);  // SIGKILL and reap
-            if (ec) {
-                return Error{"stop sshd (pid " + std::to_string(process.pid) +
-                             "): " + ec.message()};
-            }
-        }
-    }
-    // ECHILD from running(): something else reaped it; either way it is gone.
-    process.stopped = true;
-    return {};
+    return write_config(spec, listener_->config.parent_path());
 }
 
 Result<Sshd> Sshd::start(const SshdSpec& spec, const NamespaceFiles& namespaces,
                          const SshdLaunch& launch) {
-    auto sshd = spawn(spec, namespaces, launch);
-    if (!sshd) {
-        return sshd;
-    }
-    if (auto ok = sshd->wait_until_listening(); !ok) {
-        return ok.error();
-    }
-    return sshd;
-}
-
-Result<Sshd> Sshd::spawn(const SshdSpec& spec, const NamespaceFiles& namespaces,
-                         const SshdLaunch& launch) {
-    auto config = render_sshd_config(spec);
-    if (!config) {
-        return config.error();
-    }
     if (launch.dir.empty() || !launch.dir.is_absolute()) {
         return Error{"sshd directory " + quote(launch.dir.native()) + " must be an absolute path"};
+    }
+    if (auto ok = check_sshd_spec(spec); !ok) {
+        return ok.error();
     }
     if (auto ok = ensure_sshd_privsep_dir(); !ok) {
         return ok.error();
@@ -495,110 +655,50 @@ Result<Sshd> Sshd::spawn(const SshdSpec& spec, const NamespaceFiles& namespaces,
     if (auto ok = ensure_root_only_dir(launch.dir); !ok) {
         return ok.error();
     }
-    const fs::path config_file = launch.dir / "sshd_config";
-    const fs::path log_file = launch.dir / "sshd.log";
-    if (auto ok = write_root_file(config_file, *config); !ok) {
+    if (auto ok = write_config(spec, launch.dir); !ok) {
         return ok.error();
     }
-    UniqueFd log(
-        ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!log) {
-        return sys_error("open " + log_file.native(), errno);
+    auto listener = std::make_unique<Listener>();
+    listener->binary = launch.binary;
+    listener->config = launch.dir / "sshd_config";
+    listener->log = launch.dir / "sshd.log";
+    listener->before_exec = launch.before_exec;
+    listener->stop_timeout = launch.stop_timeout;
+    listener->max_sessions = launch.max_sessions;
+    listener->log_fd = UniqueFd(::open(
+        listener->log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!listener->log_fd) {
+        return sys_error("open " + listener->log.native(), errno);
     }
-    UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!null) {
-        return sys_error("open /dev/null", errno);
-    }
-    for (UniqueFd* fd : {&log, &null}) {
-        if (auto ok = move_above_stdio(*fd); !ok) {
-            return Error{"start sshd: " + ok.error().message};
-        }
+    if (auto ok = move_above_stdio(listener->log_fd); !ok) {
+        return Error{"start sshd: " + ok.error().message};
     }
     auto fds = JobNamespaceFds::open(namespaces);
     if (!fds) {
         return Error{"start sshd: " + fds.error().message};
     }
-    int report_pipe[2];
-    if (::pipe2(report_pipe, O_CLOEXEC) != 0) {
-        return sys_error("start sshd: pipe", errno);
+    listener->namespaces = std::move(*fds);
+    auto listening = listen_in(namespaces.net, spec.listen, spec.port);
+    if (!listening) {
+        return listening.error();
     }
-    UniqueFd report_read(report_pipe[0]);
-    UniqueFd report_write(report_pipe[1]);
-
-    const ChildSetup setup{::getpid(),         &*fds, null.get(), log.get(), report_write.get(),
-                           &launch.before_exec};
-    bp::environment environment;
-    environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin";
-    std::error_code ec;
-    bp::child child(
-        bp::exe = launch.binary.native(),
-        bp::args = std::vector<std::string>{"-D", "-e", "-f", config_file.native()}, environment,
-        bp::extend::on_exec_setup = [&setup](auto&) { prepare_child(setup); }, ec);
-    if (ec) {
-        return Error{"start " + launch.binary.native() + ": " + ec.message()};
+    listener->listen_fd = std::move(*listening);
+    listener->wake = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+    if (!listener->wake) {
+        return sys_error("start sshd: eventfd", errno);
     }
-    const pid_t pid = child.id();
-    // The child either exec'd (closing its end) or reported and exited.
-    report_write = UniqueFd();
-    ChildReport report;
-    ssize_t got = 0;
-    do {
-        got = ::read(report_read.get(), &report, sizeof report);
-    } while (got < 0 && errno == EINTR);
-    if (got == static_cast<ssize_t>(sizeof report)) {
-        child.wait(ec);
-        return Error{std::string("start sshd: ") + describe(report.step) + ": " +
-                     errno_text(report.error)};
-    }
-
-    return Sshd(std::make_unique<Process>(
-        Process{.child = std::move(child),
-                .pid = pid,
-                .log = log_file,
-                .stop_timeout = launch.stop_timeout,
-                .stopped = false,
-                .pid_file = spec.pid_file,
-                .where = spec.listen.to_string() + " port " + std::to_string(spec.port),
-                .ready_deadline = std::chrono::steady_clock::now() + launch.ready_timeout,
-                .ready_timeout = launch.ready_timeout,
-                .listening = false}));
-}
-
-Status Sshd::wait_until_listening() {
-    if (!process_) {
-        return Error{"sshd was not started"};
-    }
-    Process& process = *process_;
-    if (process.listening) {
-        return {};
-    }
-    std::error_code ec;
-    auto pause = std::chrono::milliseconds(1);
-    for (;;) {
-        if (process.stopped || !process.child.running(ec)) {
-            std::string message = "sshd exited (";
-            message += process.stopped ? "stopped"
-                       : ec            ? ec.message()
-                                       : "exit status " + std::to_string(process.child.exit_code());
-            message += ") before listening on " + process.where;
-            process.stopped = true;
-            return with_log(std::move(message), process.log);
+    // Like every descriptor the listener keeps: never 0-2, which a caller that restores its
+    // stdio would replace underneath it.
+    for (UniqueFd* fd : {&listener->listen_fd, &listener->wake}) {
+        if (auto ok = move_above_stdio(*fd); !ok) {
+            return Error{"start sshd: " + ok.error().message};
         }
-        if (pid_file_names(process.pid, process.pid_file)) {
-            process.listening = true;
-            return {};
-        }
-        if (std::chrono::steady_clock::now() >= process.ready_deadline) {
-            [[maybe_unused]] Status ignored = stop();
-            return with_log("sshd did not listen on " + process.where + " within " +
-                                std::to_string(process.ready_timeout.count()) + " ms",
-                            process.log);
-        }
-        // sshd is up within tens of milliseconds and a look costs one small read: a short,
-        // steady pause keeps job start from waiting on the poll rather than on sshd.
-        std::this_thread::sleep_for(pause);
-        pause = std::min(pause * 2, std::chrono::milliseconds(2));
     }
+    listener->note("listening on " + spec.listen.to_string() + " port " +
+                   std::to_string(spec.port) + "; an sshd -i for every connection");
+    Listener* raw = listener.get();
+    listener->thread = std::thread([raw] { raw->run(); });
+    return Sshd(std::move(listener));
 }
 
 }  // namespace vcpilot::pilot

@@ -1,16 +1,18 @@
-// The job's OpenSSH server: one `sshd` per job per node, started by the pilot inside the job's
-// network, mount and UTS namespaces, listening on the job address with the per-job host key and
-// accepting public keys of the job user only.
+// The job's OpenSSH server: an `sshd -i` per connection, started by the pilot inside the job's
+// network, mount and UTS namespaces for connections to the job address, with the per-job host
+// key, accepting public keys of the job user only.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/ip.hpp"
 #include "common/result.hpp"
@@ -33,7 +35,6 @@ struct SshdSpec {
     std::filesystem::path host_certificate;  // optional; empty = none
     std::filesystem::path authorized_keys;
     std::filesystem::path trusted_user_ca_keys;  // optional; empty = none
-    std::filesystem::path pid_file;
     SshdLogLevel log_level = SshdLogLevel::info;
     // Without PAM, sshd itself refuses accounts whose shadow password starts with '!' ("account
     // is locked"), which is how `useradd` leaves users without a password. With PAM, the host's
@@ -64,35 +65,33 @@ struct SshdLaunch {
     // the config after entering the job's mount namespace, so the directory must be at the
     // same path inside; JobPaths::sshd_dir() is.
     std::filesystem::path dir;
-    // Runs in the child last, after setns and just before exec (the pilot passes its seccomp
-    // filter's apply()). Must be async-signal-safe and must not throw; returns 0 or an errno.
+    // Runs in every session's child last, after setns and just before exec (the pilot passes
+    // its seccomp filter's apply()). Must be async-signal-safe and must not throw; returns 0 or
+    // an errno.
     std::function<int()> before_exec;
-    // READY means sshd listens on listen:port in the job's network namespace.
-    std::chrono::milliseconds ready_timeout{5000};
-    // stop(): SIGTERM, then SIGKILL after this long.
+    // stop(): SIGTERM to every session, then SIGKILL after this long.
     std::chrono::milliseconds stop_timeout{2000};
+    // Connections beyond this many live sessions are closed at once (and logged), as sshd's
+    // MaxStartups would refuse them: nothing in the job can make the node fork without bound.
+    std::size_t max_sessions = 1024;
     std::filesystem::path binary = "/usr/sbin/sshd";
 };
 
-// A running `sshd -D -e -f <dir>/sshd_config`, a child of the pilot. It dies with the pilot
-// (PR_SET_PDEATHSIG), and the destructor stops it.
+// The job's sshd, started per connection. The pilot itself listens on listen:port inside the
+// job's network namespace and hands every connection it accepts to a fresh `sshd -i` (inetd
+// mode, the way systemd's ssh.socket runs it) in the job's network, mount and UTS namespaces.
+// No sshd runs until somebody connects, so a job starts without paying for one (an sshd -D
+// would exec once per connection anyway: it re-executes itself for every session).
 //
-// PR_SET_PDEATHSIG fires when the *thread* that started the child exits, not the process:
-// call start() from a thread that lives as long as the pilot (not from a pool thread that may
-// be retired).
+// Every session is a child of the thread that accepts, which lives until stop(); a session
+// gets SIGTERM when that thread ends (PR_SET_PDEATHSIG), so none outlives the pilot.
 class Sshd {
   public:
-    // Writes the config, starts sshd in the three namespaces and waits until it listens. On any
-    // error sshd is not running, and the message ends with the tail of sshd's log if it has one.
+    // Checks the spec and the files sshd will need, writes the config, binds listen:port in
+    // the job's network namespace and starts accepting: when this returns, connections to it
+    // get an sshd. On any error nothing listens or runs.
     static Result<Sshd> start(const SshdSpec& spec, const NamespaceFiles& namespaces,
                               const SshdLaunch& launch);
-    // start() in two halves, so that the caller can do other work while sshd starts up: spawn
-    // writes the config and starts sshd without waiting; wait_until_listening waits (up to the
-    // launch's ready_timeout from the spawn) and then returns at once. If sshd exits or is not
-    // listening in time it is stopped, and the message ends with the tail of its log.
-    static Result<Sshd> spawn(const SshdSpec& spec, const NamespaceFiles& namespaces,
-                              const SshdLaunch& launch);
-    Status wait_until_listening();
 
     Sshd(Sshd&& other) noexcept;
     Sshd& operator=(Sshd&& other) noexcept;
@@ -100,23 +99,26 @@ class Sshd {
     Sshd& operator=(const Sshd&) = delete;
     ~Sshd();
 
-    // The listening sshd's pid; -1 for a moved-from object.
-    pid_t pid() const;
+    // Rewrites the config the next sessions read (host certificate or key mode changed); the
+    // listener and the live sessions stay as they are.
+    Status reconfigure(const SshdSpec& spec);
+
+    // The sshd processes of the live sessions (not yet reaped).
+    std::vector<pid_t> sessions() const;
     const std::filesystem::path& log_file() const;
 
-    // SIGTERM and no wait, for a caller that waits for the job's processes anyway; stop()
-    // then only reaps.
+    // Stops accepting and sends SIGTERM to every session, without waiting: for a caller that
+    // waits for the job's processes anyway; stop() then only reaps.
     void request_stop();
 
-    // SIGTERM, wait up to stop_timeout, SIGKILL; reaps the process. Idempotent. Sessions that
-    // sshd already forked keep running: they are inside the job's namespaces, and teardown
-    // ends everything there.
+    // Stops accepting, SIGTERM to every session, waits up to stop_timeout, SIGKILL, reaps.
+    // Idempotent.
     Status stop();
 
   private:
-    struct Process;
-    explicit Sshd(std::unique_ptr<Process> process);
-    std::unique_ptr<Process> process_;
+    struct Listener;
+    explicit Sshd(std::unique_ptr<Listener> listener);
+    std::unique_ptr<Listener> listener_;
 };
 
 }  // namespace vcpilot::pilot

@@ -3,10 +3,12 @@
 // cluster when the first pilot of the job arrives.
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <vector>
@@ -170,34 +172,39 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     std::filesystem::remove(pid_file, ec);
 
     std::vector<char*> args = exec_args(argv);
-    // Detached twice (setsid, then a grandchild) so that the prolog's end does not end it.
-    const pid_t child = ::fork();
-    if (child < 0) {
-        slurm_error("vcpilot: job %s: fork: %m", job.c_str());
+    // Detached: a session of its own (the prolog's process group may be killed when it ends or
+    // times out), stdin from /dev/null, stdout and stderr to its log, nothing else inherited,
+    // default signal dispositions and an empty mask. posix_spawn does not copy slurmstepd's
+    // address space as fork would (a page fault per page written afterwards, on every node at
+    // every job start); when the prolog exits the pilot is reparented, as with a double fork.
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attributes);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    posix_spawnattr_setflags(&attributes,
+                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    pid_t pilot = -1;
+    const int error = ::posix_spawn(&pilot, args[0], &actions, &attributes, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (error != 0) {
+        slurm_error("vcpilot: job %s: start %s: %s", job.c_str(), args[0], std::strerror(error));
         return -1;
     }
-    if (child == 0) {
-        ::setsid();
-        if (const pid_t pilot = ::fork(); pilot != 0) {
-            const int fd = ::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-            if (pilot > 0 && fd >= 0) {
-                const std::string text = std::to_string(pilot) + "\n";
-                (void)!::write(fd, text.data(), text.size());
-            }
-            ::_exit(0);
-        }
-        const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (null < 0 || out < 0 || ::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 ||
-            ::dup2(out, 2) < 0) {
-            ::_exit(127);
-        }
-        ::closefrom(3);
-        ::execv(args[0], args.data());
-        ::_exit(127);
-    }
-    int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    const int fd = ::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        const std::string text = std::to_string(pilot) + "\n";
+        (void)!::write(fd, text.data(), text.size());
+        ::close(fd);
     }
     slurm_info(
         "vcpilot: job %s: pilot started on %s (node %u of the job, 0: unknown) for %u "

@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,7 +54,6 @@ SshdSpec job_spec() {
         .host_certificate = {},
         .authorized_keys = dir / "home-ssh" / "authorized_keys",
         .trusted_user_ca_keys = {},
-        .pid_file = dir / "sshd" / "sshd.pid",
     };
 }
 
@@ -84,7 +84,7 @@ TEST(RenderSshdConfig, WritesEverySettingTheJobNeeds) {
                     "ListenAddress 10.20.0.1",
                     "AddressFamily inet",
                     "HostKey /run/vcpilot/node1/job1/sshd/ssh_host_ed25519_key",
-                    "PidFile /run/vcpilot/node1/job1/sshd/sshd.pid",
+                    "PidFile none",
                     "LogLevel INFO",
                     "AllowUsers vcuser",
                     "PermitRootLogin no",
@@ -174,9 +174,6 @@ TEST(RenderSshdConfig, NamesEveryPathField) {
     spec.authorized_keys = "";
     EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("authorized_keys: required"));
     spec = job_spec();
-    spec.pid_file = "sshd.pid";
-    EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("pid_file: "));
-    spec = job_spec();
     spec.host_certificate = "cert";
     EXPECT_THAT(error_of(render_sshd_config(spec)), HasSubstr("host_certificate: "));
     spec = job_spec();
@@ -220,7 +217,6 @@ class SshdFiles {
             .host_certificate = {},
             .authorized_keys = dir() / "authorized_keys",
             .trusted_user_ca_keys = {},
-            .pid_file = dir() / "sshd.pid",
         };
     }
 
@@ -321,27 +317,40 @@ class TestNamespaces {
 
     NamespaceFiles files() const { return {dir_ / "net", dir_ / "mnt", dir_ / "uts"}; }
 
-    // Connects to 127.0.0.1:port inside the namespace and returns the server's first line.
-    std::string banner(std::uint16_t port) const {
-        std::string line;
+    // A TCP connection to 127.0.0.1:port made inside the namespace; -1 if refused.
+    int connect(std::uint16_t port) const {
+        int fd = -1;
         std::thread([&] {
             const int ns = ::open((dir_ / "net").c_str(), O_RDONLY | O_CLOEXEC);
             if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
                 return;  // this thread only: its network namespace dies with it
             }
             ::close(ns);
-            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            const timeval timeout{5, 0};  // a test fails rather than hangs
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
             sockaddr_in address{};
             address.sin_family = AF_INET;
             address.sin_port = htons(port);
             address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-                std::array<char, 256> buffer{};
-                const ssize_t n = ::read(fd, buffer.data(), buffer.size());
-                line.assign(buffer.data(), n > 0 ? static_cast<std::size_t>(n) : 0);
+            if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+                ::close(fd);
+                fd = -1;
             }
-            ::close(fd);
         }).join();
+        return fd;
+    }
+
+    // The first line the server on 127.0.0.1:port sends ("" if none, or nothing listens).
+    std::string banner(std::uint16_t port) const {
+        const int fd = connect(port);
+        if (fd < 0) {
+            return {};
+        }
+        std::array<char, 256> buffer{};
+        const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+        ::close(fd);
+        const std::string line(buffer.data(), n > 0 ? static_cast<std::size_t>(n) : 0);
         return line.substr(0, line.find('\r'));
     }
 
@@ -392,18 +401,55 @@ ino_t inode_of(const fs::path& path) {
     return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
-TEST_F(SshdProcess, ListensInsideTheJobNamespacesWhenStartReturns) {
+// The session sshd started for a connection (waits up to 2 s for it to appear).
+pid_t session_of(const Sshd& sshd, std::size_t count = 1) {
+    for (int i = 0; i < 200; ++i) {
+        const auto sessions = sshd.sessions();
+        if (sessions.size() >= count) {
+            return sessions.back();
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
+}
+
+bool gone(pid_t pid) {
+    return pid > 0 && ::kill(pid, 0) != 0;
+}
+
+TEST_F(SshdProcess, ServesEveryConnectionInsideTheJobNamespacesOnceStartReturns) {
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-    const fs::path proc = "/proc/" + std::to_string(sshd->pid());
+    EXPECT_TRUE(sshd->sessions().empty());  // no sshd until somebody connects
+    const int held = namespaces_->connect(22);
+    ASSERT_GE(held, 0);
+    const pid_t session = session_of(*sshd);
+    ASSERT_GT(session, 0);
+    const fs::path proc = "/proc/" + std::to_string(session);
     const NamespaceFiles files = namespaces_->files();
     EXPECT_EQ(inode_of(proc / "ns" / "net"), inode_of(files.net));
     EXPECT_EQ(inode_of(proc / "ns" / "mnt"), inode_of(files.mnt));
     EXPECT_EQ(inode_of(proc / "ns" / "uts"), inode_of(files.uts));
-    EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"));
+    EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"));  // a second at once
     EXPECT_TRUE(sshd->stop().ok());
     EXPECT_TRUE(sshd->stop().ok());  // idempotent
+    EXPECT_TRUE(gone(session));
     EXPECT_EQ(namespaces_->banner(22), "");
+    ::close(held);
+}
+
+TEST_F(SshdProcess, ReapsSessionsThatEnded) {
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"));
+    }
+    bool reaped = false;
+    for (int i = 0; i < 300 && !reaped; ++i) {
+        reaped = sshd->sessions().empty();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(reaped);
 }
 
 TEST_F(SshdProcess, KeepsItsConfigAndLogInARootOnlyDirectory) {
@@ -414,6 +460,19 @@ TEST_F(SshdProcess, KeepsItsConfigAndLogInARootOnlyDirectory) {
     EXPECT_EQ(fs::status(launch_.dir / "sshd.log").permissions(), fs::perms(0600));
     EXPECT_EQ(sshd->log_file(), launch_.dir / "sshd.log");
     EXPECT_EQ(read_text(launch_.dir / "sshd_config"), render_sshd_config(files_->spec()).value());
+}
+
+TEST_F(SshdProcess, ReconfigureRewritesTheConfigForTheNextSessions) {
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    SshdSpec spec = files_->spec();
+    spec.log_level = SshdLogLevel::verbose;
+    ASSERT_TRUE(sshd->reconfigure(spec).ok());
+    EXPECT_EQ(read_text(launch_.dir / "sshd_config"), render_sshd_config(spec).value());
+    EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"));
+    spec.host_key = files_->dir() / "missing_key";
+    EXPECT_THAT(error_of(sshd->reconfigure(spec)), HasSubstr("missing_key"));
+    EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"));  // the old one stays
 }
 
 TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
@@ -433,16 +492,25 @@ TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
     sigemptyset(&block);
     sigaddset(&block, SIGUSR2);
     ::pthread_sigmask(SIG_BLOCK, &block, &old);
+    // The listening thread starts here, with this thread's mask and environment.
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    const int held = namespaces_->connect(22);
+    ASSERT_GE(held, 0);
+    const pid_t session = session_of(*sshd);
+    ASSERT_GT(session, 0);
+    for (int i = 0; i < 200 && !fs::exists(seen); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the exec into sshd
     ::close(leaked_fd);
     ::unsetenv("VCPILOT_SECRET");  // NOLINT(concurrency-mt-unsafe): no threads
-    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
 
     EXPECT_THAT(lines_of(read_text(seen)),
                 ::testing::IsSupersetOf({"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}));
     EXPECT_THAT(read_text(seen), Not(HasSubstr("VCPILOT_SECRET")));
-    const fs::path proc = "/proc/" + std::to_string(sshd->pid());
+    const fs::path proc = "/proc/" + std::to_string(session);
     for (const auto& entry : fs::directory_iterator(proc / "fd")) {
         std::error_code ec;
         EXPECT_NE(fs::read_symlink(entry.path(), ec), leaked) << entry.path();
@@ -454,63 +522,74 @@ TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
             blocked = line.substr(7);
         }
     }
+    ASSERT_FALSE(blocked.empty());
     const unsigned long long mask = std::stoull(blocked, nullptr, 16);
     EXPECT_EQ(mask & (1ULL << (SIGUSR2 - 1)), 0u) << blocked;
+    ::close(held);
 }
 
 TEST_F(SshdProcess, LogsEvenWhenThePilotRunsWithoutStdin) {
     // A daemon started with stdin closed gets descriptor 0 for the next file it opens: here
-    // sshd's log, which the child must not overwrite with /dev/null.
+    // sshd's log, which must not become a session's stdin.
     const int saved_stdin = ::dup(STDIN_FILENO);
     ::close(STDIN_FILENO);
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ::dup2(saved_stdin, STDIN_FILENO);
     ::close(saved_stdin);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-    EXPECT_THAT(read_text(sshd->log_file()), HasSubstr("Server listening on 127.0.0.1 port 22"));
+    EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"))
+        << read_text(sshd->log_file());
+    EXPECT_THAT(read_text(sshd->log_file()),
+                HasSubstr("listening on 127.0.0.1 port 22; an sshd -i for every connection"));
 }
 
-TEST_F(SshdProcess, DiesWithTheThreadThatStartedIt) {
-    // PR_SET_PDEATHSIG follows the starting thread (see sshd.hpp).
-    pid_t pid = -1;
-    std::optional<Result<Sshd>> started;
-    std::thread([&] {
-        started.emplace(Sshd::start(files_->spec(), namespaces_->files(), launch_));
-        if (started->ok()) {
-            pid = started->value().pid();
-        }
-    }).join();
-    ASSERT_TRUE(started->ok()) << started->error().message;
-    bool exited = false;
-    for (int i = 0; i < 200 && !exited; ++i) {
-        int status = 0;
-        exited = ::waitpid(pid, &status, WNOHANG) == pid;
+TEST_F(SshdProcess, SessionsEndWithTheListener) {
+    // PR_SET_PDEATHSIG: a session whose listening thread is gone (the pilot died) gets SIGTERM.
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    const int held = namespaces_->connect(22);
+    ASSERT_GE(held, 0);
+    const pid_t session = session_of(*sshd);
+    ASSERT_GT(session, 0);
+    sshd->request_stop();
+    bool ended = false;
+    for (int i = 0; i < 200 && !ended; ++i) {
+        std::ifstream stat("/proc/" + std::to_string(session) + "/stat");
+        std::string pid, comm, state;
+        stat >> pid >> comm >> state;
+        ended = !stat || state == "Z";
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    EXPECT_TRUE(exited);
-    EXPECT_TRUE(started->value().stop().ok());  // already reaped by the test: still fine
+    EXPECT_TRUE(ended);
+    EXPECT_TRUE(sshd->stop().ok());
+    EXPECT_TRUE(gone(session));
+    ::close(held);
 }
 
-TEST_F(SshdProcess, ReportsAnSshdThatExitsWithTheTailOfItsLog) {
+TEST_F(SshdProcess, RefusesAMissingHostKeyAtStart) {
     SshdSpec spec = files_->spec();
     spec.host_key = files_->dir() / "missing_key";
-    auto sshd = Sshd::start(spec, namespaces_->files(), launch_);
-    const std::string message = error_of(sshd);
-    EXPECT_THAT(message, HasSubstr("sshd exited"));
+    const std::string message = error_of(Sshd::start(spec, namespaces_->files(), launch_));
+    EXPECT_THAT(message, HasSubstr("host_key"));
     EXPECT_THAT(message, HasSubstr("missing_key"));
+    EXPECT_EQ(namespaces_->banner(22), "");
 }
 
-TEST_F(SshdProcess, FailsFastOnAnAddressTheJobDoesNotHave) {
+TEST_F(SshdProcess, FailsAtOnceOnAnAddressTheJobDoesNotHave) {
     auto sshd = Sshd::start(files_->spec("10.99.0.1"), namespaces_->files(), launch_);
-    EXPECT_THAT(error_of(sshd), HasSubstr("before listening on 10.99.0.1 port 22"));
+    EXPECT_THAT(error_of(sshd), HasSubstr("listen on 10.99.0.1 port 22"));
+    EXPECT_THAT(error_of(sshd), HasSubstr("Cannot assign requested address"));
 }
 
-TEST_F(SshdProcess, ReportsAFailingBeforeExecHook) {
+TEST_F(SshdProcess, LogsAFailingBeforeExecHookAndClosesTheConnection) {
     launch_.before_exec = [] { return EPERM; };
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
-    const std::string message = error_of(sshd);
-    EXPECT_THAT(message, HasSubstr("before-exec hook"));
-    EXPECT_THAT(message, HasSubstr(std::generic_category().message(EPERM)));
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    EXPECT_EQ(namespaces_->banner(22), "");
+    const std::string log = read_text(sshd->log_file());
+    EXPECT_THAT(log, HasSubstr("no sshd for a connection: the before-exec hook (seccomp)"));
+    EXPECT_THAT(log, HasSubstr(std::generic_category().message(EPERM)));
+    EXPECT_TRUE(sshd->sessions().empty());
 }
 
 TEST_F(SshdProcess, RunsTheBeforeExecHookInTheChild) {
@@ -525,8 +604,9 @@ TEST_F(SshdProcess, RunsTheBeforeExecHookInTheChild) {
         return ::write(hook_fd, "x", 1) == 1 ? 0 : errno;
     };
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
-    ::close(pipe_fds[1]);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    EXPECT_THAT(namespaces_->banner(22), HasSubstr("SSH-2.0-OpenSSH"));
+    ::close(pipe_fds[1]);
     char byte = 0;
     EXPECT_EQ(::read(pipe_fds[0], &byte, 1), 1);
     EXPECT_EQ(byte, 'x');
@@ -541,55 +621,38 @@ TEST_F(SshdProcess, ListensOnIpv6) {
     EXPECT_TRUE(sshd->stop().ok());
 }
 
-// A stand-in for sshd: records its pid, then runs `program` (which keeps that pid).
-fs::path write_fake_sshd(const fs::path& dir, const std::string& program) {
-    fs::path script = dir / "fake-sshd";
-    std::ofstream(script) << "#!/bin/sh\necho $$ > " << (dir / "fake.pid").string() << "\nexec "
-                          << program << "\n";
-    fs::permissions(script, fs::perms(0700));
-    return script;
+TEST_F(SshdProcess, ClosesConnectionsBeyondTheSessionLimit) {
+    launch_.max_sessions = 1;
+    auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
+    ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+    const int held = namespaces_->connect(22);
+    ASSERT_GE(held, 0);
+    ASSERT_GT(session_of(*sshd), 0);
+    EXPECT_EQ(namespaces_->banner(22), "");
+    EXPECT_THAT(read_text(sshd->log_file()),
+                HasSubstr("refused a connection: 1 sessions are open already"));
+    ::close(held);
 }
 
-pid_t recorded_pid(const fs::path& dir) {
-    std::ifstream in(dir / "fake.pid");
-    pid_t pid = -1;
-    in >> pid;
-    return pid;
-}
-
-TEST_F(SshdProcess, GivesUpAfterTheReadyTimeoutAndLeavesNothingRunning) {
-    launch_.binary = write_fake_sshd(files_->dir(), "sleep 30");
-    launch_.ready_timeout = std::chrono::milliseconds(300);
-    const std::string message =
-        error_of(Sshd::start(files_->spec(), namespaces_->files(), launch_));
-    EXPECT_THAT(message, HasSubstr("did not listen on 127.0.0.1 port 22 within 300 ms"));
-    const pid_t pid = recorded_pid(files_->dir());
-    ASSERT_GT(pid, 0);
-    EXPECT_NE(::kill(pid, 0), 0);  // killed and reaped
-}
-
-TEST_F(SshdProcess, StopKillsAnSshdThatIgnoresSigterm) {
-    if (!fs::exists("/usr/bin/python3")) {
-        GTEST_SKIP() << "python3 not installed";
-    }
-    // Writes the pid file and listens like sshd, but ignores SIGTERM.
-    const std::string stubborn =
-        "/usr/bin/python3 -c \"import os,signal,socket,time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "s = socket.socket(); s.bind(('127.0.0.1', 22)); s.listen()\n"
-        "open('" +
-        files_->spec().pid_file.string() +
-        "', 'w').write(str(os.getpid()))\n"
-        "time.sleep(30)\"";
-    launch_.binary = write_fake_sshd(files_->dir(), stubborn);
+TEST_F(SshdProcess, StopKillsASessionThatIgnoresSigterm) {
+    // A stand-in for sshd that ignores SIGTERM (and so PR_SET_PDEATHSIG's SIGTERM too).
+    const fs::path stubborn = files_->dir() / "stubborn-sshd";
+    std::ofstream(stubborn) << "#!/bin/sh\ntrap '' TERM\nsleep 30 & wait $!; sleep 30\n";
+    fs::permissions(stubborn, fs::perms(0700));
+    launch_.binary = stubborn;
     launch_.stop_timeout = std::chrono::milliseconds(200);
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-    const pid_t pid = sshd->pid();
+    const int held = namespaces_->connect(22);
+    ASSERT_GE(held, 0);
+    const pid_t session = session_of(*sshd);
+    ASSERT_GT(session, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the trap is set
     const auto started = std::chrono::steady_clock::now();
     EXPECT_TRUE(sshd->stop().ok());
     EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(200));
-    EXPECT_NE(::kill(pid, 0), 0);
+    EXPECT_TRUE(gone(session));
+    ::close(held);
 }
 
 TEST_F(SshdProcess, RefusesMissingNamespaceFiles) {
@@ -599,17 +662,22 @@ TEST_F(SshdProcess, RefusesMissingNamespaceFiles) {
 }
 
 TEST_F(SshdProcess, StopsWhenDestroyed) {
-    pid_t pid = -1;
+    pid_t session = -1;
+    int held = -1;
     {
         auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
         ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-        pid = sshd->pid();
+        held = namespaces_->connect(22);
+        ASSERT_GE(held, 0);
+        session = session_of(*sshd);
+        ASSERT_GT(session, 0);
         Sshd moved = std::move(*sshd);
-        EXPECT_EQ(sshd->pid(), -1);
-        EXPECT_EQ(moved.pid(), pid);
+        EXPECT_TRUE(sshd->sessions().empty());
+        EXPECT_EQ(moved.sessions(), std::vector<pid_t>{session});
     }
     EXPECT_EQ(namespaces_->banner(22), "");
-    EXPECT_NE(::kill(pid, 0), 0);
+    EXPECT_TRUE(gone(session));
+    ::close(held);
 }
 
 }  // namespace
