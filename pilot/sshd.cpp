@@ -20,6 +20,7 @@
 #include <boost/process/environment.hpp>
 #include <boost/process/exe.hpp>
 #include <boost/process/extend.hpp>
+#include <boost/process/posix.hpp>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -216,8 +217,9 @@ struct ChildSetup {
     const std::function<int()>* before_exec;
 };
 
-// Async-signal-safe only: the pilot is multi-threaded, and this runs in the forked copy.
-// Returns only if every step worked; reports the failed step on report_fd and exits otherwise.
+// Runs in the child of vfork, which shares the pilot's memory until it execs: system calls
+// only, nothing that allocates, locks or writes anything but this stack frame. Returns only if
+// every step worked; reports the failed step on report_fd and exits otherwise.
 void prepare_child(const ChildSetup& setup) {
     const auto fail = [&](ChildStep step, int error) {
         const ChildReport report{step, error};
@@ -231,16 +233,17 @@ void prepare_child(const ChildSetup& setup) {
         fail(ChildStep::parent_gone, ESRCH);
     }
     // Signal masks and ignored signals survive exec; the pilot's (signalfd, SIGPIPE) must not
-    // reach sshd or the users' sessions.
-    sigset_t none;
-    ::sigemptyset(&none);
-    if (::pthread_sigmask(SIG_SETMASK, &none, nullptr) != 0) {
-        fail(ChildStep::signals, errno);
-    }
+    // reach sshd or the users' sessions. Dispositions first, then the mask: this child shares
+    // the pilot's memory until it execs (vfork), and no handler of the pilot may run in it.
     struct sigaction default_action {};
     default_action.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; ++sig) {
         ::sigaction(sig, &default_action, nullptr);  // fails harmlessly for SIGKILL, SIGSTOP
+    }
+    sigset_t none;
+    ::sigemptyset(&none);
+    if (::pthread_sigmask(SIG_SETMASK, &none, nullptr) != 0) {
+        fail(ChildStep::signals, errno);
     }
     // Its own session: terminal signals meant for the pilot do not reach sshd.
     ::setsid();
@@ -484,9 +487,12 @@ struct Sshd::Listener {
         bp::environment environment;
         environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin";
         std::error_code ec;
+        // vfork: the pilot's address space is not copied (a page fault per page it writes
+        // afterwards, at every connection); the child only makes system calls before exec.
         bp::child child(
             bp::exe = binary.native(),
             bp::args = std::vector<std::string>{"-i", "-e", "-f", config.native()}, environment,
+            bp::posix::use_vfork,
             bp::extend::on_exec_setup = [&setup](auto&) { prepare_child(setup); }, ec);
         if (ec) {
             note("no sshd for a connection: start " + binary.native() + ": " + ec.message());
