@@ -380,27 +380,6 @@ class TestNamespaces {
     std::vector<fs::path> mounted_;
 };
 
-class SshdProcess : public SshdBinary {
-  protected:
-    void SetUp() override {
-        SshdBinary::SetUp();
-        if (IsSkipped()) {
-            return;
-        }
-        namespaces_ = std::make_unique<TestNamespaces>(files_->dir());
-        launch_.dir = files_->dir() / "sshd";
-    }
-    void TearDown() override { namespaces_.reset(); }
-
-    std::unique_ptr<TestNamespaces> namespaces_;
-    SshdLaunch launch_;
-};
-
-ino_t inode_of(const fs::path& path) {
-    struct stat st {};
-    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
-}
-
 // The session sshd started for a connection (waits up to 2 s for it to appear).
 pid_t session_of(const Sshd& sshd, std::size_t count = 1) {
     for (int i = 0; i < 200; ++i) {
@@ -413,6 +392,44 @@ pid_t session_of(const Sshd& sshd, std::size_t count = 1) {
     return -1;
 }
 
+class SshdProcess : public SshdBinary {
+  protected:
+    void SetUp() override {
+        SshdBinary::SetUp();
+        if (IsSkipped()) {
+            return;
+        }
+        namespaces_ = std::make_unique<TestNamespaces>(files_->dir());
+        launch_.dir = files_->dir() / "sshd";
+    }
+    void TearDown() override {
+        for (const int fd : held_) {
+            ::close(fd);
+        }
+        namespaces_.reset();
+    }
+
+    // Connects to port 22 and keeps the connection open (until the test ends); returns the
+    // sshd that serves it, -1 if none came.
+    pid_t hold_session(const Sshd& sshd) {
+        const int fd = namespaces_->connect(22);
+        if (fd < 0) {
+            return -1;
+        }
+        held_.push_back(fd);
+        return session_of(sshd, held_.size());
+    }
+
+    std::unique_ptr<TestNamespaces> namespaces_;
+    SshdLaunch launch_;
+    std::vector<int> held_;
+};
+
+ino_t inode_of(const fs::path& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
 bool gone(pid_t pid) {
     return pid > 0 && ::kill(pid, 0) != 0;
 }
@@ -421,9 +438,7 @@ TEST_F(SshdProcess, ServesEveryConnectionInsideTheJobNamespacesOnceStartReturns)
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
     EXPECT_TRUE(sshd->sessions().empty());  // no sshd until somebody connects
-    const int held = namespaces_->connect(22);
-    ASSERT_GE(held, 0);
-    const pid_t session = session_of(*sshd);
+    const pid_t session = hold_session(*sshd);
     ASSERT_GT(session, 0);
     const fs::path proc = "/proc/" + std::to_string(session);
     const NamespaceFiles files = namespaces_->files();
@@ -435,7 +450,6 @@ TEST_F(SshdProcess, ServesEveryConnectionInsideTheJobNamespacesOnceStartReturns)
     EXPECT_TRUE(sshd->stop().ok());  // idempotent
     EXPECT_TRUE(gone(session));
     EXPECT_EQ(namespaces_->banner(22), "");
-    ::close(held);
 }
 
 TEST_F(SshdProcess, ReapsSessionsThatEnded) {
@@ -496,9 +510,7 @@ TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-    const int held = namespaces_->connect(22);
-    ASSERT_GE(held, 0);
-    const pid_t session = session_of(*sshd);
+    const pid_t session = hold_session(*sshd);
     ASSERT_GT(session, 0);
     for (int i = 0; i < 200 && !fs::exists(seen); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -525,7 +537,6 @@ TEST_F(SshdProcess, InheritsNeitherEnvironmentNorDescriptorsNorBlockedSignals) {
     ASSERT_FALSE(blocked.empty());
     const unsigned long long mask = std::stoull(blocked, nullptr, 16);
     EXPECT_EQ(mask & (1ULL << (SIGUSR2 - 1)), 0u) << blocked;
-    ::close(held);
 }
 
 TEST_F(SshdProcess, LogsEvenWhenThePilotRunsWithoutStdin) {
@@ -547,9 +558,7 @@ TEST_F(SshdProcess, SessionsEndWithTheListener) {
     // PR_SET_PDEATHSIG: a session whose listening thread is gone (the pilot died) gets SIGTERM.
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-    const int held = namespaces_->connect(22);
-    ASSERT_GE(held, 0);
-    const pid_t session = session_of(*sshd);
+    const pid_t session = hold_session(*sshd);
     ASSERT_GT(session, 0);
     sshd->request_stop();
     bool ended = false;
@@ -563,7 +572,6 @@ TEST_F(SshdProcess, SessionsEndWithTheListener) {
     EXPECT_TRUE(ended);
     EXPECT_TRUE(sshd->stop().ok());
     EXPECT_TRUE(gone(session));
-    ::close(held);
 }
 
 TEST_F(SshdProcess, RefusesAMissingHostKeyAtStart) {
@@ -625,13 +633,10 @@ TEST_F(SshdProcess, ClosesConnectionsBeyondTheSessionLimit) {
     launch_.max_sessions = 1;
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-    const int held = namespaces_->connect(22);
-    ASSERT_GE(held, 0);
-    ASSERT_GT(session_of(*sshd), 0);
+    ASSERT_GT(hold_session(*sshd), 0);
     EXPECT_EQ(namespaces_->banner(22), "");
     EXPECT_THAT(read_text(sshd->log_file()),
                 HasSubstr("refused a connection: 1 sessions are open already"));
-    ::close(held);
 }
 
 TEST_F(SshdProcess, StopKillsASessionThatIgnoresSigterm) {
@@ -643,16 +648,13 @@ TEST_F(SshdProcess, StopKillsASessionThatIgnoresSigterm) {
     launch_.stop_timeout = std::chrono::milliseconds(200);
     auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
     ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-    const int held = namespaces_->connect(22);
-    ASSERT_GE(held, 0);
-    const pid_t session = session_of(*sshd);
+    const pid_t session = hold_session(*sshd);
     ASSERT_GT(session, 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the trap is set
     const auto started = std::chrono::steady_clock::now();
     EXPECT_TRUE(sshd->stop().ok());
     EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(200));
     EXPECT_TRUE(gone(session));
-    ::close(held);
 }
 
 TEST_F(SshdProcess, RefusesMissingNamespaceFiles) {
@@ -663,13 +665,10 @@ TEST_F(SshdProcess, RefusesMissingNamespaceFiles) {
 
 TEST_F(SshdProcess, StopsWhenDestroyed) {
     pid_t session = -1;
-    int held = -1;
     {
         auto sshd = Sshd::start(files_->spec(), namespaces_->files(), launch_);
         ASSERT_TRUE(sshd.ok()) << sshd.error().message;
-        held = namespaces_->connect(22);
-        ASSERT_GE(held, 0);
-        session = session_of(*sshd);
+        session = hold_session(*sshd);
         ASSERT_GT(session, 0);
         Sshd moved = std::move(*sshd);
         EXPECT_TRUE(sshd->sessions().empty());
@@ -677,7 +676,6 @@ TEST_F(SshdProcess, StopsWhenDestroyed) {
     }
     EXPECT_EQ(namespaces_->banner(22), "");
     EXPECT_TRUE(gone(session));
-    ::close(held);
 }
 
 }  // namespace
