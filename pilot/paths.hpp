@@ -37,7 +37,7 @@ class JobPaths {
     std::filesystem::path etc_work() const { return root_ / "etc" / "work"; }
     // The job user's per-job ~/.ssh (keys, authorized_keys, known_hosts), owned by the user.
     std::filesystem::path user_ssh_dir() const { return root_ / "home-ssh"; }
-    // sshd's host key, config and pid file, root-only.
+    // sshd's host key, config and log, root-only.
     std::filesystem::path sshd_dir() const { return root_ / "sshd"; }
     std::filesystem::path host_key() const { return sshd_dir() / "ssh_host_ed25519_key"; }
     // Certificate mode: the host key's certificate, where sshd and ssh-keygen look for it, and
