@@ -14,10 +14,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fmt/format.h>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "common/job_record.hpp"
@@ -115,6 +118,29 @@ Result<UniqueFd> open_namespace(const fs::path& file) {
         return sys_error("open namespace " + file.string());
     }
     return UniqueFd(fd);
+}
+
+Status in_network_namespace(int netns_fd, std::string_view which,
+                            const std::function<void()>& work) {
+    Status entered;
+    try {
+        std::thread helper([&] {
+            if (::setns(netns_fd, CLONE_NEWNET) != 0) {
+                const int errnum = errno;
+                entered = Error{
+                    fmt::format("enter the {} network namespace (fd {}): {}{}", which, netns_fd,
+                                std::strerror(errnum),
+                                errnum == EINVAL ? " (the fd is not a network namespace)" : "")};
+                return;
+            }
+            work();
+        });
+        helper.join();
+    } catch (const std::system_error& error) {
+        return Error{fmt::format("start a thread to enter the {} network namespace: {}", which,
+                                 error.what())};
+    }
+    return entered;
 }
 
 Result<JobNamespaceFds> JobNamespaceFds::open(const NamespaceFiles& files) {

@@ -36,6 +36,14 @@ struct NamespaceFiles {
 
 Result<UniqueFd> open_namespace(const std::filesystem::path& file);
 
+// Runs `work` on a short-lived thread that has entered the network namespace of `netns_fd` (a
+// thread's network namespace is its own, so the caller's stays as it was); sockets `work` makes
+// belong to that namespace for good. Fails without running `work` if the thread cannot start
+// or enter the namespace; `which` names it in the message ("enter the job network namespace
+// (fd 7): ..."). `work` must not throw.
+Status in_network_namespace(int netns_fd, std::string_view which,
+                            const std::function<void()>& work);
+
 // The three namespaces of a job, opened for setns (in a child between fork and exec, where
 // only async-signal-safe calls are allowed: enter() is one).
 class JobNamespaceFds {

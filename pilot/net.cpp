@@ -6,7 +6,6 @@
 #include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,6 +34,7 @@
 #include <utility>
 
 #include "common/text.hpp"
+#include "pilot/namespaces.hpp"
 
 namespace vcpilot::pilot {
 
@@ -251,30 +251,19 @@ class RouteSocket {
     SocketPtr socket_;
 };
 
-// A socket acting on the namespace of `netns_fd`. The namespace is entered only by a short-lived
-// helper thread (a thread's network namespace is its own), so the caller's stays as it was.
+// A socket acting on the namespace of `netns_fd`, made there by a short-lived helper thread
+// (in_network_namespace), so the caller's namespace stays as it was.
 Result<RouteSocket> open_socket_in(int netns_fd, std::string_view which) {
     std::optional<Result<RouteSocket>> opened;
-    try {
-        std::thread helper([&] {
-            if (setns(netns_fd, CLONE_NEWNET) != 0) {
-                const int errnum = errno;
-                opened = Error{
-                    fmt::format("enter the {} network namespace (fd {}): {}{}", which, netns_fd,
-                                errno_text(errnum),
-                                errnum == EINVAL ? " (the fd is not a network namespace)" : "")};
-                return;
-            }
-            try {
-                opened = RouteSocket::open();
-            } catch (const std::exception& error) {  // an exception must not leave a thread
-                opened = Error{fmt::format("open a netlink socket: {}", error.what())};
-            }
-        });
-        helper.join();
-    } catch (const std::system_error& error) {
-        return Error{fmt::format("start a thread to enter the {} network namespace: {}", which,
-                                 error.what())};
+    auto entered = in_network_namespace(netns_fd, which, [&] {
+        try {
+            opened = RouteSocket::open();
+        } catch (const std::exception& error) {  // an exception must not leave a thread
+            opened = Error{fmt::format("open a netlink socket: {}", error.what())};
+        }
+    });
+    if (!entered) {
+        return entered.error();
     }
     return std::move(*opened);
 }

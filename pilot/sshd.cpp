@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
@@ -363,31 +362,27 @@ Status ensure_sshd_privsep_dir() {
 namespace {
 
 // A listening TCP socket on address:port, made inside the network namespace `netns` (a
-// socket stays in the namespace it was made in, whoever uses it later). A thread of its own
-// enters the namespace, so no other thread of the pilot changes network.
+// socket stays in the namespace it was made in, whoever uses it later).
 Result<UniqueFd> listen_in(const fs::path& netns, const IpAddress& address, std::uint16_t port) {
+    auto ns = open_namespace(netns);
+    if (!ns) {
+        return ns.error();
+    }
     Result<UniqueFd> result = Error{"listen: not attempted"};
-    std::thread([&] {
-        const UniqueFd ns(::open(netns.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!ns || ::setns(ns.get(), CLONE_NEWNET) != 0) {
-            result = sys_error("enter the job's network namespace " + netns.native(), errno);
-            return;
-        }
+    auto entered = in_network_namespace(ns->get(), "job", [&] {
         sockaddr_storage storage{};
         socklen_t length = 0;
         if (address.is_v4()) {
             auto* in = reinterpret_cast<sockaddr_in*>(&storage);
             in->sin_family = AF_INET;
             in->sin_port = htons(port);
-            const auto bytes = address.bytes();
-            std::memcpy(&in->sin_addr, bytes.data(), 4);
+            std::memcpy(&in->sin_addr, address.bytes().data(), 4);
             length = sizeof(sockaddr_in);
         } else {
             auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
             in6->sin6_family = AF_INET6;
             in6->sin6_port = htons(port);
-            const auto bytes = address.bytes();
-            std::memcpy(&in6->sin6_addr, bytes.data(), 16);
+            std::memcpy(&in6->sin6_addr, address.bytes().data(), 16);
             length = sizeof(sockaddr_in6);
         }
         const std::string where = address.to_string() + " port " + std::to_string(port);
@@ -402,7 +397,10 @@ Result<UniqueFd> listen_in(const fs::path& netns, const IpAddress& address, std:
         } else {
             result = std::move(fd);
         }
-    }).join();
+    });
+    if (!entered) {
+        return entered.error();
+    }
     return result;
 }
 
