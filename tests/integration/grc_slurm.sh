@@ -88,11 +88,7 @@ pass "GNU parallel --sshloginfile \$VC_NODELIST runs 40 tasks over ssh on both s
 # with a marked payload, captures on every node of the second see none of it.
 other=$(user_grc create --site site1:2 --site site2:2) || fail "the concurrent cluster was not created"
 user_grc wait "$other" --timeout 120 >/dev/null || fail "the concurrent cluster did not become READY: $(user_grc show "$other" 2>&1)"
-a_addr=$(grc_node_address "$id" vc-site2-1)
-b_addr=$(grc_node_address "$other" vc-site2-1)
-if user_grc run "$id" -- ping -c 2 -W 1 "$b_addr" >/dev/null 2>&1; then fail "cluster $id reaches $b_addr of $other"; fi
-if user_grc run "$other" -- ping -c 2 -W 1 "$a_addr" >/dev/null 2>&1; then fail "cluster $other reaches $a_addr of $id"; fi
-user_grc run "$other" -- ping -c 1 -W 2 "$b_addr" >/dev/null || fail "cluster $other does not reach its own $b_addr"
+assert_clusters_apart "$id" "$other" vc-site2-1
 theirs=7663706c74657374  # "vcpltest", as ping -p repeats it
 ours=6f7572736f757273    # "oursours"
 root_grc exec "$other" -- bash -c "timeout 6 tcpdump -i eth0 -nn -x -U 2>/dev/null | tr -d ' \t\n' >/tmp/capture;

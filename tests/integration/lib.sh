@@ -73,6 +73,17 @@ grc_node_address() {  # ID NODE
     user_grc --json show "$1" | json_field "[n['address'] for n in d['nodes'] if n['name'] == '$2'][0]"
 }
 
+# Two clusters up at once, each with a node NODE: neither reaches the other's NODE, and B
+# reaches its own (so a failed ping means separation, not a broken cluster).
+assert_clusters_apart() {  # A B NODE
+    local a_addr b_addr
+    a_addr=$(grc_node_address "$1" "$3")
+    b_addr=$(grc_node_address "$2" "$3")
+    if user_grc run "$1" -- ping -c 2 -W 1 "$b_addr" >/dev/null 2>&1; then fail "cluster $1 reaches $b_addr of cluster $2"; fi
+    if user_grc run "$2" -- ping -c 2 -W 1 "$a_addr" >/dev/null 2>&1; then fail "cluster $2 reaches $a_addr of cluster $1"; fi
+    user_grc run "$2" -- ping -c 1 -W 2 "$b_addr" >/dev/null || fail "cluster $2 does not reach its own $b_addr"
+}
+
 # Every test starts and ends without a testbed; a failing test still takes it down.
 start_clean() {
     testbed down >/dev/null 2>&1 || true
