@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <spdlog/spdlog.h>
+#include <system_error>
 
 #include "pilot/srun_wire.hpp"
 
@@ -168,6 +170,9 @@ Status check_relayed_srun(const std::vector<std::string>& argv,
 }
 
 Result<std::unique_ptr<SrunRelay>> SrunRelay::start(SrunRelaySpec spec) {
+    if (spec.max_sessions == 0) {
+        return Error{"srun relay: max_sessions must be at least 1"};
+    }
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     if (spec.socket.native().size() >= sizeof address.sun_path) {
@@ -210,17 +215,25 @@ Result<std::unique_ptr<SrunRelay>> SrunRelay::start(SrunRelaySpec spec) {
         ::unlink(spec.socket.c_str());
         return Error{"srun relay: pipe: " + errno_text(error)};
     }
+    UniqueFd stop_read(stop[0]), stop_write(stop[1]);
+    UniqueFd ended(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!ended) {
+        const int error = errno;
+        ::unlink(spec.socket.c_str());
+        return Error{"srun relay: eventfd: " + errno_text(error)};
+    }
     return std::unique_ptr<SrunRelay>(new SrunRelay(std::move(spec), std::move(listener),
-                                                    UniqueFd(stop[0]), UniqueFd(stop[1]),
-                                                    std::move(groups)));
+                                                    std::move(stop_read), std::move(stop_write),
+                                                    std::move(ended), std::move(groups)));
 }
 
 SrunRelay::SrunRelay(SrunRelaySpec spec, UniqueFd listener, UniqueFd stop_read, UniqueFd stop_write,
-                     std::vector<gid_t> groups)
+                     UniqueFd ended, std::vector<gid_t> groups)
     : spec_(std::move(spec)),
       listener_(std::move(listener)),
       stop_read_(std::move(stop_read)),
       stop_write_(std::move(stop_write)),
+      ended_(std::move(ended)),
       groups_(std::move(groups)),
       acceptor_([this] { accept_loop(); }) {}
 
@@ -228,7 +241,7 @@ SrunRelay::~SrunRelay() {
     stopping_ = true;
     write_all(stop_write_.get(), "x");
     acceptor_.join();
-    std::vector<std::thread> sessions;
+    std::list<Session> sessions;
     {
         std::lock_guard lock(mutex_);
         for (const pid_t pid : running_) {
@@ -253,23 +266,61 @@ SrunRelay::~SrunRelay() {
         }
     }
     for (auto& session : sessions) {
-        session.join();
+        session.thread.join();
     }
     ::unlink(spec_.socket.c_str());
 }
 
+std::size_t SrunRelay::sessions() const {
+    std::lock_guard lock(mutex_);
+    return sessions_.size();
+}
+
+std::size_t SrunRelay::join_ended() {
+    std::list<Session> ended;
+    std::size_t left = 0;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto it = sessions_.begin(); it != sessions_.end();) {
+            const auto next = std::next(it);
+            if (it->ended) {
+                ended.splice(ended.end(), sessions_, it);
+            }
+            it = next;
+        }
+        left = sessions_.size();
+    }
+    // Each has marked itself ended as its last step: these joins do not wait for an srun.
+    for (auto& session : ended) {
+        session.thread.join();
+    }
+    return left;
+}
+
 void SrunRelay::accept_loop() {
     for (;;) {
-        pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_read_.get(), POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0) {
+        // At the limit the listener is not watched: connections wait in its queue, and once
+        // that is full, their vc-srun waits in connect().
+        const bool full = join_ended() >= spec_.max_sessions;
+        pollfd fds[3] = {{stop_read_.get(), POLLIN, 0},
+                         {ended_.get(), POLLIN, 0},
+                         {full ? -1 : listener_.get(), POLLIN, 0}};
+        if (::poll(fds, 3, -1) < 0) {
             if (errno == EINTR) {
                 continue;
             }
             spdlog::error("srun relay: poll: {}", errno_text(errno));
             return;
         }
-        if (fds[1].revents != 0 || stopping_) {
+        if (fds[0].revents != 0 || stopping_) {
             return;
+        }
+        if (fds[1].revents != 0) {
+            std::uint64_t count = 0;
+            (void)!::read(ended_.get(), &count, sizeof count);
+        }
+        if (fds[2].revents == 0) {
+            continue;
         }
         UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!connection) {
@@ -284,8 +335,24 @@ void SrunRelay::accept_loop() {
             continue;
         }
         std::lock_guard lock(mutex_);
-        sessions_.emplace_back([this, c = std::make_shared<UniqueFd>(std::move(
-                                          connection))]() mutable { serve(std::move(*c)); });
+        Session& session = sessions_.emplace_back();
+        try {
+            // The session marks itself under the lock held here, so not before `thread` is set.
+            session.thread = std::thread(
+                [this, &session, c = std::make_shared<UniqueFd>(std::move(connection))] {
+                    serve(std::move(*c));
+                    {
+                        std::lock_guard ended(mutex_);
+                        session.ended = true;
+                    }
+                    const std::uint64_t one = 1;
+                    (void)!::write(ended_.get(), &one, sizeof one);
+                });
+        } catch (const std::system_error& error) {
+            // The connection closes: vc-srun says the pilot went away.
+            sessions_.pop_back();
+            spdlog::error("srun relay: cannot start a thread for an srun: {}", error.what());
+        }
     }
 }
 

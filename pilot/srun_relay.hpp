@@ -8,14 +8,18 @@
 // its tasks join the job's virtual nodes (SPANK task_init_privileged).
 //
 // What runs outside is srun alone, as the job's user, with Slurm's own configuration: the
-// loader variables (LD_*) and SLURM_CONF of the request are dropped, and --prolog/--epilog
-// (commands srun would run right here) are refused.
+// loader variables (LD_*), SLURM_CONF, SLURM_PROLOG and SLURM_EPILOG of the request are
+// dropped, and --prolog/--epilog (commands srun would run right here) are refused.
+//
+// Each srun has a thread of the relay while it runs, and no longer. At most `max_sessions` run
+// at once; the next vc-srun waits in connect() until one ends, as a full listen queue makes it.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
 #include <filesystem>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -34,7 +38,8 @@ struct SrunRelaySpec {
     std::string user;
     uid_t uid = 0;
     gid_t gid = 0;
-    std::string slurm_conf;  // SLURM_CONF for srun; empty: srun's default
+    std::string slurm_conf;          // SLURM_CONF for srun; empty: srun's default
+    std::size_t max_sessions = 256;  // sruns relayed at once
 };
 
 // Whether srun would run a local command for these arguments or this environment; the error
@@ -51,21 +56,33 @@ class SrunRelay {
     SrunRelay(const SrunRelay&) = delete;
     SrunRelay& operator=(const SrunRelay&) = delete;
 
+    // Sessions whose thread has not been joined yet: the running ones, and any that ended
+    // since the relay last looked.
+    std::size_t sessions() const;
+
   private:
+    struct Session {
+        std::thread thread;
+        bool ended = false;
+    };
+
     SrunRelay(SrunRelaySpec spec, UniqueFd listener, UniqueFd stop_read, UniqueFd stop_write,
-              std::vector<gid_t> groups);
+              UniqueFd ended, std::vector<gid_t> groups);
     void accept_loop();
+    // Joins the sessions that have ended; returns how many are left.
+    std::size_t join_ended();
     void serve(UniqueFd connection);
 
     SrunRelaySpec spec_;
     UniqueFd listener_;
     UniqueFd stop_read_;
     UniqueFd stop_write_;
+    UniqueFd ended_;  // an eventfd: a session has ended
     std::vector<gid_t> groups_;
     std::atomic<bool> stopping_{false};
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::set<pid_t> running_;
-    std::vector<std::thread> sessions_;
+    std::list<Session> sessions_;
     std::thread acceptor_;
 };
 

@@ -80,23 +80,30 @@ esac
 exit 7
 )SH");
         ::chmod(fake_srun_.c_str(), 0755);
+        start_relay(256);
+    }
+
+    void start_relay(std::size_t max_sessions) {
+        relay_.reset();
         auto relay = SrunRelay::start({.socket = dir_.path() / "job" / "srun.sock",
                                        .srun = fake_srun_,
                                        .user = "nobody",
                                        .uid = 65534,
                                        .gid = 65534,
-                                       .slurm_conf = "/etc/site/slurm.conf"});
+                                       .slurm_conf = "/etc/site/slurm.conf",
+                                       .max_sessions = max_sessions});
         ASSERT_TRUE(relay) << relay.error().message;
         relay_ = std::move(*relay);
     }
 
-    // Starts vc-srun as nobody with ARGS; its stdout and stderr go to files.
-    pid_t start_shim(const std::string& args) {
+    // Starts vc-srun as nobody with ARGS; its stdout and stderr go to files OUT and OUT.err.
+    pid_t start_shim(const std::string& args, const std::string& out = "out") {
         const std::string command =
             "cd / && exec env -i VC_HOSTFILE=" + (dir_.path() / "job" / "hostfile").string() +
             " SLURM_CONF=/home/u/mine.conf LD_LIBRARY_PATH=/home/u/lib KEEP=kept"
             " setpriv --reuid=65534 --regid=65534 --clear-groups " VCPILOT_SRUN_SHIM " " +
-            args + " >" + (dir_.path() / "out").string() + " 2>" + (dir_.path() / "err").string();
+            args + " >" + (dir_.path() / out).string() + " 2>" +
+            (dir_.path() / (out == "out" ? "err" : out + ".err")).string();
         const pid_t pid = ::fork();
         if (pid == 0) {
             ::execl("/bin/sh", "sh", "-c", command.c_str(), nullptr);
@@ -111,7 +118,15 @@ exit 7
         return status;
     }
 
-    std::string read(const char* name) {
+    // Until the fake srun started by start_shim("wait", OUT) has started and set its trap.
+    void await_waiting(const std::string& out = "out") {
+        for (int i = 0; i < 200 && read(out).find("cwd") == std::string::npos; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+
+    std::string read(const std::string& name) {
         std::string text;
         if (FILE* f = std::fopen((dir_.path() / name).c_str(), "r")) {
             std::array<char, 4096> buffer{};
@@ -153,17 +168,46 @@ TEST_F(SrunRelayRun, RefusesProlog) {
 
 TEST_F(SrunRelayRun, PassesSignalsOnToSrun) {
     const pid_t sh = start_shim("wait");
-    // Until the fake srun has started (it prints its arguments first).
-    for (int i = 0; i < 200 && read("out").find("cwd") == std::string::npos; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    await_waiting();
     // sh exec'd env, which exec'd setpriv, which exec'd vc-srun: same pid.
     ::kill(sh, SIGTERM);
     const int status = wait_status(sh);
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), 3);
     EXPECT_NE(read("out").find("got TERM"), std::string::npos) << read("out");
+}
+
+TEST_F(SrunRelayRun, KeepsNothingOfAnSrunThatEnded) {
+    // A batch script may run thousands of steps, one after the other.
+    for (int i = 0; i < 20; ++i) {
+        const int status = wait_status(start_shim("hostname"));
+        ASSERT_TRUE(WIFEXITED(status));
+        ASSERT_EQ(WEXITSTATUS(status), 7);
+    }
+    // The last session marks itself ended just after answering.
+    for (int i = 0; i < 100 && relay_->sessions() > 1; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_LE(relay_->sessions(), 1U);
+}
+
+TEST_F(SrunRelayRun, AnSrunBeyondTheLimitWaitsForOneToEnd) {
+    start_relay(1);
+    const pid_t first = start_shim("wait");
+    await_waiting();
+    const pid_t second = start_shim("hostname", "second");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(read("second"), "") << "ran while the only session was taken";
+    int status = 0;
+    EXPECT_EQ(::waitpid(second, &status, WNOHANG), 0);
+    ::kill(first, SIGTERM);
+    status = wait_status(first);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 3);
+    status = wait_status(second);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 7);
+    EXPECT_NE(read("second").find("args hostname"), std::string::npos) << read("second");
 }
 
 TEST_F(SrunRelayRun, RefusesOtherUsers) {
