@@ -84,6 +84,22 @@ assert_clusters_apart() {  # A B NODE
     user_grc run "$2" -- ping -c 1 -W 2 "$b_addr" >/dev/null || fail "cluster $2 does not reach its own $b_addr"
 }
 
+# The network, mount and UTS namespaces some process on the machine is in, one per line.
+namespaces_in_use() { { readlink /proc/[0-9]*/ns/{net,mnt,uts} 2>/dev/null || true; } | sort -u; }  # readlink fails for processes gone meanwhile
+
+# Fails if a namespace is in use now that was not in BEFORE (namespaces_in_use's output): a job
+# left it. Namespaces that went away meanwhile (an earlier test's last process exiting) are no
+# concern here.
+assert_no_new_namespaces() {  # BEFORE WHAT
+    local new file pids=
+    new=$(comm -13 <(echo "$1") <(namespaces_in_use))
+    [[ -z $new ]] && return 0
+    for file in /proc/[0-9]*/ns/{net,mnt,uts}; do
+        grep -qxF -- "$(readlink "$file" 2>/dev/null)" <<<"$new" && pids+=" $(cut -d/ -f3 <<<"$file")"
+    done
+    fail "$2 left namespaces: $(echo $new) (in use by pids:$(tr ' ' '\n' <<<"$pids" | sort -un | head -20 | tr '\n' ' '))"
+}
+
 # Every test starts and ends without a testbed; a failing test still takes it down.
 start_clean() {
     testbed down >/dev/null 2>&1 || true
