@@ -206,11 +206,21 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
         return fmt::format("{}.{}.{}.{}", bits >> 24, (bits >> 16) & 255, (bits >> 8) & 255,
                            bits & 255);
     }();
+    fs::path edge = options_.n2n_edge;
+    if (edge.empty()) {
+        edge = kFixedN2nEdge;
+        if (::access(edge.c_str(), X_OK) != 0) {
+            edge = kDebianN2nEdge;
+            spdlog::warn(
+                "job {}: {} is not installed, using {}, which may swap two peers' sockets "
+                "(scripts/build-n2n-edge.sh builds the fixed one)",
+                paths_.job(), kFixedN2nEdge, kDebianN2nEdge);
+        }
+    }
     std::vector<std::string> argv = {
-        options_.n2n_edge.string(), "-d", tap, "-a", plan.address.address().to_string(), "-s",
-        netmask, "-c", n2n.community, "-l",
-        fmt::format("{}:{}", n2n.supernode.to_string(), n2n.supernode_port), "-m",
-        to_string(plan.mac), "-M", std::to_string(n2n.mtu),
+        edge.string(), "-d", tap, "-a", plan.address.address().to_string(), "-s", netmask, "-c",
+        n2n.community, "-l", fmt::format("{}:{}", n2n.supernode.to_string(), n2n.supernode_port),
+        "-m", to_string(plan.mac), "-M", std::to_string(n2n.mtu),
         // Frames between edges that cannot reach each other
         // directly go through the supernode.
         "-r"};
@@ -252,12 +262,11 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
         int status = 0;
         if (::waitpid(edge_, &status, WNOHANG) == edge_) {
             edge_ = -1;
-            return Error{fmt::format("{} exited ({}) before it was ready (its device {}); see {}",
-                                     options_.n2n_edge.string(),
-                                     WIFEXITED(status)
-                                         ? "status " + std::to_string(WEXITSTATUS(status))
-                                         : "signal " + std::to_string(WTERMSIG(status)),
-                                     tap, log)};
+            return Error{fmt::format(
+                "{} exited ({}) before it was ready (its device {}); see {}", edge.string(),
+                WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
+                                  : "signal " + std::to_string(WTERMSIG(status)),
+                tap, log)};
         }
         if (edge_said_ready(log)) {
             auto up = link_is_up(tap);

@@ -38,8 +38,13 @@ struct PilotOptions {
     SetupLimits limits;
     std::chrono::milliseconds teardown_grace{3000};
     std::optional<SrunRelayOptions> srun_relay;
-    std::filesystem::path n2n_edge = "/usr/sbin/edge";  // n2n's edge, for N2nOverlay
+    // n2n's edge, for N2nOverlay; empty: kFixedN2nEdge if installed, else Debian's.
+    std::filesystem::path n2n_edge;
 };
+
+// n2n's edge as scripts/build-n2n-edge.sh builds it: Debian's, with a fix to its peer table.
+inline constexpr const char* kFixedN2nEdge = "/usr/local/lib/vcpilot/n2n/edge";
+inline constexpr const char* kDebianN2nEdge = "/usr/sbin/edge";
 
 // Receives a RUN or EXEC command's output, message by message, the exit status last. Returns
 // false when nobody listens any more, which stops the command.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package vcpilot builds, tests and demos with. Idempotent.
+# Installs every Debian 12 package vcpilot builds, tests and demos with, and builds n2n's edge
+# from Debian's source with vcpilot's fix (build-n2n-edge.sh). Idempotent.
 # Only Debian's own archive is used; nothing is downloaded from anywhere else.
 #
 # Daemons that these packages would normally start on the host (sshd, munged, slurmd,
@@ -41,8 +42,12 @@ for p in "${packages[@]}"; do
     fi
 done
 
+# n2n's edge with vcpilot's fix, built from Debian's source of the installed n2n (idempotent).
+build_edge() { "$(dirname "$0")/build-n2n-edge.sh"; }
+
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-deps.sh: all ${#packages[@]} packages already installed"
+    build_edge
     exit 0
 fi
 
@@ -61,4 +66,5 @@ trap cleanup EXIT
 
 apt-get update
 apt-get install -y --no-install-recommends "${missing[@]}"
+build_edge
 echo "install-deps.sh: done"

@@ -23,6 +23,8 @@ a=$(user_grc create --site site1:2 --site site2:2 --overlay n2n) || fail "vcctl 
 user_grc wait "$a" --timeout 120 >/dev/null || fail "the n2n cluster did not become READY: $(user_grc show "$a" 2>&1)"
 assert_eq OVERLAY_N2N "$(user_grc --json show "$a" | json_field 'd["overlay"]')" "the cluster's overlay"
 assert_eq 4 "$(edges)" "edge processes (one per node)"
+assert_eq 4 "$(ps -eo args= | grep -c '^/usr/local/lib/vcpilot/n2n/edge ' || true)" \
+    "edges running the fixed build (scripts/build-n2n-edge.sh; Debian's swaps peers)"
 out=$(user_grc run "$a" -- bash -c 'echo $(ls /sys/class/net); ip -o link | wc -l; cat /sys/class/net/eth0/mtu; ssh -T vc-site2-2 hostname')
 assert_eq "eth0 lo
 2
