@@ -6,10 +6,10 @@
 # first (else the scenario would prove nothing), then that the fixed edge reaches both.
 #
 # Topology, all in namespaces of the test's own (nothing in the root namespace): a LAN bridge
-# and four hosts on 192.168.77.0/24: the supernode (.1), edges a (.2), b (.3) and c (.4). b's
-# packets to a are delayed 100 ms, c's 300 ms (the testbed's wan-delay on their side). a pings b, then c 20 ms
-# later: a learns b, then c (c is the newest pending registration), and b's acknowledgement
-# arrives first.
+# and four hosts on 192.168.77.0/24: the supernode (.1), edges a (.2), b (.3) and c (.4), whose
+# overlay addresses are 10.77.0.1-3. b's UDP to a is delayed 100 ms, c's 300 ms (the testbed's
+# wan-delay, on their side). a pings b, then c 20 ms later: a starts registering with b, then
+# with c (the newest pending registration), and b's acknowledgement arrives first.
 source "$(dirname "$0")/lib.sh"
 
 fixed=${N2N_EDGE:-/usr/local/lib/vcpilot/n2n/edge}
