@@ -39,10 +39,10 @@ Error step_error(const std::string& step, int error) {
     return Error{step + ": " + errno_text(error)};
 }
 
-// "/proc/self/fd/N": lets mount(2) act on exactly the object the descriptor refers to, whatever
-// happens to the path it was opened by.
+// "/proc/thread-self/fd/N": lets mount(2) act on exactly the object the descriptor refers to,
+// whatever happens to the path it was opened by.
 std::string proc_path(const UniqueFd& fd) {
-    return "/proc/self/fd/" + std::to_string(fd.get());
+    return "/proc/thread-self/fd/" + std::to_string(fd.get());
 }
 
 // Opens `path` as an O_PATH directory without following any symlink on the way, so a user
@@ -325,7 +325,7 @@ struct MountEntry {
 
 std::vector<MountEntry> read_own_mounts() {
     std::vector<MountEntry> mounts;
-    std::ifstream in("/proc/self/mountinfo");
+    std::ifstream in("/proc/thread-self/mountinfo");  // the holder thread's, in the job's
     std::string line;
     while (std::getline(in, line)) {
         // id parent major:minor root mount-point options [optional...] - fstype source super
@@ -475,7 +475,7 @@ Result<UniqueFd> open_image(const fs::path& image,
 // The image as the lower layer of a read-only union at image_mount: its files over the host's
 // directory there, which shows through wherever the image has nothing of the same name. No
 // upper layer, so nothing in the job can write to either; nosuid and nodev, since the image is
-// usually the user's. overlayfs takes its layers by path: /proc/self/fd/N names exactly the
+// usually the user's. overlayfs takes its layers by path: /proc/thread-self/fd/N names exactly the
 // directories opened, whatever their paths lead to by now.
 Status union_image(const UniqueFd& image, const fs::path& image_path, const fs::path& mount_point) {
     UniqueFd host(open_dir_no_symlinks(mount_point.c_str()));

@@ -4,10 +4,10 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <fstream>
+#include <future>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -61,47 +62,37 @@ Status record(const JobPaths& paths, pid_t holder) {
     return write_namespaces_record(paths.namespaces_file(), {holder, *net, *mnt});
 }
 
-std::string read_all(int fd) {
-    std::string text;
-    char buffer[512];
-    for (;;) {
-        const ssize_t n = ::read(fd, buffer, sizeof buffer);
-        if (n > 0) {
-            text.append(buffer, static_cast<std::size_t>(n));
-        } else if (n == 0 || errno != EINTR) {
-            return text;
-        }
-    }
-}
+// What the holder thread says once its namespaces are set up, or why they are not.
+struct HolderReport {
+    pid_t tid = -1;
+    std::string failure;  // empty: set up
+};
 
-// The holder's life: set the namespaces up, report, then wait to be killed.
-[[noreturn]] void be_holder(int report_fd, pid_t parent, const std::string& hostname,
-                            const InsideSetup& inside) {
-    std::string failure;
-    // The pilot blocks its stop signals in every thread; its children must not inherit that.
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
-        failure = "the pilot went away while its namespace holder started";
-    } else if (::unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS) != 0) {
-        failure = std::string("unshare(net, mnt, uts): ") + std::strerror(errno);
-    } else if (::sethostname(hostname.data(), hostname.size()) != 0) {
-        failure = "sethostname " + quote(hostname) + ": " + std::strerror(errno);
-    } else if (auto ok = inside(); !ok) {
-        failure = ok.error().message;
-    }
+// The holder thread's life: unshare and set the namespaces up, report, then wait to be
+// released (`release_fd` readable).
+void hold(std::promise<HolderReport> report, const std::string& hostname, const InsideSetup& inside,
+          int release_fd) {
     ::prctl(PR_SET_NAME, "vc-ns-holder");
-    write_fully(report_fd, failure.empty() ? std::string_view("ok") : failure);
-    ::close(report_fd);
-    if (!failure.empty()) {
-        ::_exit(1);
+    HolderReport result{static_cast<pid_t>(::gettid()), {}};
+    // A thread that shares its filesystem context (root, cwd, umask) with others cannot change
+    // mount namespace: it takes a copy of its own first.
+    if (::unshare(CLONE_FS) != 0) {
+        result.failure = std::string("unshare(fs): ") + std::strerror(errno);
+    } else if (::unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS) != 0) {
+        result.failure = std::string("unshare(net, mnt, uts): ") + std::strerror(errno);
+    } else if (::sethostname(hostname.data(), hostname.size()) != 0) {
+        result.failure = "sethostname " + quote(hostname) + ": " + std::strerror(errno);
+    } else if (auto ok = inside(); !ok) {
+        result.failure = ok.error().message;
     }
-    // Nothing to do but exist. Every fd but the standard ones is closed, so the holder keeps
-    // nothing of the pilot's open.
-    ::close_range(3, ~0U, 0);
-    for (;;) {
-        ::pause();
+    // On failure the namespaces, mounts included, go as this thread ends.
+    const bool held = result.failure.empty();
+    report.set_value(std::move(result));
+    while (held) {
+        pollfd released{release_fd, POLLIN, 0};
+        if (::poll(&released, 1, -1) > 0 || errno != EINTR) {
+            return;
+        }
     }
 }
 
@@ -185,42 +176,41 @@ int JobNamespaceFds::enter() const noexcept {
     return 0;
 }
 
-Result<JobNamespaces> create_job_namespaces(const JobPaths& paths, std::string_view hostname,
-                                            const InsideSetup& inside) {
-    int report[2];
-    if (::pipe2(report, O_CLOEXEC) != 0) {
-        return sys_error("pipe");
+Result<std::unique_ptr<JobNamespaces>> JobNamespaces::create(const JobPaths& paths,
+                                                             std::string_view hostname,
+                                                             const InsideSetup& inside) {
+    std::unique_ptr<JobNamespaces> namespaces(new JobNamespaces());
+    namespaces->release_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+    if (!namespaces->release_) {
+        return sys_error("eventfd");
     }
-    const std::string name(hostname);
-    const pid_t parent = ::getpid();
-    const pid_t holder = ::fork();
-    if (holder < 0) {
-        const int error = errno;
-        ::close(report[0]);
-        ::close(report[1]);
-        return sys_error("fork", error);
+    std::promise<HolderReport> promise;
+    std::future<HolderReport> reported = promise.get_future();
+    try {
+        namespaces->thread_ = std::thread(hold, std::move(promise), std::string(hostname), inside,
+                                          namespaces->release_.get());
+    } catch (const std::system_error& error) {
+        return Error{std::string("start the namespace holder thread: ") + error.what()};
     }
-    if (holder == 0) {
-        ::close(report[0]);
-        be_holder(report[1], parent, name, inside);
+    HolderReport report = reported.get();
+    if (!report.failure.empty()) {
+        namespaces->thread_.join();
+        return Error{report.failure};
     }
-    ::close(report[1]);
-    const std::string message = read_all(report[0]);
-    ::close(report[0]);
-    Status status;
-    if (message != "ok") {
-        status = Error{message.empty() ? "the namespace holder died while starting" : message};
-    } else {
-        status = record(paths, holder);
-    }
-    if (!status) {
-        ::kill(holder, SIGKILL);
-        while (::waitpid(holder, nullptr, 0) < 0 && errno == EINTR) {
-        }
+    namespaces->holder_ = report.tid;
+    if (auto ok = record(paths, namespaces->holder_); !ok) {
         ::unlink(paths.namespaces_file().c_str());
-        return status.error();
+        return ok.error();  // the holder is released as `namespaces` goes
     }
-    return JobNamespaces{holder};
+    return namespaces;
+}
+
+JobNamespaces::~JobNamespaces() {
+    if (thread_.joinable()) {
+        const std::uint64_t one = 1;
+        (void)!::write(release_.get(), &one, sizeof one);
+        thread_.join();
+    }
 }
 
 std::vector<pid_t> processes_in_job_namespaces(const JobPaths& paths) {

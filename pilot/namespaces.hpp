@@ -1,10 +1,16 @@
 // The job's network, mount and UTS namespaces.
 //
-// They are held by a small process, the holder, that the pilot forks: it unshares the three
-// namespaces, sets them up from inside (hostname, mounts), then sleeps. sshd, RUN commands and
-// the SPANK plugin enter them through /proc/<holder>/ns/*. The holder dies with the pilot
-// (PR_SET_PDEATHSIG), and with it the namespaces, unless a process is still inside: teardown
-// finds such processes by the namespaces' inode numbers, recorded in the job's run directory.
+// They are held by a thread of the pilot, the holder: it unshares them (its filesystem context
+// first, so that it alone changes mount namespace), sets them up from inside (hostname,
+// mounts), then waits until it is released. sshd, RUN commands and the SPANK plugin enter them
+// through /proc/<holder>/ns/*, the holder being the thread's id. The namespaces go when the
+// holder ends, which the pilot's end (kill -9 included) ends too, unless a process is still
+// inside: teardown finds such processes by the namespaces' inode numbers, recorded in the job's
+// run directory.
+//
+// A thread, not a child process: forking the multi-threaded pilot copied its page tables and
+// made every page either side then wrote a copy-on-write fault, a few milliseconds of each job
+// node's start on a VM where such a fault costs 19 us.
 //
 // Why not bind-mount the namespace files, as `ip netns` does: persisting a mount namespace that
 // way failed with EINVAL here (kernel 6.18) whenever the pilot itself ran in a mount namespace
@@ -16,7 +22,9 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -56,21 +64,34 @@ class JobNamespaceFds {
     UniqueFd net_, mnt_, uts_;
 };
 
-// Runs in the holder, inside the fresh namespaces, before anything else: mounts and the like.
-// The holder is single-threaded.
+// Runs on the holder thread, inside the fresh namespaces, before anything else: mounts and the
+// like. Paths of the thread's own view are /proc/thread-self/..., not /proc/self/..., which is
+// the pilot's main thread, outside.
 using InsideSetup = std::function<Status()>;
 
-struct JobNamespaces {
-    pid_t holder = -1;
-    NamespaceFiles files() const { return NamespaceFiles::of_process(holder); }
-};
+class JobNamespaces {
+  public:
+    // Starts the holder: new network, mount and UTS namespaces with `hostname`, `inside` run in
+    // them, and their identity recorded in the run directory. On any error nothing is left
+    // behind.
+    static Result<std::unique_ptr<JobNamespaces>> create(const JobPaths& paths,
+                                                         std::string_view hostname,
+                                                         const InsideSetup& inside);
+    // Releases the holder and waits for its thread to end.
+    ~JobNamespaces();
+    JobNamespaces(const JobNamespaces&) = delete;
+    JobNamespaces& operator=(const JobNamespaces&) = delete;
 
-// Forks the holder: new network, mount and UTS namespaces with `hostname`, `inside` run in
-// them, and their identity recorded in the run directory. Must be called from a thread that
-// lives as long as the pilot (PR_SET_PDEATHSIG follows the creating thread). On any error
-// nothing is left behind.
-Result<JobNamespaces> create_job_namespaces(const JobPaths& paths, std::string_view hostname,
-                                            const InsideSetup& inside);
+    pid_t holder() const { return holder_; }
+    NamespaceFiles files() const { return NamespaceFiles::of_process(holder_); }
+
+  private:
+    JobNamespaces() = default;
+
+    pid_t holder_ = -1;  // the holder thread's id
+    UniqueFd release_;   // an eventfd: written, the holder ends
+    std::thread thread_;
+};
 
 // Processes inside the job's network or mount namespace, as recorded in the run directory.
 std::vector<pid_t> processes_in_job_namespaces(const JobPaths& paths);
@@ -80,8 +101,9 @@ enum class TeardownScope {
     keep_control,  // all but the control socket and the state file (after a failed SETUP)
 };
 
-// Stops every process inside the job's namespaces, the holder included (SIGTERM, waiting until
-// they have exited; SIGKILL to any still there after `grace`), and removes the run directory.
+// Stops every process inside the job's namespaces (SIGTERM, waiting until they have exited;
+// SIGKILL to any still there after `grace`), and removes the run directory. The holder, a
+// thread of the pilot, is not one of them: the pilot releases it (or is gone).
 // The job's overlay link goes with its network namespace. Idempotent: safe on a job that is
 // half built, already gone, or whose pilot was killed.
 Status teardown_job(const JobPaths& paths, std::chrono::milliseconds grace, TeardownScope scope);

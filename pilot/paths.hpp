@@ -29,8 +29,8 @@ class JobPaths {
     const std::filesystem::path& root() const { return root_; }
     std::filesystem::path socket() const { return root_ / "pilot.sock"; }
     std::filesystem::path state_file() const { return root_ / "state.json"; }
-    // The holder of the job's namespaces: its pid and the namespaces' inode numbers, so that
-    // teardown finds every process inside them even after the pilot and the holder are gone.
+    // The holder of the job's namespaces: its thread id and the namespaces' inode numbers, so
+    // that teardown finds every process inside them even after the pilot and the holder are gone.
     std::filesystem::path namespaces_file() const { return root_ / "namespaces"; }
     // Upper and work directories of the overlay mounted over /etc inside the job.
     std::filesystem::path etc_upper() const { return root_ / "etc" / "upper"; }

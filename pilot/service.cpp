@@ -165,13 +165,8 @@ std::vector<StatusChange> PilotService::changes_after(std::uint64_t version,
     return changes;
 }
 
-void PilotService::reap_holder() {
-    if (namespaces_) {
-        // Killed by teardown; the holder is our child.
-        while (::waitpid(namespaces_->holder, nullptr, 0) < 0 && errno == EINTR) {
-        }
-        namespaces_.reset();
-    }
+void PilotService::release_holder() {
+    namespaces_.reset();  // the namespaces go with the holder, once nothing else is inside
 }
 
 // n2n's edge configures its TAP device itself (ifconfig, in the namespace it runs in) and
@@ -310,7 +305,7 @@ grpc::Status PilotService::fail_setup(const std::string& reason) {
     if (auto ok = teardown_job(paths_, options_.teardown_grace, TeardownScope::keep_control); !ok) {
         spdlog::error("cleaning up after a failed SETUP: {}", ok.error().message);
     }
-    reap_holder();
+    release_holder();
     set_state(v1::PILOT_STATE_FAILED, reason);
     return {grpc::StatusCode::INTERNAL, reason};
 }
@@ -410,15 +405,12 @@ grpc::Status PilotService::Setup(grpc::ServerContext*, const v1::SetupRequest* r
     if (!user_key) {
         return fail_setup("generating the user key: " + user_key.error().message);
     }
-    // The holder dies with the thread that forks it: not a gRPC pool thread.
-    auto namespaces = launcher_.call([&] {
-        return create_job_namespaces(paths_, plan->node_name,
-                                     [&mounts] { return setup_job_mounts(mounts); });
-    });
+    auto namespaces = JobNamespaces::create(paths_, plan->node_name,
+                                            [&mounts] { return setup_job_mounts(mounts); });
     if (!namespaces) {
         return fail_setup("creating the job's namespaces: " + namespaces.error().message);
     }
-    namespaces_ = *namespaces;
+    namespaces_ = std::move(*namespaces);
     auto netns = open_namespace(namespaces_->files().net);
     if (!netns) {
         return fail_setup(netns.error().message);
@@ -730,7 +722,7 @@ void PilotService::stop(const std::string& reason) {
         }
         sshd_.reset();
     }
-    reap_holder();
+    release_holder();
     if (!teardown) {
         set_state(v1::PILOT_STATE_FAILED, "teardown: " + teardown.error().message);
         return;

@@ -103,7 +103,7 @@ class PilotService final : public v1::Pilot::Service {
     void set_state(v1::PilotState state, const std::string& reason = {});
     void write_state_file() const;  // with mutex_ held
     grpc::Status fail_setup(const std::string& reason);
-    void reap_holder();
+    void release_holder();
     Status write_certificate_files(const ClusterPlan& cluster);
     Status write_cluster_files(const ClusterPlan& cluster);
     // Starts listening for ssh connections (an sshd per connection), or rewrites the config
@@ -123,7 +123,7 @@ class PilotService final : public v1::Pilot::Service {
     IpAddress underlay_ = *IpAddress::parse("0.0.0.0");
     std::string host_key_, user_key_;
     std::optional<EscapeFilter> filter_;
-    std::optional<JobNamespaces> namespaces_;
+    std::unique_ptr<JobNamespaces> namespaces_;
     std::optional<Sshd> sshd_;
     pid_t edge_ = -1;  // n2n's edge, our child (forked by the launcher thread: it dies with it)
     std::unique_ptr<SrunRelay> srun_relay_;

@@ -1,6 +1,6 @@
 // task_init_privileged: the task joins the job's virtual node, or does not run. It waits (up to
 // ready_timeout) for this node's pilot to be READY, then enters the namespaces its holder
-// process keeps (network, UTS, mount), checking that they are the ones the pilot recorded, and
+// thread keeps (network, UTS, mount), checking that they are the ones the pilot recorded, and
 // tells the task where it is (VC_* variables). Any failure returns an error, and slurmstepd
 // then does not exec the task: a --vc task never runs on the host network.
 #include <fcntl.h>
@@ -181,13 +181,13 @@ Status join(const RecordedNamespaces& recorded) {
     Fd uts(::open((base + "uts").c_str(), O_RDONLY | O_CLOEXEC));
     Fd mnt(::open((base + "mnt").c_str(), O_RDONLY | O_CLOEXEC));
     if (net.get() < 0 || uts.get() < 0 || mnt.get() < 0) {
-        return Error{fmt::format("the namespaces' holder (pid {}) is gone", recorded.holder)};
+        return Error{fmt::format("the namespaces' holder (thread {}) is gone", recorded.holder)};
     }
     struct stat net_stat {};
     struct stat mnt_stat {};
     if (::fstat(net.get(), &net_stat) != 0 || ::fstat(mnt.get(), &mnt_stat) != 0 ||
         net_stat.st_ino != recorded.net || mnt_stat.st_ino != recorded.mnt) {
-        return Error{fmt::format("pid {} does not hold the job's namespaces", recorded.holder)};
+        return Error{fmt::format("thread {} does not hold the job's namespaces", recorded.holder)};
     }
     for (const auto& [fd, kind, name] : {std::tuple{net.get(), CLONE_NEWNET, "network"},
                                          std::tuple{uts.get(), CLONE_NEWUTS, "UTS"},

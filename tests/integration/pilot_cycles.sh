@@ -21,7 +21,7 @@ census() {
     echo "node mounts: $(testbed exec site1 node1 -- cat /proc/self/mountinfo | wc -l)"
     # Live processes only: a killed pilot's children are zombies until init reaps them.
     echo "job sshd processes: $(ps -e -o stat=,args= | awk '$1 !~ /^Z/ && /sshd.*\/run\/vcpilot\//' | wc -l)"
-    echo "holders: $(ps -e -o stat=,comm= | awk '$1 !~ /^Z/ && $2 == "vc-ns-holder"' | wc -l)"
+    echo "holders: $(ps -e -L -o stat=,comm= | awk '$1 !~ /^Z/ && $2 == "vc-ns-holder"' | wc -l)"
     echo "run files: $(find "$node_dir" -mindepth 1 2>/dev/null | wc -l)"
 }
 

@@ -22,7 +22,7 @@ start_pilot() {  # JOB [ARGS...] -> WRAPPER
 await_gone() {  # JOB WRAPPER WHAT
     wait "$2" || fail "$3: the pilot exited with status $?"
     [[ ! -e $node_dir/$1 ]] || fail "$3: the run directory is still there"
-    [[ -z $(ps -e -o stat=,comm= | awk '$1 !~ /^Z/ && $2 == "vc-ns-holder"') ]] || fail "$3: a namespace holder is left"
+    [[ -z $(ps -e -L -o stat=,comm= | awk '$1 !~ /^Z/ && $2 == "vc-ns-holder"') ]] || fail "$3: a namespace holder is left"
 }
 
 testbed up --sites 1 --nodes 1
