@@ -354,13 +354,15 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
         agent->start();
     }
 
-    pollfd watched[2] = {{signal_fd, POLLIN, 0}, {launcher_fd, POLLIN, 0}};
+    // Stop signals, state changes (GONE ends the loop at once), the launcher's end.
+    pollfd watched[3] = {
+        {signal_fd, POLLIN, 0}, {service.state_changed_fd(), POLLIN, 0}, {launcher_fd, POLLIN, 0}};
     for (;;) {
         const auto state = service.status().state();
         if (state == v1::PILOT_STATE_GONE) {
             break;
         }
-        if (::poll(watched, launcher_fd >= 0 ? 2 : 1, 200) < 0 && errno != EINTR) {
+        if (::poll(watched, launcher_fd >= 0 ? 3 : 2, 200) < 0 && errno != EINTR) {
             break;
         }
         if (watched[0].revents != 0) {
@@ -372,7 +374,11 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
                 service.stop(reason);
             }
         }
-        if (launcher_fd >= 0 && watched[1].revents != 0) {
+        if (watched[1].revents != 0) {
+            std::uint64_t changes = 0;
+            (void)!::read(watched[1].fd, &changes, sizeof changes);
+        }
+        if (launcher_fd >= 0 && watched[2].revents != 0) {
             const std::string reason =
                 "the launcher (pid " + std::to_string(options.launcher_pid) + ") ended";
             spdlog::warn("job {}: {}: tearing down", paths->job(), reason);

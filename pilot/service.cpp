@@ -4,6 +4,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -100,7 +101,9 @@ std::string hosts_header() {
 }  // namespace
 
 PilotService::PilotService(JobPaths paths, PilotOptions options)
-    : paths_(std::move(paths)), options_(std::move(options)) {
+    : paths_(std::move(paths)),
+      options_(std::move(options)),
+      state_changed_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     status_.set_job_id(paths_.job());
     set_state(v1::PILOT_STATE_NEW);
 }
@@ -127,6 +130,10 @@ void PilotService::set_state(v1::PilotState state, const std::string& reason) {
     spdlog::info("job {}: {}{}{}", paths_.job(), state_name(state), reason.empty() ? "" : ": ",
                  reason);
     changed_.notify_all();
+    if (state_changed_) {
+        const std::uint64_t one = 1;
+        (void)!::write(state_changed_.get(), &one, sizeof one);
+    }
 }
 
 void PilotService::write_state_file() const {

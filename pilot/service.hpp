@@ -90,6 +90,9 @@ class PilotService final : public v1::Pilot::Service {
                                             std::chrono::milliseconds timeout) const;
     // Blocks until the state is GONE or FAILED-after-stop, or the timeout passes.
     bool wait_until_stopped(std::chrono::milliseconds timeout) const;
+    // Readable after a state change (an eventfd, non-blocking; read it to clear): a poll loop
+    // sees GONE at once. -1 if the eventfd could not be made.
+    int state_changed_fd() const { return state_changed_.get(); }
     // Whether stop() has begun: the pilot will never serve a job again.
     bool stopping() const { return stopped_; }
 
@@ -133,6 +136,7 @@ class PilotService final : public v1::Pilot::Service {
     // Guards status_ only; Watch streams wait on changed_.
     mutable std::mutex status_mutex_;
     mutable std::condition_variable changed_;
+    UniqueFd state_changed_;
     v1::PilotStatus status_;
     std::uint64_t version_ = 0;                // counts state changes, for Watch
     std::deque<StatusChange> recent_changes_;  // the last kKeptChanges, for changes_after()
