@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -38,6 +39,16 @@ int write_fully(int fd, std::string_view content) noexcept {
         content.remove_prefix(static_cast<std::size_t>(n));
     }
     return 0;
+}
+
+void notify_eventfd(int fd) noexcept {
+    const std::uint64_t one = 1;
+    (void)!::write(fd, &one, sizeof one);
+}
+
+void drain_eventfd(int fd) noexcept {
+    std::uint64_t count = 0;
+    (void)!::read(fd, &count, sizeof count);
 }
 
 Status replace_file(const std::filesystem::path& path, std::string_view content, mode_t mode,

@@ -375,8 +375,7 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
             }
         }
         if (watched[1].revents != 0) {
-            std::uint64_t changes = 0;
-            (void)!::read(watched[1].fd, &changes, sizeof changes);
+            drain_eventfd(watched[1].fd);
         }
         if (launcher_fd >= 0 && watched[2].revents != 0) {
             const std::string reason =

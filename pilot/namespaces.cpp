@@ -207,8 +207,7 @@ Result<std::unique_ptr<JobNamespaces>> JobNamespaces::create(const JobPaths& pat
 
 JobNamespaces::~JobNamespaces() {
     if (thread_.joinable()) {
-        const std::uint64_t one = 1;
-        (void)!::write(release_.get(), &one, sizeof one);
+        notify_eventfd(release_.get());
         thread_.join();
     }
 }

@@ -131,8 +131,7 @@ void PilotService::set_state(v1::PilotState state, const std::string& reason) {
                  reason);
     changed_.notify_all();
     if (state_changed_) {
-        const std::uint64_t one = 1;
-        (void)!::write(state_changed_.get(), &one, sizeof one);
+        notify_eventfd(state_changed_.get());
     }
 }
 

@@ -316,8 +316,7 @@ void SrunRelay::accept_loop() {
             return;
         }
         if (fds[1].revents != 0) {
-            std::uint64_t count = 0;
-            (void)!::read(ended_.get(), &count, sizeof count);
+            drain_eventfd(ended_.get());
         }
         if (fds[2].revents == 0) {
             continue;
@@ -345,8 +344,7 @@ void SrunRelay::accept_loop() {
                         std::lock_guard ended(mutex_);
                         session.ended = true;
                     }
-                    const std::uint64_t one = 1;
-                    (void)!::write(ended_.get(), &one, sizeof one);
+                    notify_eventfd(ended_.get());
                 });
         } catch (const std::system_error& error) {
             // The connection closes: vc-srun says the pilot went away.

@@ -561,8 +561,7 @@ struct Sshd::Listener {
         if (stopped) {
             return;
         }
-        const std::uint64_t one = 1;
-        [[maybe_unused]] const ssize_t ignored = ::write(wake.get(), &one, sizeof one);
+        notify_eventfd(wake.get());
         if (thread.joinable()) {
             thread.join();  // sessions get SIGTERM from PR_SET_PDEATHSIG as the thread ends
         }
