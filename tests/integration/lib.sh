@@ -84,8 +84,9 @@ assert_clusters_apart() {  # A B NODE
     user_grc run "$2" -- ping -c 1 -W 2 "$b_addr" >/dev/null || fail "cluster $2 does not reach its own $b_addr"
 }
 
-# The network, mount and UTS namespaces some process on the machine is in, one per line.
-namespaces_in_use() { { readlink /proc/[0-9]*/ns/{net,mnt,uts} 2>/dev/null || true; } | sort -u; }  # readlink fails for processes gone meanwhile
+# The network, mount and UTS namespaces some process on the machine is in, one per line
+# (readlink fails for processes gone meanwhile).
+namespaces_in_use() { { readlink /proc/[0-9]*/ns/{net,mnt,uts} 2>/dev/null || true; } | sort -u; }
 
 # Fails if a namespace is in use now that was not in BEFORE (namespaces_in_use's output): a job
 # left it. Namespaces that went away meanwhile (an earlier test's last process exiting) are no

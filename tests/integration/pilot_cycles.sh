@@ -39,6 +39,12 @@ start_pilot() {  # JOB -> sets PILOT_WRAPPER (the pid that reports the pilot's e
 
 before=$(census)
 namespaces_before=$(namespaces_in_use)
+# Fails unless the census is as before and no namespace is in use that was not; sets `after`.
+assert_as_before() {  # WHAT
+    after=$(census)
+    [[ $before == "$after" ]] || { diff <(echo "$before") <(echo "$after") >&2; fail "$1 left something behind"; }
+    assert_no_new_namespaces "$namespaces_before" "$1"
+}
 : >/tmp/vc-pilot-cycles.log
 for ((i = 1; i <= cycles; i++)); do
     job=$((7000 + i))
@@ -48,9 +54,7 @@ for ((i = 1; i <= cycles; i++)); do
     "$driver" shutdown "$node_dir/$job/pilot.sock" >/dev/null || fail "cycle $i: SHUTDOWN failed"
     wait "$PILOT_WRAPPER" || fail "cycle $i: the pilot exited with status $?"
 done
-after=$(census)
-[[ $before == "$after" ]] || { diff <(echo "$before") <(echo "$after") >&2; fail "$cycles cycles left something behind"; }
-assert_no_new_namespaces "$namespaces_before" "$cycles cycles"
+assert_as_before "$cycles cycles"
 pass "$cycles SETUP -> READY -> SHUTDOWN cycles leave nothing: $(echo $after | tr '\n' ' ')"
 
 for ((i = 1; i <= kill_cycles; i++)); do
@@ -63,9 +67,7 @@ for ((i = 1; i <= kill_cycles; i++)); do
     wait "$PILOT_WRAPPER" 2>/dev/null || true
     testbed exec site1 node1 -- "$pilot" cleanup --job "$job" >/dev/null || fail "kill cycle $i: cleanup failed"
 done
-after=$(census)
-[[ $before == "$after" ]] || { diff <(echo "$before") <(echo "$after") >&2; fail "kill -9 + cleanup left something behind"; }
-assert_no_new_namespaces "$namespaces_before" "kill -9 + cleanup"
+assert_as_before "kill -9 + cleanup"
 pass "$kill_cycles cycles of kill -9 and 'vc-pilot cleanup' leave nothing"
 
 # A pilot started for a job whose earlier pilot was killed removes the leftovers itself.
@@ -79,9 +81,7 @@ grep -q "removing what an earlier pilot left" /tmp/vc-pilot-cycles.log || fail "
 "$driver" up --cluster "r$job" --vni 900 "$node_dir/$job/pilot.sock" >/dev/null || fail "restart: the VNI or address is still taken"
 "$driver" shutdown "$node_dir/$job/pilot.sock" >/dev/null
 wait "$PILOT_WRAPPER" || fail "restart: the pilot exited with status $?"
-after=$(census)
-[[ $before == "$after" ]] || { diff <(echo "$before") <(echo "$after") >&2; fail "restart left something behind"; }
-assert_no_new_namespaces "$namespaces_before" "the restart"
+assert_as_before "restart"
 pass "a restarted pilot removes what its killed predecessor left, and the job can be rebuilt"
 
 rm -f /tmp/vc-pilot-cycles.log
