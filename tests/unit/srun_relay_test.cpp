@@ -58,6 +58,20 @@ TEST(SrunRelay, LeavesTheCommandsOwnArgumentsAlone) {
     EXPECT_TRUE(check_relayed_srun({"srun", "--ntasks=2", "--exclusive", "env", "--ep"}, {}));
 }
 
+TEST(SrunRelay, RefusesALimitOfNoSessionsAndMakesNoSocket) {
+    TempDir dir;
+    auto relay = SrunRelay::start({.socket = dir.path() / "srun.sock",
+                                   .srun = "/bin/true",
+                                   .user = "nobody",
+                                   .uid = 65534,
+                                   .gid = 65534,
+                                   .slurm_conf = {},
+                                   .max_sessions = 0});
+    ASSERT_FALSE(relay);
+    EXPECT_EQ(relay.error().message, "srun relay: max_sessions must be at least 1");
+    EXPECT_FALSE(std::filesystem::exists(dir.path() / "srun.sock"));
+}
+
 #ifdef VCPILOT_SRUN_SHIM
 // The relay runs as root; vc-srun as the job's user (nobody here).
 class SrunRelayRun : public ::testing::Test {
