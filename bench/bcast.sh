@@ -16,7 +16,7 @@ set -euo pipefail
 source_dir=$(cd "$(dirname "$0")/.." && pwd)
 testbed=$source_dir/tests/testbed/vc-testbed
 build=${VCPILOT_BUILD_DIR:-$source_dir/build}
-bcast=$build/coordinator/vc-bcast
+bcast=$build/vcctl/vc-bcast
 runs=${RUNS:-1} size_mb=${SIZE_MB:-128} rate=${RATE:-100mbit}
 for v in runs size_mb; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bcast.sh: ${v^^}=${!v} is not a count" >&2; exit 2; }

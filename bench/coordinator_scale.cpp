@@ -62,19 +62,19 @@
 #include <vector>
 
 #include "common/grpc_runtime.hpp"
-#include "common/ipam.hpp"
+#include "coordinator/ipam.hpp"
 #include "common/munge.hpp"
-#include "common/sshcert.hpp"
-#include "common/store.hpp"
-#include "coordinator/client.hpp"
+#include "coordinator/sshcert.hpp"
+#include "coordinator/lease_store.hpp"
+#include "vcctl/client.hpp"
 #include "coordinator/cluster_store.hpp"
 #include "coordinator/cluster_view.hpp"
-#include "coordinator/crm.hpp"
+#include "crm/crm.hpp"
 #include "coordinator/daemon.hpp"
-#include "coordinator/grc.hpp"
-#include "coordinator/sim_pilot.hpp"
+#include "grc/grc.hpp"
+#include "tests/support/sim_pilot.hpp"
 #include "coordinator/streams.hpp"
-#include "tests/unit/test_munged.hpp"
+#include "tests/support/test_munged.hpp"
 
 namespace vcpilot::coordinator {
 namespace {

@@ -11,8 +11,8 @@
 #include <set>
 
 #include "common/image_mount.hpp"
-#include "common/sshcert.hpp"
-#include "common/store_detail.hpp"
+#include "coordinator/sshcert.hpp"
+#include "coordinator/lease_store.hpp"
 #include "common/text.hpp"
 
 namespace vcpilot::coordinator {

@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "common/ip.hpp"
-#include "common/ipam.hpp"
+#include "coordinator/ipam.hpp"
 #include "common/naming.hpp"
 #include "common/result.hpp"
-#include "common/store.hpp"
+#include "coordinator/lease_store.hpp"
 #include "vcpilot/v1/coordinator.pb.h"
 
 namespace SQLite {

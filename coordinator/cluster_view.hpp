@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "common/result.hpp"
-#include "common/sshcert.hpp"
+#include "coordinator/sshcert.hpp"
 #include "coordinator/cluster_store.hpp"
 #include "coordinator/streams.hpp"
 #include "vcpilot/v1/coordinator.pb.h"

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/ipam.hpp"
+#include "coordinator/ipam.hpp"
 #include "common/result.hpp"
 
 namespace vcpilot::coordinator {

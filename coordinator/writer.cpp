@@ -3,7 +3,7 @@
 #include <SQLiteCpp/Exception.h>
 #include <spdlog/spdlog.h>
 
-#include "common/store_detail.hpp"
+#include "coordinator/lease_store.hpp"
 
 namespace vcpilot::coordinator {
 

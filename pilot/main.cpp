@@ -34,8 +34,8 @@
 #include "common/log.hpp"
 #include "common/naming.hpp"
 #include "pilot/agent.hpp"
-#include "pilot/namespaces.hpp"
-#include "pilot/paths.hpp"
+#include "pilot/privileged/namespaces.hpp"
+#include "pilot/privileged/paths.hpp"
 #include "pilot/service.hpp"
 
 namespace vcpilot::pilot {

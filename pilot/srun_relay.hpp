@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "common/result.hpp"
-#include "pilot/files.hpp"
+#include "pilot/privileged/files.hpp"
 
 namespace vcpilot::pilot {
 

@@ -10,15 +10,25 @@
 
 #include "common/image_mount.hpp"
 #include "common/text.hpp"
-#include "pilot/keys.hpp"
-#include "pilot/mounts.hpp"
-#include "pilot/paths.hpp"
+#include "pilot/privileged/keys.hpp"
+#include "pilot/privileged/mounts.hpp"
+#include "pilot/privileged/paths.hpp"
 
 namespace vcpilot::pilot {
 
 namespace fs = std::filesystem;
 
 namespace {
+
+bool is_env_name(std::string_view name) {
+    if (name.empty() || name.size() > 256 || (name[0] >= '0' && name[0] <= '9')) {
+        return false;
+    }
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_';
+    });
+}
 
 Error field_error(std::string_view field, const std::string& what) {
     return Error{std::string(field) + ": " + what};
@@ -465,6 +475,30 @@ Result<ClusterPlan> validate_set_keys(const v1::SetKeysRequest& request, const S
 Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest& request,
                                                        const SetupPlan& self) {
     return validate_nodes(request, self, KeyMode::exchange, {});
+}
+
+Status check_job_command(const std::vector<std::string>& argv,
+                         const std::map<std::string, std::string>& env) {
+    if (argv.empty() || argv[0].empty()) {
+        return Error{"argv: no command given"};
+    }
+    if (argv.size() > 4096) {
+        return Error{"argv: more than 4096 arguments"};
+    }
+    for (std::size_t i = 0; i < argv.size(); ++i) {
+        if (argv[i].find('\0') != std::string::npos) {
+            return Error{"argv[" + std::to_string(i) + "]: contains a NUL byte"};
+        }
+    }
+    for (const auto& [name, value] : env) {
+        if (!is_env_name(name)) {
+            return Error{"env: " + quote(name) + " is not a variable name"};
+        }
+        if (value.find('\0') != std::string::npos) {
+            return Error{"env." + name + ": contains a NUL byte"};
+        }
+    }
+    return {};
 }
 
 }  // namespace vcpilot::pilot

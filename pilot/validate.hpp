@@ -15,17 +15,11 @@
 
 #include "common/ip.hpp"
 #include "common/result.hpp"
-#include "pilot/net.hpp"
+#include "pilot/privileged/net.hpp"
+#include "pilot/privileged/spawn.hpp"
 #include "vcpilot/v1/pilot.pb.h"
 
 namespace vcpilot::pilot {
-
-struct UserIdentity {
-    std::string name;
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::filesystem::path home;
-};
 
 // Looks a user up in this node's passwd database (getpwnam_r).
 Result<UserIdentity> lookup_user(std::string_view name);
@@ -115,5 +109,9 @@ Result<ClusterPlan> validate_set_keys(const v1::SetKeysRequest& request, const S
 // onlink_blocks are not looked at. Kept for the fuzzer, which checks exactly that contract.
 Result<std::vector<ClusterNodeView>> validate_set_keys(const v1::SetKeysRequest& request,
                                                        const SetupPlan& self);
+
+// Checks a RUN request's command and environment; errors name the field.
+Status check_job_command(const std::vector<std::string>& argv,
+                         const std::map<std::string, std::string>& env);
 
 }  // namespace vcpilot::pilot

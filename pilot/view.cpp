@@ -6,8 +6,8 @@
 
 #include "common/text.hpp"
 #include "common/underlays.hpp"
-#include "pilot/net.hpp"
-#include "pilot/paths.hpp"
+#include "pilot/privileged/net.hpp"
+#include "pilot/privileged/paths.hpp"
 #include "pilot/validate.hpp"
 
 namespace vcpilot::pilot {

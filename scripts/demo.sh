@@ -73,7 +73,7 @@ step "A virtual cluster across both sites, reserved through each site's Slurm (v
 # user holding its nodes (sbatch --vc-cluster=ID); the pilots meet at the GRC's barrier across
 # the 40 ms WAN, and VXLAN joins the four virtual nodes into one network.
 grc() {
-    "$testbed" exec --user vcuser site1 node1 -- "$VCPILOT_BUILD_DIR/coordinator/vcctl" \
+    "$testbed" exec --user vcuser site1 node1 -- "$VCPILOT_BUILD_DIR/vcctl/vcctl" \
         --grc "$("$testbed" grc 2>/dev/null)" --tls-ca /run/vctb/pki/ca.pem \
         --tls-cert /run/vctb/pki/user-vcuser.pem --tls-key /run/vctb/pki/user-vcuser.key "$@"
 }

@@ -19,7 +19,7 @@
 #include <filesystem>
 #include <string>
 
-#include "pilot/files.hpp"
+#include "pilot/privileged/files.hpp"
 #include "pilot/srun_wire.hpp"
 
 extern char** environ;

@@ -9,7 +9,7 @@ fi
 ip link set lo up
 
 readonly TEST_NAME=$(basename "$0" .sh)
-readonly BCAST=${VCPILOT_BUILD_DIR:?}/coordinator/vc-bcast
+readonly BCAST=${VCPILOT_BUILD_DIR:?}/vcctl/vc-bcast
 WORK=$(mktemp -d /tmp/vc-bcast-test.XXXXXX)
 PIDS=()
 

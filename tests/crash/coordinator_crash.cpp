@@ -60,11 +60,11 @@
 #include <vector>
 
 #include "common/ip.hpp"
-#include "common/ipam.hpp"
-#include "common/store.hpp"
-#include "coordinator/client.hpp"
+#include "coordinator/ipam.hpp"
+#include "coordinator/lease_store.hpp"
+#include "vcctl/client.hpp"
 #include "coordinator/daemon.hpp"
-#include "test_munged.hpp"
+#include "tests/support/test_munged.hpp"
 
 namespace {
 

@@ -58,14 +58,14 @@
 #include <system_error>
 #include <vector>
 
-#include "common/ipam.hpp"
-#include "common/sshcert.hpp"
-#include "common/store.hpp"
-#include "common/store_detail.hpp"
+#include "coordinator/ipam.hpp"
+#include "coordinator/sshcert.hpp"
+#include "coordinator/lease_store.hpp"
+#include "coordinator/lease_store.hpp"
 #include "common/text.hpp"
 #include "coordinator/cluster_store.hpp"
 #include "coordinator/cluster_view.hpp"
-#include "pilot/paths.hpp"
+#include "pilot/privileged/paths.hpp"
 #include "proto_mutator.hpp"
 
 namespace vcpilot::coordinator {

@@ -35,8 +35,8 @@
 #include <vector>
 
 #include "common/text.hpp"
-#include "pilot/keys.hpp"
-#include "pilot/net.hpp"
+#include "pilot/privileged/keys.hpp"
+#include "pilot/privileged/net.hpp"
 #include "pilot/validate.hpp"
 #include "proto_mutator.hpp"
 

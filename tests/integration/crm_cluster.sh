@@ -9,7 +9,7 @@ start_clean
 
 build=${VCPILOT_BUILD_DIR:?}
 pilot=$build/pilot/vc-pilot
-vcctl=$build/coordinator/vcctl
+vcctl=$build/vcctl/vcctl
 crm_tcp=172.16.1.2:7400
 run_dir=${VCTB_RUN_DIR:-/run/vctb}
 munge=$run_dir/site1/munge/munge.socket

@@ -10,7 +10,7 @@ start_clean
 
 build=${VCPILOT_BUILD_DIR:?}
 pilot=$build/pilot/vc-pilot
-vcctl=$build/coordinator/vcctl
+vcctl=$build/vcctl/vcctl
 run_dir=${VCTB_RUN_DIR:-/run/vctb}
 pki=$run_dir/pki
 

@@ -51,7 +51,7 @@ live_daemons() {
 user_grc() {
     local pki=${VCTB_RUN_DIR:-/run/vctb}/pki
     [[ -n ${GRC_TARGET:-} ]] || GRC_TARGET=$(testbed grc 2>/dev/null)
-    testbed exec --user vcuser site1 node1 -- "${VCPILOT_BUILD_DIR:?}/coordinator/vcctl" \
+    testbed exec --user vcuser site1 node1 -- "${VCPILOT_BUILD_DIR:?}/vcctl/vcctl" \
         --grc "$GRC_TARGET" --tls-ca "$pki/ca.pem" --tls-cert "$pki/user-vcuser.pem" \
         --tls-key "$pki/user-vcuser.key" "$@"
 }
@@ -60,7 +60,7 @@ user_grc() {
 root_grc() {
     local pki=${VCTB_RUN_DIR:-/run/vctb}/pki
     [[ -n ${GRC_TARGET:-} ]] || GRC_TARGET=$(testbed grc 2>/dev/null)
-    testbed exec site1 node1 -- "${VCPILOT_BUILD_DIR:?}/coordinator/vcctl" \
+    testbed exec site1 node1 -- "${VCPILOT_BUILD_DIR:?}/vcctl/vcctl" \
         --grc "$GRC_TARGET" --tls-ca "$pki/ca.pem" --tls-cert "$pki/user-root.pem" \
         --tls-key "$pki/user-root.key" "$@"
 }

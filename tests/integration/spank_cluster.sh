@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 start_clean
 
 build=${VCPILOT_BUILD_DIR:?}
-vcctl=$build/coordinator/vcctl
+vcctl=$build/vcctl/vcctl
 run_dir=${VCTB_RUN_DIR:-/run/vctb}
 munge=$run_dir/site1/munge/munge.socket
 testbed up --sites 1 --nodes 3

@@ -13,7 +13,7 @@ run_dir=${VCTB_RUN_DIR:-/run/vctb}
 net=10.65.123.0/29
 testbed up --sites 1 --nodes 2
 as_user() { testbed exec --user vcuser site1 ctl -- "$@"; }
-crm() { "$build/coordinator/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
+crm() { "$build/vcctl/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
 # Under the testbed's run directory: the tasks see it (their /tmp is the job's own); down removes it.
 work=$run_dir/concurrent
 mkdir -p "$work"

@@ -13,7 +13,7 @@ cycles=${CYCLES:-200}
 [[ $cycles =~ ^[1-9][0-9]*$ ]] || fail "CYCLES=$cycles is not a count"
 testbed up --sites 1 --nodes 2
 as_user() { testbed exec --user vcuser site1 ctl -- "$@"; }
-crm() { "$build/coordinator/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
+crm() { "$build/vcctl/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
 
 # What a job could leave behind, counted from outside.
 census() {

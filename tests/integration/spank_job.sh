@@ -13,7 +13,7 @@ build=${VCPILOT_BUILD_DIR:?}
 run_dir=${VCTB_RUN_DIR:-/run/vctb}
 testbed up --sites 1 --nodes 4
 as_user() { testbed exec --user vcuser site1 node1 -- "$@"; }
-crm() { "$build/coordinator/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
+crm() { "$build/vcctl/vcctl" --crm "unix:$(testbed crm site1)" --munge-socket "$run_dir/site1/munge/munge.socket" "$@"; }
 netns_before=$(ip netns list | wc -l)
 
 # srun -l: task i runs on the job's i-th node in Slurm's order (SLURMD_NODENAME), which is the

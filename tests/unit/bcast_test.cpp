@@ -14,7 +14,7 @@
 #include "bcast/handshake.hpp"
 #include "bcast/integrity.hpp"
 #include "bcast/node_copy.hpp"
-#include "temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "vcpilot/v1/bcast.pb.h"
 
 namespace vcpilot::bcast {

@@ -7,7 +7,7 @@
 
 #include "expect_error.hpp"
 #include "literals.hpp"
-#include "temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::coordinator {
 namespace {

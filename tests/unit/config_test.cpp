@@ -1,4 +1,4 @@
-#include "common/config.hpp"
+#include "coordinator/config.hpp"
 
 #include <cstdint>
 #include <gmock/gmock.h>
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "tests/unit/expect_error.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot {
 namespace {

@@ -1,6 +1,6 @@
 // The CRM as its clients see it: a real vc-crmd engine behind a real gRPC server on a unix
 // socket, a private munged, vcctl's client code and simulated pilots.
-#include "coordinator/crm.hpp"
+#include "crm/crm.hpp"
 
 #include <algorithm>
 #include <fmt/format.h>
@@ -10,14 +10,14 @@
 #include <gtest/gtest.h>
 #include <set>
 
-#include "common/sshcert.hpp"
+#include "coordinator/sshcert.hpp"
 #include "common/underlays.hpp"
 #include "coordinator/auth.hpp"
-#include "coordinator/client.hpp"
-#include "coordinator/sim_pilot.hpp"
+#include "vcctl/client.hpp"
+#include "tests/support/sim_pilot.hpp"
 #include "literals.hpp"
-#include "temp_dir.hpp"
-#include "test_munged.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_munged.hpp"
 
 namespace vcpilot::coordinator {
 namespace {

@@ -1,7 +1,7 @@
 // The GRC as its clients see it: a real vc-grcd engine behind a gRPC server with mutual TLS on
 // loopback, two real CRM engines (sites "a" and "b") connected to it with their site
 // certificates, simulated pilots at each site, and vcctl's client code.
-#include "coordinator/grc.hpp"
+#include "grc/grc.hpp"
 
 #include <fmt/format.h>
 #include <fstream>
@@ -10,15 +10,15 @@
 #include <gtest/gtest.h>
 #include <set>
 
-#include "common/sshcert.hpp"
+#include "coordinator/sshcert.hpp"
 #include "common/underlays.hpp"
-#include "coordinator/client.hpp"
-#include "coordinator/crm.hpp"
+#include "vcctl/client.hpp"
+#include "crm/crm.hpp"
 #include "coordinator/daemon.hpp"
-#include "coordinator/sim_pilot.hpp"
+#include "tests/support/sim_pilot.hpp"
 #include "literals.hpp"
-#include "temp_dir.hpp"
-#include "test_munged.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_munged.hpp"
 
 namespace vcpilot::coordinator {
 namespace {

@@ -1,4 +1,4 @@
-#include "common/ipam.hpp"
+#include "coordinator/ipam.hpp"
 
 #include <algorithm>
 #include <gmock/gmock.h>

@@ -1,4 +1,4 @@
-#include "pilot/keys.hpp"
+#include "pilot/privileged/keys.hpp"
 
 #include <stdio.h>
 #include <sys/stat.h>
@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "tests/unit/expect_error.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "common/ip.hpp"
-#include "common/ipam.hpp"
+#include "coordinator/ipam.hpp"
 
 namespace vcpilot {
 

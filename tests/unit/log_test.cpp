@@ -11,7 +11,7 @@
 #include <string>
 
 #include "tests/unit/expect_error.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot {
 namespace {

@@ -1,4 +1,4 @@
-#include "pilot/mounts.hpp"
+#include "pilot/privileged/mounts.hpp"
 
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -24,9 +24,9 @@
 #include <system_error>
 #include <vector>
 
-#include "pilot/files.hpp"
+#include "pilot/privileged/files.hpp"
 #include "tests/unit/expect_error.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

@@ -1,4 +1,4 @@
-#include "pilot/net.hpp"
+#include "pilot/privileged/net.hpp"
 
 #include <fcntl.h>
 #include <sched.h>

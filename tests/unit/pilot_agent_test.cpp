@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "pilot/agent.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

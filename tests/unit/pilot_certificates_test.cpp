@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "pilot/keys.hpp"
-#include "pilot/sshd.hpp"
+#include "pilot/privileged/keys.hpp"
+#include "pilot/privileged/sshd.hpp"
 #include "pilot/validate.hpp"
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/literals.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "pilot/net.hpp"
+#include "pilot/privileged/net.hpp"
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/literals.hpp"
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "pilot/net.hpp"
+#include "pilot/privileged/net.hpp"
 #include "pilot/validate.hpp"
 #include "pilot/view.hpp"
 #include "tests/unit/expect_error.hpp"

@@ -1,7 +1,7 @@
 // Every filter here is installed in a forked child, never in the test process. Children that try
 // escapes first move into a private mount namespace, so that a filter which failed open could
 // change nothing on the host; they report through their exit code and a pipe on stdout/stderr.
-#include "pilot/seccomp.hpp"
+#include "pilot/privileged/seccomp.hpp"
 
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -35,8 +35,8 @@
 #include <utility>
 #include <vector>
 
-#include "pilot/keys.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "pilot/privileged/keys.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

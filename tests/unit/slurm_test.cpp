@@ -1,6 +1,6 @@
 // The CRM's Slurm commands, against stand-ins for sbatch, squeue and scancel that log how they
 // were called: the arguments, the user sbatch runs as, job ids, failures and time-outs.
-#include "coordinator/slurm.hpp"
+#include "crm/slurm.hpp"
 
 #include <pwd.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 #include <sstream>
 
-#include "temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::coordinator {
 namespace {

@@ -10,7 +10,7 @@
 #include "spank/config.hpp"
 #include "spank/options.hpp"
 #include "spank/pilot_files.hpp"
-#include "temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::spank {
 namespace {

@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "pilot/srun_wire.hpp"
-#include "temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

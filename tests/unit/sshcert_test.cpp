@@ -1,4 +1,4 @@
-#include "common/sshcert.hpp"
+#include "coordinator/sshcert.hpp"
 
 #include <stdio.h>
 #include <sys/wait.h>
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "tests/unit/expect_error.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 // The certificates are checked with OpenSSH's own `ssh-keygen -L`, which parses the whole
 // certificate and verifies its signature with the CA key inside it before printing anything

@@ -1,4 +1,4 @@
-#include "pilot/sshd.hpp"
+#include "pilot/privileged/sshd.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "tests/unit/expect_error.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

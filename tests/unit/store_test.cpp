@@ -1,4 +1,4 @@
-#include "common/store.hpp"
+#include "coordinator/lease_store.hpp"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -23,7 +23,7 @@
 
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/literals.hpp"
-#include "tests/unit/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot {
 namespace {
