@@ -1,6 +1,7 @@
 // vc-crmd: the Cluster Resource Manager of one site.
 //
-//   vc-crmd --site NAME --state FILE --listen ADDRESS... [--pool CIDR...] [--vni-range A-B]
+//   vc-crmd [--config FILE] --site NAME --state FILE --listen ADDRESS... [--pool CIDR...]
+//           [--vni-range A-B]
 //           [--grc HOST:PORT --tls-ca FILE --tls-cert FILE --tls-key FILE]
 //           [--slurm-conf FILE [--slurm-bin DIR]]
 //
@@ -9,6 +10,8 @@
 // takes the site's share of clusters that span sites from the GRC (mutual TLS, certificate
 // common name "crm:<site>"). With --slurm-conf it submits, for clusters that ask for it, the
 // Slurm job that holds the cluster's nodes at this site, as the cluster's owner.
+//
+// Every option can also come from a TOML file, --config FILE (coordinator/daemon_config.hpp).
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <fmt/ranges.h>
@@ -16,9 +19,10 @@
 
 #include "common/grpc_runtime.hpp"
 #include "common/log.hpp"
+#include "coordinator/daemon.hpp"
+#include "coordinator/daemon_config.hpp"
 #include "coordinator/lease_store.hpp"
 #include "crm/crm.hpp"
-#include "coordinator/daemon.hpp"
 
 namespace {
 
@@ -177,7 +181,9 @@ int main(int argc, char** argv) {
                  "VXLAN cluster spanning this site and another")
         ->needs(grc);
     app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error");
-    CLI11_PARSE(app, argc, argv);
+    if (auto code = parse_command_line(app, "vc-crmd", argc, argv)) {
+        return *code;
+    }
     if (!flags.grc.empty() &&
         (flags.tls_ca.empty() || flags.tls_cert.empty() || flags.tls_key.empty())) {
         std::fprintf(stderr, "vc-crmd: --grc needs --tls-ca, --tls-cert and --tls-key\n");

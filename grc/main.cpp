@@ -1,18 +1,22 @@
 // vc-grcd: the Global Resource Coordinator of several sites.
 //
-//   vc-grcd --state FILE --listen HOST:PORT... --pool CIDR... --site NAME... [--vni-range A-B]
+//   vc-grcd [--config FILE] --state FILE --listen HOST:PORT... --pool CIDR... --site NAME...
+//           [--vni-range A-B]
 //           --tls-ca FILE --tls-cert FILE --tls-key FILE
 //
 // Every caller proves who it is with a TLS client certificate signed by --tls-ca: a site's CRM
 // with common name "crm:<site>", a user with their user name ("root" sees every cluster).
+//
+// Every option can also come from a TOML file, --config FILE (coordinator/daemon_config.hpp).
 #include <CLI/CLI.hpp>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "common/grpc_runtime.hpp"
 #include "common/log.hpp"
-#include "coordinator/lease_store.hpp"
 #include "coordinator/daemon.hpp"
+#include "coordinator/daemon_config.hpp"
+#include "coordinator/lease_store.hpp"
 #include "grc/grc.hpp"
 
 namespace {
@@ -126,7 +130,9 @@ int main(int argc, char** argv) {
                    "an n2n supernode (IPV4:PORT) that every site's nodes reach: clusters with "
                    "the n2n overlay");
     app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error");
-    CLI11_PARSE(app, argc, argv);
+    if (auto code = parse_command_line(app, "vc-grcd", argc, argv)) {
+        return *code;
+    }
     auto level = parse_log_level(flags.log_level);
     if (!level) {
         std::fprintf(stderr, "vc-grcd: --log-level: %s\n", level.error().message.c_str());
