@@ -20,11 +20,6 @@
 
 #include "common/process.hpp"
 #include "common/text.hpp"
-#include "pilot/privileged/files.hpp"
-#include "pilot/privileged/keys.hpp"
-#include "pilot/privileged/mounts.hpp"
-#include "pilot/privileged/net.hpp"
-#include "pilot/privileged/spawn.hpp"
 
 namespace vcpilot::pilot {
 

@@ -16,12 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "pilot/privileged/launcher.hpp"
-#include "pilot/privileged/namespaces.hpp"
-#include "pilot/privileged/paths.hpp"
-#include "pilot/privileged/seccomp.hpp"
+#include "pilot/privileged/privileged.hpp"
 #include "pilot/srun_relay.hpp"
-#include "pilot/privileged/sshd.hpp"
 #include "pilot/validate.hpp"
 #include "vcpilot/v1/pilot.grpc.pb.h"
 
