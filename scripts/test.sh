@@ -5,5 +5,7 @@ source "$(dirname "$0")/common.sh"
 require_root
 install_deps
 build
+step "Checking formatting"
+cmake --build "$VCPILOT_BUILD_DIR" --target format-check
 step "Running tests"
 ctest --test-dir "$VCPILOT_BUILD_DIR" --output-on-failure "$@"
