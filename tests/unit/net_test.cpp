@@ -1,22 +1,15 @@
 #include "pilot/privileged/net.hpp"
 
-#include <fcntl.h>
-#include <sched.h>
-#include <stdio.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
+#include <cstdint>
 #include <fstream>
-#include <future>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <optional>
-#include <stdexcept>
 #include <string>
-#include <thread>
+#include <string_view>
 #include <vector>
 
+#include "tests/support/netns.hpp"
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/literals.hpp"
 
@@ -27,6 +20,10 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
+using ::vcpilot::testing::in_netns;
+using ::vcpilot::testing::Netns;
+using ::vcpilot::testing::shell;
+using ::vcpilot::testing::TwoNodesOnVeth;
 
 // ---- parse_mac / to_string ----
 
@@ -230,146 +227,12 @@ TEST(SetOverlayPeers, ChecksThePeersBeforeTouchingAnything) {
 //
 // Every namespace below exists only as an fd of this test process: nothing is named, nothing is
 // linked to the machine's own network, and all of it disappears when the test ends, however it
-// ends.
-
-// A new, empty network namespace, alive while this object holds it.
-class Netns {
-  public:
-    static std::optional<Netns> create() {
-        int fd = -1;
-        std::thread([&fd] {
-            if (unshare(CLONE_NEWNET) == 0) {
-                fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-            }
-        }).join();
-        if (fd < 0) {
-            return std::nullopt;
-        }
-        return Netns(fd);
-    }
-    Netns(Netns&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Netns& operator=(Netns&& other) noexcept {
-        std::swap(fd_, other.fd_);
-        return *this;
-    }
-    Netns(const Netns&) = delete;
-    Netns& operator=(const Netns&) = delete;
-    ~Netns() {
-        if (fd_ >= 0) {
-            close(fd_);
-        }
-    }
-    int fd() const { return fd_; }
-
-  private:
-    explicit Netns(int fd) : fd_(fd) {}
-    int fd_;
-};
-
-// Runs `work` on a thread inside `ns` (child processes it starts are inside too). Throws, and
-// runs nothing, if the thread could not enter: a command meant for a test namespace must never
-// run in the machine's own.
-template <typename Work>
-auto in_netns(const Netns& ns, Work work) -> decltype(work()) {
-    std::optional<decltype(work())> result;
-    bool entered = false;
-    std::thread([&] {
-        if (setns(ns.fd(), CLONE_NEWNET) != 0) {
-            return;
-        }
-        entered = true;
-        result.emplace(work());
-    }).join();
-    if (!entered) {
-        throw std::runtime_error("could not enter a test network namespace");
-    }
-    return std::move(*result);
-}
-
-// A thread parked inside a namespace; its thread id names that namespace to `ip ... netns`,
-// which takes a pid but not a namespace file.
-class NetnsAnchor {
-  public:
-    explicit NetnsAnchor(const Netns& ns) {
-        std::promise<pid_t> entered;
-        std::future<pid_t> tid = entered.get_future();
-        thread_ = std::thread([fd = ns.fd(), entered = std::move(entered),
-                               release = release_.get_future()]() mutable {
-            entered.set_value(setns(fd, CLONE_NEWNET) == 0 ? gettid() : -1);
-            release.wait();
-        });
-        tid_ = tid.get();
-    }
-    NetnsAnchor(const NetnsAnchor&) = delete;
-    NetnsAnchor& operator=(const NetnsAnchor&) = delete;
-    ~NetnsAnchor() {
-        release_.set_value();
-        thread_.join();
-    }
-    pid_t tid() const { return tid_; }
-
-  private:
-    std::promise<void> release_;
-    std::thread thread_;
-    pid_t tid_ = -1;
-};
-
-// Exit status of a shell command; its output is discarded unless `output` is given.
-int shell(const std::string& command, std::string* output = nullptr) {
-    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-    if (pipe == nullptr) {
-        return -1;
-    }
-    std::string text;
-    char buffer[512];
-    while (fgets(buffer, sizeof buffer, pipe) != nullptr) {
-        text += buffer;
-    }
-    const int status = pclose(pipe);
-    if (output != nullptr) {
-        *output = text;
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+// ends (tests/support/netns.hpp).
 
 // Two nodes joined by a veth pair (172.30.0.1/24 and .2/24, MTU 1500), and one empty job
-// namespace per node.
-class OverlayOnTwoNodes : public ::testing::Test {
+// namespace per node (vcpilot::testing::TwoNodesOnVeth).
+class OverlayOnTwoNodes : public TwoNodesOnVeth {
   protected:
-    void SetUp() override {
-        if (geteuid() != 0) {
-            GTEST_SKIP() << "needs root to create network namespaces";
-        }
-        for (auto* slot : {&node1_, &node2_, &job1_, &job2_}) {
-            *slot = Netns::create();
-            if (!*slot) {
-                GTEST_SKIP() << "cannot create network namespaces here";
-            }
-        }
-        const NetnsAnchor node2_anchor(*node2_);
-        ASSERT_GT(node2_anchor.tid(), 0);
-        std::string output;
-        ASSERT_EQ(in_netns(*node1_,
-                           [&] {
-                               return shell("ip link add u type veth peer name u netns " +
-                                                std::to_string(node2_anchor.tid()) +
-                                                " && ip addr add 172.30.0.1/24 dev u && "
-                                                "ip link set u up && ip link set lo up",
-                                            &output);
-                           }),
-                  0)
-            << output;
-        ASSERT_EQ(in_netns(*node2_,
-                           [&] {
-                               return shell(
-                                   "ip addr add 172.30.0.2/24 dev u && ip link set u up && "
-                                   "ip link set lo up",
-                                   &output);
-                           }),
-                  0)
-            << output;
-    }
-
     static OverlaySpec spec_for(std::uint32_t vni, std::string_view underlay,
                                 std::string_view address) {
         const InterfaceAddress interface_address = if_address(address);
@@ -398,7 +261,6 @@ class OverlayOnTwoNodes : public ::testing::Test {
 
     const std::vector<OverlayPeer> both_peers_{peer("172.30.0.1", "10.77.0.1"),
                                                peer("172.30.0.2", "10.77.0.2")};
-    std::optional<Netns> node1_, node2_, job1_, job2_;
 };
 
 TEST_F(OverlayOnTwoNodes, LeavesExactlyLoAndEth0InTheJobAndNothingOnTheNode) {

@@ -1,22 +1,16 @@
 // On-link routes to other sites' blocks (pilot/net.hpp set_onlink_routes), on real overlays in
 // private anonymous network namespaces (root only). As in net_test.cpp, every namespace here
 // exists only as an fd of this process: nothing is named, nothing touches the machine's own
-// network, and all of it goes when the test ends.
-#include <fcntl.h>
-#include <sched.h>
-#include <unistd.h>
-
-#include <future>
+// network, and all of it goes when the test ends (tests/support/netns.hpp).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <optional>
-#include <stdexcept>
 #include <string>
-#include <thread>
-#include <utility>
+#include <string_view>
 #include <vector>
 
 #include "pilot/privileged/net.hpp"
+#include "tests/support/netns.hpp"
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/literals.hpp"
 
@@ -27,140 +21,20 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::UnorderedElementsAre;
-
-// A new, empty network namespace, alive while this object holds it.
-class Netns {
-  public:
-    static std::optional<Netns> create() {
-        int fd = -1;
-        std::thread([&fd] {
-            if (unshare(CLONE_NEWNET) == 0) {
-                fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-            }
-        }).join();
-        if (fd < 0) {
-            return std::nullopt;
-        }
-        return Netns(fd);
-    }
-    Netns(Netns&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Netns& operator=(Netns&& other) noexcept {
-        std::swap(fd_, other.fd_);
-        return *this;
-    }
-    Netns(const Netns&) = delete;
-    Netns& operator=(const Netns&) = delete;
-    ~Netns() {
-        if (fd_ >= 0) {
-            close(fd_);
-        }
-    }
-    int fd() const { return fd_; }
-
-  private:
-    explicit Netns(int fd) : fd_(fd) {}
-    int fd_;
-};
-
-// Runs `work` on a thread inside `ns`; throws, running nothing, if the thread could not enter:
-// a command meant for a test namespace must never run in the machine's own.
-template <typename Work>
-auto in_netns(const Netns& ns, Work work) -> decltype(work()) {
-    std::optional<decltype(work())> result;
-    bool entered = false;
-    std::thread([&] {
-        if (setns(ns.fd(), CLONE_NEWNET) != 0) {
-            return;
-        }
-        entered = true;
-        result.emplace(work());
-    }).join();
-    if (!entered) {
-        throw std::runtime_error("could not enter a test network namespace");
-    }
-    return std::move(*result);
-}
-
-// A thread parked inside a namespace, whose thread id names it to `ip ... netns`.
-class NetnsAnchor {
-  public:
-    explicit NetnsAnchor(const Netns& ns) {
-        std::promise<pid_t> entered;
-        std::future<pid_t> tid = entered.get_future();
-        thread_ = std::thread([fd = ns.fd(), entered = std::move(entered),
-                               release = release_.get_future()]() mutable {
-            entered.set_value(setns(fd, CLONE_NEWNET) == 0 ? gettid() : -1);
-            release.wait();
-        });
-        tid_ = tid.get();
-    }
-    NetnsAnchor(const NetnsAnchor&) = delete;
-    NetnsAnchor& operator=(const NetnsAnchor&) = delete;
-    ~NetnsAnchor() {
-        release_.set_value();
-        thread_.join();
-    }
-    pid_t tid() const { return tid_; }
-
-  private:
-    std::promise<void> release_;
-    std::thread thread_;
-    pid_t tid_ = -1;
-};
-
-int shell(const std::string& command, std::string* output = nullptr) {
-    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-    if (pipe == nullptr) {
-        return -1;
-    }
-    std::string text;
-    char buffer[512];
-    while (fgets(buffer, sizeof buffer, pipe) != nullptr) {
-        text += buffer;
-    }
-    const int status = pclose(pipe);
-    if (output != nullptr) {
-        *output = text;
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using ::vcpilot::testing::in_netns;
+using ::vcpilot::testing::Netns;
+using ::vcpilot::testing::shell;
+using ::vcpilot::testing::TwoNodesOnVeth;
 
 // Two nodes of two sites joined by a veth pair (172.30.0.1 and .2), one job namespace on each:
 // the job on site 1 is 10.77.0.1/24 (its site's block), the one on site 2 is 10.78.0.1/24.
-class OnLinkRoutes : public ::testing::Test {
+class OnLinkRoutes : public TwoNodesOnVeth {
   protected:
     void SetUp() override {
-        if (geteuid() != 0) {
-            GTEST_SKIP() << "needs root to create network namespaces";
+        TwoNodesOnVeth::SetUp();
+        if (IsSkipped() || HasFatalFailure()) {
+            return;
         }
-        for (auto* slot : {&node1_, &node2_, &job1_, &job2_}) {
-            *slot = Netns::create();
-            if (!*slot) {
-                GTEST_SKIP() << "cannot create network namespaces here";
-            }
-        }
-        const NetnsAnchor node2_anchor(*node2_);
-        ASSERT_GT(node2_anchor.tid(), 0);
-        std::string output;
-        ASSERT_EQ(in_netns(*node1_,
-                           [&] {
-                               return shell("ip link add u type veth peer name u netns " +
-                                                std::to_string(node2_anchor.tid()) +
-                                                " && ip addr add 172.30.0.1/24 dev u && "
-                                                "ip link set u up && ip link set lo up",
-                                            &output);
-                           }),
-                  0)
-            << output;
-        ASSERT_EQ(in_netns(*node2_,
-                           [&] {
-                               return shell(
-                                   "ip addr add 172.30.0.2/24 dev u && ip link set u up && "
-                                   "ip link set lo up",
-                                   &output);
-                           }),
-                  0)
-            << output;
         create(*node1_, *job1_, "172.30.0.1", "10.77.0.1/24");
         create(*node2_, *job2_, "172.30.0.2", "10.78.0.1/24");
         const std::vector<OverlayPeer> peers{
@@ -189,8 +63,6 @@ class OnLinkRoutes : public ::testing::Test {
         EXPECT_EQ(in_netns(job, [&] { return shell("ip -4 route show", &routes); }), 0);
         return routes;
     }
-
-    std::optional<Netns> node1_, node2_, job1_, job2_;
 };
 
 TEST_F(OnLinkRoutes, LetJobsOfDifferentSiteBlocksReachEachOther) {
