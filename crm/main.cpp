@@ -132,9 +132,8 @@ int serve(const Flags& flags) {
     return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// main's body; exceptions (CLI11's, or an allocation's) are main's to report.
+int run(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();
     block_stop_signals();  // taken by sigwait; every thread started later inherits the mask
 
@@ -186,17 +185,28 @@ int main(int argc, char** argv) {
     }
     if (!flags.grc.empty() &&
         (flags.tls_ca.empty() || flags.tls_cert.empty() || flags.tls_key.empty())) {
-        std::fprintf(stderr, "vc-crmd: --grc needs --tls-ca, --tls-cert and --tls-key\n");
+        (void)std::fprintf(stderr, "vc-crmd: --grc needs --tls-ca, --tls-cert and --tls-key\n");
         return 2;
     }
     auto level = parse_log_level(flags.log_level);
     if (!level) {
-        std::fprintf(stderr, "vc-crmd: --log-level: %s\n", level.error().message.c_str());
+        (void)std::fprintf(stderr, "vc-crmd: --log-level: %s\n", level.error().message.c_str());
         return 2;
     }
     if (auto ok = init_logging("vc-crmd", {*level, std::nullopt, true}); !ok) {
-        std::fprintf(stderr, "vc-crmd: %s\n", ok.error().message.c_str());
+        (void)std::fprintf(stderr, "vc-crmd: %s\n", ok.error().message.c_str());
         return 1;
     }
     return serve(flags);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "vc-crmd: %s\n", error.what());
+        return 1;
+    }
 }

@@ -103,9 +103,8 @@ int serve(const Flags& flags) {
     return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// main's body; exceptions (CLI11's, or an allocation's) are main's to report.
+int run(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();
     block_stop_signals();  // taken by sigwait; every thread started later inherits the mask
 
@@ -135,12 +134,23 @@ int main(int argc, char** argv) {
     }
     auto level = parse_log_level(flags.log_level);
     if (!level) {
-        std::fprintf(stderr, "vc-grcd: --log-level: %s\n", level.error().message.c_str());
+        (void)std::fprintf(stderr, "vc-grcd: --log-level: %s\n", level.error().message.c_str());
         return 2;
     }
     if (auto ok = init_logging("vc-grcd", {*level, std::nullopt, true}); !ok) {
-        std::fprintf(stderr, "vc-grcd: %s\n", ok.error().message.c_str());
+        (void)std::fprintf(stderr, "vc-grcd: %s\n", ok.error().message.c_str());
         return 1;
     }
     return serve(flags);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "vc-grcd: %s\n", error.what());
+        return 1;
+    }
 }

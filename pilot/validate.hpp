@@ -26,7 +26,7 @@ Result<UserIdentity> lookup_user(std::string_view name);
 
 struct SetupLimits {
     std::vector<std::filesystem::path> allowed_image_roots;
-    std::uint64_t max_tmp_size_mb = 64 * 1024;
+    std::uint64_t max_tmp_size_mb = std::uint64_t{64} * 1024;
     std::function<Result<UserIdentity>(std::string_view)> find_user = lookup_user;
 };
 

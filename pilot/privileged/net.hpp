@@ -54,7 +54,7 @@ struct OverlaySpec {
 struct OverlayPeer {
     IpAddress underlay;  // the peer node's underlay address
     IpAddress address;   // the peer's address on the overlay
-    MacAddress mac;      // the peer's eth0 MAC
+    MacAddress mac{};    // the peer's eth0 MAC
 };
 
 // The checks create_overlay() and set_overlay_peers() make before they change anything; each
@@ -100,13 +100,13 @@ Result<std::vector<Cidr>> onlink_routes(int job_netns_fd);
 
 // eth0's forwarding state as the kernel reports it, for tests and status reports.
 struct FdbEntry {
-    MacAddress mac;      // all zeros: the flood list
+    MacAddress mac{};    // all zeros: the flood list
     IpAddress underlay;  // where frames for `mac` are sent
     bool operator==(const FdbEntry&) const = default;
 };
 struct NeighbourEntry {
     IpAddress address;
-    MacAddress mac;
+    MacAddress mac{};
     bool operator==(const NeighbourEntry&) const = default;
 };
 struct OverlayForwarding {

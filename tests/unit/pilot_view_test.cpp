@@ -282,7 +282,7 @@ TEST(ValidateSetKeysOnLink, RefusesNodesOutsideOwnPrefixWithoutTheirBlock) {
 
 TEST(ValidateSetKeysOnLink, RefusesBadBlocks) {
     const SetupPlan self = osaka_1();
-    const auto refused = [&](std::vector<std::string> blocks) {
+    const auto refused = [&](const std::vector<std::string>& blocks) {
         auto request = expand_cluster_view(two_sites(), "c1", self.address).value();
         request.clear_onlink_blocks();
         for (auto& block : blocks) {
