@@ -147,6 +147,9 @@ std::optional<int> parse_command_line(CLI::App& app, const char* program, int ar
         std::fprintf(stderr, "%s: %s\n", program, arguments.error().message.c_str());
         return 2;
     }
+    if (app.get_name().empty() && argc > 0) {
+        app.name(argv[0]);  // as app.parse(argc, argv) would, for "Usage: PROGRAM"
+    }
     try {
         app.parse(*arguments);
     } catch (const CLI::ParseError& error) {

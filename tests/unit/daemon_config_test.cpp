@@ -85,6 +85,15 @@ TEST(DaemonConfig, WithoutConfigOnlyTheCommandLineCounts) {
     EXPECT_TRUE(daemon.listen.empty());
 }
 
+TEST(DaemonConfig, HelpNamesTheProgramAndListsConfig) {
+    Daemon daemon;
+    testing::internal::CaptureStdout();
+    EXPECT_EQ(daemon.parse({"--help"}), 0);
+    const std::string help = testing::internal::GetCapturedStdout();
+    EXPECT_THAT(help, HasSubstr("Usage: test-daemon [OPTIONS]"));
+    EXPECT_THAT(help, HasSubstr("--config FILE"));
+}
+
 TEST(DaemonConfig, AnUnknownKeyIsAnErrorNamingItAndItsLine) {
     TempDir dir;
     const auto file = dir.write("d.toml", "site = \"osaka\"\nsiet = \"kyoto\"\n");
