@@ -6,6 +6,7 @@
 #include <optional>
 #include <string_view>
 
+#include "common/log.hpp"
 #include "coordinator/config.hpp"
 
 namespace vcpilot::coordinator {
@@ -156,6 +157,29 @@ std::optional<int> parse_command_line(CLI::App& app, const char* program, int ar
         return app.exit(error);
     }
     return std::nullopt;
+}
+
+std::optional<int> start_logging(const char* program, const std::string& level) {
+    auto parsed = parse_log_level(level);
+    if (!parsed) {
+        (void)std::fprintf(stderr, "%s: --log-level: %s\n", program,
+                           parsed.error().message.c_str());
+        return 2;
+    }
+    if (auto ok = init_logging(program, {*parsed, std::nullopt, true}); !ok) {
+        (void)std::fprintf(stderr, "%s: %s\n", program, ok.error().message.c_str());
+        return 1;
+    }
+    return std::nullopt;
+}
+
+int guarded_main(const char* program, const std::function<int()>& body) {
+    try {
+        return body();
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "%s: %s\n", program, error.what());
+        return 1;
+    }
 }
 
 }  // namespace vcpilot::coordinator

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,5 +36,13 @@ Result<std::vector<std::string>> arguments_with_config(const CLI::App& app, int 
 // message is printed as "PROGRAM: ..."), none when it should go on.
 std::optional<int> parse_command_line(CLI::App& app, const char* program, int argc,
                                       const char* const* argv);
+
+// Logs to stderr at `level` (--log-level's text: trace, debug, info, warn or error) under the
+// program's name. Returns the exit code when it cannot (2 for a bad level), none when it did.
+std::optional<int> start_logging(const char* program, const std::string& level);
+
+// A daemon's main: runs `body` and returns its exit code; an exception that escapes it (CLI11's,
+// an allocation's) is one line on stderr and exit code 1.
+int guarded_main(const char* program, const std::function<int()>& body);
 
 }  // namespace vcpilot::coordinator

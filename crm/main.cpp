@@ -132,7 +132,7 @@ int serve(const Flags& flags) {
     return 0;
 }
 
-// main's body; exceptions (CLI11's, or an allocation's) are main's to report.
+// main's body; guarded_main reports an exception that escapes it.
 int run(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();
     block_stop_signals();  // taken by sigwait; every thread started later inherits the mask
@@ -188,14 +188,8 @@ int run(int argc, char** argv) {
         (void)std::fprintf(stderr, "vc-crmd: --grc needs --tls-ca, --tls-cert and --tls-key\n");
         return 2;
     }
-    auto level = parse_log_level(flags.log_level);
-    if (!level) {
-        (void)std::fprintf(stderr, "vc-crmd: --log-level: %s\n", level.error().message.c_str());
-        return 2;
-    }
-    if (auto ok = init_logging("vc-crmd", {*level, std::nullopt, true}); !ok) {
-        (void)std::fprintf(stderr, "vc-crmd: %s\n", ok.error().message.c_str());
-        return 1;
+    if (auto code = start_logging("vc-crmd", flags.log_level)) {
+        return *code;
     }
     return serve(flags);
 }
@@ -203,10 +197,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    try {
-        return run(argc, argv);
-    } catch (const std::exception& error) {
-        (void)std::fprintf(stderr, "vc-crmd: %s\n", error.what());
-        return 1;
-    }
+    return guarded_main("vc-crmd", [&] { return run(argc, argv); });
 }

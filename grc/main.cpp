@@ -103,7 +103,7 @@ int serve(const Flags& flags) {
     return 0;
 }
 
-// main's body; exceptions (CLI11's, or an allocation's) are main's to report.
+// main's body; guarded_main reports an exception that escapes it.
 int run(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();
     block_stop_signals();  // taken by sigwait; every thread started later inherits the mask
@@ -132,14 +132,8 @@ int run(int argc, char** argv) {
     if (auto code = parse_command_line(app, "vc-grcd", argc, argv)) {
         return *code;
     }
-    auto level = parse_log_level(flags.log_level);
-    if (!level) {
-        (void)std::fprintf(stderr, "vc-grcd: --log-level: %s\n", level.error().message.c_str());
-        return 2;
-    }
-    if (auto ok = init_logging("vc-grcd", {*level, std::nullopt, true}); !ok) {
-        (void)std::fprintf(stderr, "vc-grcd: %s\n", ok.error().message.c_str());
-        return 1;
+    if (auto code = start_logging("vc-grcd", flags.log_level)) {
+        return *code;
     }
     return serve(flags);
 }
@@ -147,10 +141,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    try {
-        return run(argc, argv);
-    } catch (const std::exception& error) {
-        (void)std::fprintf(stderr, "vc-grcd: %s\n", error.what());
-        return 1;
-    }
+    return guarded_main("vc-grcd", [&] { return run(argc, argv); });
 }
