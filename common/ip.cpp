@@ -16,7 +16,7 @@ namespace vcpilot {
 namespace {
 
 // The longest text inet_pton accepts: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".
-constexpr std::size_t max_address_length = INET6_ADDRSTRLEN - 1;
+constexpr std::size_t kMaxAddressLength = INET6_ADDRSTRLEN - 1;
 
 // Shifting a 128-bit value by 128 is undefined behaviour, and an IPv6 /0 needs exactly that.
 uint128 low_bits(int count) {
@@ -92,9 +92,9 @@ Result<IpAddress> parse_address(std::string_view text) {
     if (text.empty()) {
         return Error{"the address is empty"};
     }
-    if (text.size() > max_address_length) {
+    if (text.size() > kMaxAddressLength) {
         return Error{fmt::format("longer than the {} characters of the longest address",
-                                 max_address_length)};
+                                 kMaxAddressLength)};
     }
     if (const std::size_t percent = text.find('%'); percent != std::string_view::npos) {
         return Error{fmt::format("zone ids ({}) are not supported", quote(text.substr(percent)))};

@@ -82,7 +82,7 @@ Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
     view.set_name_prefix(cluster.name_prefix);
     view.set_slots(cluster.slots);
     struct Site {
-        v1::SiteView* view;
+        v1::SiteView* view = nullptr;
         std::vector<IpAddress> underlays;
     };
     std::map<std::string, Site, std::less<>> sites;

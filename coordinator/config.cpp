@@ -34,7 +34,7 @@ namespace {
 using detail::ConfigDocument;
 
 // A config file is a few kilobytes; anything far larger is the wrong file (or /dev/zero).
-constexpr std::size_t max_config_bytes = std::size_t{16} * 1024 * 1024;
+constexpr std::size_t kMaxConfigBytes = std::size_t{16} * 1024 * 1024;
 
 // Keys that are not bare TOML keys are shown the way they would be written: site."a b".
 std::string display_key(std::string_view key) {
@@ -187,9 +187,9 @@ Result<std::string> read_file(const std::filesystem::path& path) {
     std::size_t count = 0;
     while ((count = std::fread(buffer, 1, sizeof buffer, file.get())) > 0) {
         text.append(buffer, count);
-        if (text.size() > max_config_bytes) {
+        if (text.size() > kMaxConfigBytes) {
             return Error{fmt::format("config file {} is larger than {} bytes",
-                                     quote(path.string(), 4096), max_config_bytes)};
+                                     quote(path.string(), 4096), kMaxConfigBytes)};
         }
     }
     if (std::ferror(file.get()) != 0) {

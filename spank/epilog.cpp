@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -83,7 +84,10 @@ int job_epilog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     const PilotDir dir = pilot_dir(config.run_dir, node, job);
     pid_t pid = read_pilot_pid(dir);
     if (auto state = read_pilot_state(dir)) {
-        pid = static_cast<pid_t>(std::atol((*state)["pid"].c_str()));
+        const std::string& text = (*state)["pid"];
+        pid_t recorded = 0;  // as atol: 0 when the state has no number
+        (void)std::from_chars(text.data(), text.data() + text.size(), recorded);
+        pid = recorded;
     }
     if (process_alive(pid)) {
         ::kill(pid, SIGTERM);

@@ -44,6 +44,12 @@ Command add_run(CLI::App& app, const Global& global);
 Command add_exec(CLI::App& app, const Global& global);
 Command add_bcast(CLI::App& app, const Global& global);
 
+// Ends the command: main prints "vcctl: MESSAGE" and exits with `code`. A throw, not exit(), so
+// that gRPC's threads never see the process torn down under them.
+struct Failure {
+    std::string message;
+    int code = 1;
+};
 [[noreturn]] void fail(const std::string& message, int code = 1);
 
 // A client of the CRM (--crm) or, with --grc, of the GRC.

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -20,10 +21,11 @@
 #include "vcctl/command.hpp"
 
 namespace {
-constexpr const char* kDefaultCrm = "unix:/run/vcpilot/crmd.sock";
-}  // namespace
 
-int main(int argc, char** argv) {
+constexpr const char* kDefaultCrm = "unix:/run/vcpilot/crmd.sock";
+
+// main's body; main reports a Failure or an exception that escapes it.
+int run(int argc, char** argv) {
     CLI::App app{"vcctl: create, inspect, use and release vcpilot virtual clusters"};
     app.require_subcommand(1);
     app.fallthrough();  // global options may come after the subcommand too
@@ -63,4 +65,18 @@ int main(int argc, char** argv) {
         }
     }
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const vcpilot::vcctl::Failure& failure) {
+        (void)std::fprintf(stderr, "vcctl: %s\n", failure.message.c_str());
+        return failure.code;
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "vcctl: %s\n", error.what());
+        return 1;
+    }
 }

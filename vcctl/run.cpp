@@ -34,17 +34,17 @@ int run_command(const Global& global, const std::string& id, const std::vector<s
         const std::string prefix = every_node ? output.node() + ": " : "";
         if (out.has_stdout()) {
             if (prefix.empty()) {
-                std::fwrite(out.stdout().data(), 1, out.stdout().size(), stdout);
+                (void)std::fwrite(out.stdout().data(), 1, out.stdout().size(), stdout);
             } else {
                 fmt::print("{}{}", prefix, out.stdout());
             }
             std::fflush(stdout);
         } else if (out.has_stderr()) {
-            std::fprintf(stderr, "%s%.*s", prefix.c_str(), static_cast<int>(out.stderr().size()),
-                         out.stderr().data());
+            (void)std::fprintf(stderr, "%s%.*s", prefix.c_str(),
+                               static_cast<int>(out.stderr().size()), out.stderr().data());
         } else if (out.has_exit_status()) {
             if (every_node && out.exit_status() != 0) {
-                std::fprintf(stderr, "%sexit status %d\n", prefix.c_str(), out.exit_status());
+                (void)std::fprintf(stderr, "%sexit status %d\n", prefix.c_str(), out.exit_status());
             }
             worst = std::max(worst, out.exit_status());
         }

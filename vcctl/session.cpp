@@ -15,8 +15,7 @@ using coordinator::ClusterClient;
 using Clock = std::chrono::steady_clock;
 
 void fail(const std::string& message, int code) {
-    std::fprintf(stderr, "vcctl: %s\n", message.c_str());
-    std::exit(code);
+    throw Failure{message, code};
 }
 
 namespace {
@@ -75,7 +74,7 @@ v1::Cluster follow(const Global& global, const ClusterClient& client, const std:
     ref.set_id(id);
     auto reader = client.call([&](auto& stub) { return stub.WatchCluster(context.get(), ref); });
     const auto start = Clock::now();
-    const bool progress = !global.json && !print_each && ::isatty(STDERR_FILENO);
+    const bool progress = !global.json && !print_each && ::isatty(STDERR_FILENO) == 1;
     v1::Cluster cluster;
     bool finished = false;
     while (reader->Read(&cluster)) {
@@ -92,9 +91,9 @@ v1::Cluster follow(const Global& global, const ClusterClient& client, const std:
         } else if (progress) {
             std::uint32_t total = 0;
             const auto ready = ready_nodes(cluster, &total);
-            std::fprintf(stderr, "\r%s: %s, %u/%u nodes ready (%.1f s)   ", id.c_str(),
-                         cluster_state(cluster.state()).c_str(), ready, total,
-                         std::chrono::duration<double>(Clock::now() - start).count());
+            (void)std::fprintf(stderr, "\r%s: %s, %u/%u nodes ready (%.1f s)   ", id.c_str(),
+                               cluster_state(cluster.state()).c_str(), ready, total,
+                               std::chrono::duration<double>(Clock::now() - start).count());
         }
         if (done(cluster)) {
             finished = true;
@@ -103,7 +102,7 @@ v1::Cluster follow(const Global& global, const ClusterClient& client, const std:
         }
     }
     if (progress) {
-        std::fprintf(stderr, "\n");
+        (void)std::fprintf(stderr, "\n");
     }
     const auto status = reader->Finish();
     if (!finished) {

@@ -108,7 +108,7 @@ Result<SiteConfig> read_site(std::string_view text) {
     return read_site(*file);
 }
 
-constexpr std::string_view full_example = R"(# vc-crmd configuration
+constexpr std::string_view kFullExample = R"(# vc-crmd configuration
 [site]
 name = "osaka"
 cidr = "10.20.0.0/16"
@@ -128,7 +128,7 @@ address = "10.20.0.12/16"
 )";
 
 TEST(Config, ReadsEveryKindOfValue) {
-    const SiteConfig site = read_site(full_example).value();
+    const SiteConfig site = read_site(kFullExample).value();
     EXPECT_EQ(site.name, "osaka");
     EXPECT_EQ(site.cidr.to_string(), "10.20.0.0/16");
     EXPECT_EQ(site.gateway.to_string(), "10.20.0.1");

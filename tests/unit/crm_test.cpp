@@ -187,8 +187,8 @@ TEST_F(CrmTest, PilotsGetSetupThenTheViewAndTheClusterBecomesReady) {
     const auto cluster = create(3);
     EXPECT_EQ(cluster.state(), v1::CLUSTER_STATE_PENDING);
     EXPECT_EQ(cluster.vni(), 100U);
-    auto pilots_ = fleet(pilots(cluster.id(), 3));
-    ASSERT_EQ(pilots_->wait_ready(3, 10s), 3U);
+    auto pilot_fleet = fleet(pilots(cluster.id(), 3));
+    ASSERT_EQ(pilot_fleet->wait_ready(3, 10s), 3U);
     const auto ready = wait_for(cluster.id(), v1::CLUSTER_STATE_READY);
     ASSERT_EQ(ready.state(), v1::CLUSTER_STATE_READY);
     ASSERT_EQ(ready.nodes_size(), 3);
@@ -198,13 +198,13 @@ TEST_F(CrmTest, PilotsGetSetupThenTheViewAndTheClusterBecomesReady) {
     std::set<std::string> names;
     std::size_t one = 0;
     for (std::size_t i = 0; i < 3; ++i) {
-        names.insert(pilots_->outcome(i).setup.node_name());
-        if (pilots_->outcome(i).setup.node_name() == "vc-a-1") {
+        names.insert(pilot_fleet->outcome(i).setup.node_name());
+        if (pilot_fleet->outcome(i).setup.node_name() == "vc-a-1") {
             one = i;
         }
     }
     EXPECT_THAT(names, ::testing::ElementsAre("vc-a-1", "vc-a-2", "vc-a-3"));
-    const auto first = pilots_->outcome(one);
+    const auto first = pilot_fleet->outcome(one);
     EXPECT_EQ(first.setup.address(), "10.20.0.1/29");  // 3 nodes need a /29
     EXPECT_EQ(first.setup.vxlan().vni(), 100U);
     EXPECT_EQ(first.setup.vxlan().local_address(), "172.16.1." + std::to_string(11 + one));
@@ -220,8 +220,8 @@ TEST_F(CrmTest, PilotsGetSetupThenTheViewAndTheClusterBecomesReady) {
     EXPECT_THAT(first.view.ca_key(), HasSubstr("ssh-ed25519 "));
     EXPECT_THAT(first.view.host_certificate(), HasSubstr("ssh-ed25519-cert-v01@openssh.com "));
     EXPECT_NE(first.view.host_certificate(),
-              pilots_->outcome((one + 1) % 3).view.host_certificate());
-    EXPECT_EQ(first.view.ca_key(), pilots_->outcome((one + 2) % 3).view.ca_key());
+              pilot_fleet->outcome((one + 1) % 3).view.host_certificate());
+    EXPECT_EQ(first.view.ca_key(), pilot_fleet->outcome((one + 2) % 3).view.ca_key());
 }
 
 // Slurm's pilots say where their node is in the job's node list: the n-th node is node n,
@@ -265,9 +265,9 @@ TEST_F(CrmTest, ExchangeModeSendsEveryKeyAndNoCa) {
     const auto cluster = create(2, v1::KEY_MODE_EXCHANGE);
     auto specs = pilots(cluster.id(), 2);
     const std::string second_host_key = specs[1].host_key;
-    auto pilots_ = fleet(std::move(specs));
-    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
-    const auto view = pilots_->outcome(0).view;
+    auto pilot_fleet = fleet(std::move(specs));
+    ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
+    const auto view = pilot_fleet->outcome(0).view;
     EXPECT_TRUE(view.ca_key().empty());
     EXPECT_TRUE(view.host_certificate().empty());
     ASSERT_EQ(view.sites(0).host_keys_size(), 2);
@@ -278,13 +278,13 @@ TEST_F(CrmTest, ExchangeModeSendsEveryKeyAndNoCa) {
 
 TEST_F(CrmTest, ReleaseStopsThePilotsAndFreesTheBlock) {
     const auto cluster = create(2);
-    auto pilots_ = fleet(pilots(cluster.id(), 2));
-    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    auto pilot_fleet = fleet(pilots(cluster.id(), 2));
+    ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     v1::Cluster released;
     ASSERT_TRUE(release(cluster.id(), &released).ok());
-    ASSERT_TRUE(pilots_->wait_done(10s));
-    EXPECT_TRUE(pilots_->outcome(0).got_shutdown);
-    EXPECT_TRUE(pilots_->outcome(1).got_shutdown);
+    ASSERT_TRUE(pilot_fleet->wait_done(10s));
+    EXPECT_TRUE(pilot_fleet->outcome(0).got_shutdown);
+    EXPECT_TRUE(pilot_fleet->outcome(1).got_shutdown);
     EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
               v1::CLUSTER_STATE_RELEASED);
     // The block and VNI are free again.
@@ -305,8 +305,8 @@ TEST_F(CrmTest, AFailingPilotFailsTheClusterWithItsReason) {
     auto specs = pilots(cluster.id(), 2);
     specs[1].state_after_view = v1::PILOT_STATE_FAILED;
     specs[1].failure_reason = "sshd would not start";
-    auto pilots_ = fleet(std::move(specs));
-    pilots_->wait_ready(2, 10s);
+    auto pilot_fleet = fleet(std::move(specs));
+    pilot_fleet->wait_ready(2, 10s);
     const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
     EXPECT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
     EXPECT_THAT(failed.reason(), AllOf(HasSubstr("node vc-a-"), HasSubstr("sshd would not start")));
@@ -322,14 +322,14 @@ TEST_F(CrmTest, PilotsAreRefusedWithoutTheRightCredential) {
                                        munged_->socket())
                               .value();      // another cluster
     specs[3].credential = "MUNGE:garbage:";  // malformed
-    auto pilots_ = fleet(std::move(specs));
-    ASSERT_TRUE(pilots_->wait_done(10s));
+    auto pilot_fleet = fleet(std::move(specs));
+    ASSERT_TRUE(pilot_fleet->wait_done(10s));
     for (std::size_t i = 0; i < 4; ++i) {
-        const auto outcome = pilots_->outcome(i);
+        const auto outcome = pilot_fleet->outcome(i);
         EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << i;
         EXPECT_FALSE(outcome.got_setup) << i;
     }
-    EXPECT_THAT(pilots_->outcome(1).final_status.error_message(), HasSubstr("not root"));
+    EXPECT_THAT(pilot_fleet->outcome(1).final_status.error_message(), HasSubstr("not root"));
     // Nothing changed: no node is held.
     v1::Cluster after;
     ASSERT_TRUE(get(cluster.id(), &after).ok());
@@ -343,21 +343,21 @@ TEST_F(CrmTest, AnExtraPilotOrAnUnknownClusterIsRefused) {
     auto specs = pilots(cluster.id(), 2);
     auto stray = pilots("vc-00000000", 1, 7);
     specs.push_back(stray[0]);
-    auto pilots_ = fleet(std::move(specs));
-    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
+    auto pilot_fleet = fleet(std::move(specs));
+    ASSERT_EQ(pilot_fleet->wait_ready(1, 10s), 1U);
     // Which of the first two gets the one node depends on who attaches first.
-    const std::size_t winner = pilots_->outcome(0).got_view ? 0 : 1;
+    const std::size_t winner = pilot_fleet->outcome(0).got_view ? 0 : 1;
     const std::size_t loser = 1 - winner;
     const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while ((!pilots_->outcome(loser).done || !pilots_->outcome(2).done) &&
+    while ((!pilot_fleet->outcome(loser).done || !pilot_fleet->outcome(2).done) &&
            std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(5ms);
     }
-    EXPECT_EQ(pilots_->outcome(loser).final_status.error_code(),
+    EXPECT_EQ(pilot_fleet->outcome(loser).final_status.error_code(),
               grpc::StatusCode::FAILED_PRECONDITION);
-    EXPECT_THAT(pilots_->outcome(loser).final_status.error_message(), HasSubstr("one too many"));
-    EXPECT_FALSE(pilots_->outcome(loser).got_setup);
-    EXPECT_THAT(pilots_->outcome(2).final_status.error_message(), HasSubstr("no cluster"));
+    EXPECT_THAT(pilot_fleet->outcome(loser).final_status.error_message(), HasSubstr("one too many"));
+    EXPECT_FALSE(pilot_fleet->outcome(loser).got_setup);
+    EXPECT_THAT(pilot_fleet->outcome(2).final_status.error_message(), HasSubstr("no cluster"));
     EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
 }
 
@@ -428,7 +428,7 @@ TEST_F(CrmTest, UsersSeeAndChangeOnlyTheirOwnClusters) {
 
 TEST_F(CrmTest, BadCreateRequestsChangeNothing) {
     auto c = client();
-    auto attempt = [&](v1::CreateClusterRequest request) {
+    auto attempt = [&](const v1::CreateClusterRequest& request) {
         v1::Cluster cluster;
         auto context = c.context("CreateCluster").value();
         return c.stub().CreateCluster(context.get(), request, &cluster);
@@ -455,7 +455,7 @@ TEST_F(CrmTest, BadCreateRequestsChangeNothing) {
     EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_THAT(status.error_message(), HasSubstr("overlaps"));
     // Oversize: refused by the transport before it reaches the CRM.
-    request.set_name_prefix(std::string(5 * 1024 * 1024, 'x'));
+    request.set_name_prefix(std::string(std::size_t{5} * 1024 * 1024, 'x'));
     EXPECT_EQ(attempt(request).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
     v1::ListClustersRequest list;
     v1::ListClustersResponse listed;
@@ -474,7 +474,7 @@ TEST_F(CrmTest, WatchStreamsEveryChangeUntilReleased) {
     v1::Cluster seen;
     ASSERT_TRUE(reader->Read(&seen));
     EXPECT_EQ(seen.state(), v1::CLUSTER_STATE_PENDING);
-    auto pilots_ = fleet(pilots(cluster.id(), 2));
+    auto pilot_fleet = fleet(pilots(cluster.id(), 2));
     std::vector<v1::ClusterState> states;
     bool released = false;
     while (reader->Read(&seen)) {
@@ -493,7 +493,7 @@ TEST_F(CrmTest, WatchStreamsEveryChangeUntilReleased) {
 
 TEST_F(CrmTest, RunGoesToTheFirstNodeAndExecToEveryNode) {
     const auto cluster = create(3);
-    auto pilots_ = fleet(pilots(cluster.id(), 3));
+    auto pilot_fleet = fleet(pilots(cluster.id(), 3));
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
     auto c = client();
     for (const bool every : {false, true}) {
@@ -519,13 +519,13 @@ TEST_F(CrmTest, RunGoesToTheFirstNodeAndExecToEveryNode) {
 TEST_F(CrmTest, ARestartedCrmResumesAReleaseAndKeepsItsClusters) {
     const auto kept = create(2);
     const auto releasing = create(1);
-    auto pilots_ = fleet(pilots(releasing.id(), 1));
-    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
+    auto pilot_fleet = fleet(pilots(releasing.id(), 1));
+    ASSERT_EQ(pilot_fleet->wait_ready(1, 10s), 1U);
     // Stop the CRM while the pilot has not confirmed the release yet: simulate by releasing,
     // then stopping before the pilot's GONE arrives is racy; instead, stop with the pilot
     // attached and release after the restart with no pilot coming back.
-    pilots_->cancel();
-    pilots_->wait_done(5s);
+    pilot_fleet->cancel();
+    pilot_fleet->wait_done(5s);
     stop();
     release_timeout_ = 300ms;
     start();
@@ -542,11 +542,11 @@ TEST_F(CrmTest, APilotThatLosesItsStreamAndDoesNotComeBackFailsTheCluster) {
     reattach_grace_ = 300ms;
     start();
     const auto cluster = create(2);
-    auto pilots_ = fleet(pilots(cluster.id(), 2));
-    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    auto pilot_fleet = fleet(pilots(cluster.id(), 2));
+    ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
-    pilots_->cancel();
-    pilots_->wait_done(5s);
+    pilot_fleet->cancel();
+    pilot_fleet->wait_done(5s);
     const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
     ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
     EXPECT_THAT(failed.reason(), HasSubstr("did not come back"));
@@ -579,10 +579,10 @@ TEST_F(CrmTest, APilotThatComesBackWithinTheGraceKeepsItsNode) {
 
 TEST_F(CrmTest, PilotsThatDoNotAttachAgainAfterARestartAreGone) {
     const auto cluster = create(1);
-    auto pilots_ = fleet(pilots(cluster.id(), 1));
-    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
-    pilots_->cancel();
-    pilots_->wait_done(5s);
+    auto pilot_fleet = fleet(pilots(cluster.id(), 1));
+    ASSERT_EQ(pilot_fleet->wait_ready(1, 10s), 1U);
+    pilot_fleet->cancel();
+    pilot_fleet->wait_done(5s);
     stop();
     reattach_grace_ = 300ms;
     start();
@@ -597,8 +597,8 @@ TEST_F(CrmTest, APilotThatStopsOnItsOwnFailsTheCluster) {
     const auto cluster = create(2);
     auto specs = pilots(cluster.id(), 2);
     specs[1].state_after_view = v1::PILOT_STATE_GONE;
-    auto pilots_ = fleet(std::move(specs));
-    pilots_->wait_ready(2, 5s);
+    auto pilot_fleet = fleet(std::move(specs));
+    pilot_fleet->wait_ready(2, 5s);
     const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
     ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
     EXPECT_THAT(failed.reason(), HasSubstr("its pilot stopped"));
@@ -622,8 +622,8 @@ std::vector<SimPilotSpec> job_pilots(const std::string& job, std::size_t count,
 }
 
 TEST_F(CrmTest, AJobsPilotsMakeItsCluster) {
-    auto pilots_ = fleet(job_pilots("41", 2, "", munged_->socket()));
-    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    auto pilot_fleet = fleet(job_pilots("41", 2, "", munged_->socket()));
+    ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     const auto ready = wait_for("vcj-41", v1::CLUSTER_STATE_READY);
     ASSERT_EQ(ready.state(), v1::CLUSTER_STATE_READY);
     EXPECT_EQ(ready.owner(), "nobody");
@@ -656,12 +656,12 @@ TEST_F(CrmTest, TwoJobsMayNameTheSameRangeAndAJobsRangeIsNotThePools) {
 TEST_F(CrmTest, AJobClusterIsReleasedWhenAPilotOfItStops) {
     auto specs = job_pilots("61", 2, "", munged_->socket());
     specs[1].state_after_view = v1::PILOT_STATE_GONE;
-    auto pilots_ = fleet(std::move(specs));
-    pilots_->wait_ready(2, 5s);
+    auto pilot_fleet = fleet(std::move(specs));
+    pilot_fleet->wait_ready(2, 5s);
     const auto released = wait_for("vcj-61", v1::CLUSTER_STATE_RELEASED);
     EXPECT_EQ(released.state(), v1::CLUSTER_STATE_RELEASED);
     EXPECT_EQ(released.reason(), "the job ended");
-    EXPECT_TRUE(pilots_->wait_done(10s));
+    EXPECT_TRUE(pilot_fleet->wait_done(10s));
 }
 
 TEST_F(CrmTest, AJobClusterIdMustBeTheJobs) {
@@ -669,9 +669,9 @@ TEST_F(CrmTest, AJobClusterIdMustBeTheJobs) {
     specs[0].cluster = "vcj-72";
     specs[0].credential =
         munge_encode("vcpilot-attach\nvcj-72\nnode1\n71", munged_->socket()).value();
-    auto pilots_ = fleet(std::move(specs));
-    ASSERT_TRUE(pilots_->wait_done(5s));
-    const auto outcome = pilots_->outcome(0);
+    auto pilot_fleet = fleet(std::move(specs));
+    ASSERT_TRUE(pilot_fleet->wait_done(5s));
+    const auto outcome = pilot_fleet->outcome(0);
     EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_THAT(outcome.final_status.error_message(), HasSubstr("vcj-71"));
 }
@@ -706,21 +706,21 @@ void expect_all_free(const v1::Cluster& cluster) {
 TEST_F(CrmTest, AJobJoinsAReservedClusterWhichOutlivesItForTheNextJob) {
     const auto cluster = create(2);
     for (const std::string job : {"81", "82"}) {
-        auto pilots_ = fleet(join_pilots(cluster.id(), job, 2, cluster.owner(), munged_->socket()));
-        ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U) << "job " << job;
+        auto pilot_fleet = fleet(join_pilots(cluster.id(), job, 2, cluster.owner(), munged_->socket()));
+        ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U) << "job " << job;
         const auto ready = wait_for(cluster.id(), v1::CLUSTER_STATE_READY);
         ASSERT_EQ(ready.state(), v1::CLUSTER_STATE_READY) << ready.reason();
         std::set<std::string> names;
         for (std::size_t i = 0; i < 2; ++i) {
-            EXPECT_EQ(pilots_->outcome(i).setup.cluster_id(), cluster.id());
-            names.insert(pilots_->outcome(i).setup.node_name());
+            EXPECT_EQ(pilot_fleet->outcome(i).setup.cluster_id(), cluster.id());
+            names.insert(pilot_fleet->outcome(i).setup.node_name());
         }
         EXPECT_EQ(names, (std::set<std::string>{"vc-a-1", "vc-a-2"}));
         // The job ends: its pilots stop, the nodes are free again, the cluster waits for the
         // next job instead of failing or being released.
-        pilots_->stop_pilot(0);
-        pilots_->stop_pilot(1);
-        ASSERT_TRUE(pilots_->wait_done(10s));
+        pilot_fleet->stop_pilot(0);
+        pilot_fleet->stop_pilot(1);
+        ASSERT_TRUE(pilot_fleet->wait_done(10s));
         const auto pending = wait_for(cluster.id(), v1::CLUSTER_STATE_PENDING);
         ASSERT_EQ(pending.state(), v1::CLUSTER_STATE_PENDING) << pending.reason();
         expect_all_free(pending);
@@ -760,9 +760,9 @@ TEST_F(CrmTest, AJobIsRefusedAClusterItsUserDoesNotOwnAsIfItDidNotExist) {
     for (const auto& [id, user] : {std::pair{cluster.id(), std::string("nobody")},
                                    std::pair{std::string("vc-0badc0de"), cluster.owner()},
                                    std::pair{released.id(), cluster.owner()}}) {
-        auto pilots_ = fleet(join_pilots(id, "91", 1, user, munged_->socket()));
-        ASSERT_TRUE(pilots_->wait_done(5s));
-        const auto outcome = pilots_->outcome(0);
+        auto pilot_fleet = fleet(join_pilots(id, "91", 1, user, munged_->socket()));
+        ASSERT_TRUE(pilot_fleet->wait_done(5s));
+        const auto outcome = pilot_fleet->outcome(0);
         EXPECT_FALSE(outcome.got_setup);
         EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
         EXPECT_EQ(outcome.final_status.error_message(),
@@ -776,10 +776,10 @@ TEST_F(CrmTest, AJobIsRefusedAClusterItsUserDoesNotOwnAsIfItDidNotExist) {
 
 TEST_F(CrmTest, AJobWithMoreNodesThanAreFreeIsRefusedAndHoldsNothing) {
     const auto cluster = create(2);
-    auto pilots_ = fleet(join_pilots(cluster.id(), "93", 3, cluster.owner(), munged_->socket()));
-    ASSERT_TRUE(pilots_->wait_done(5s));
+    auto pilot_fleet = fleet(join_pilots(cluster.id(), "93", 3, cluster.owner(), munged_->socket()));
+    ASSERT_TRUE(pilot_fleet->wait_done(5s));
     for (std::size_t i = 0; i < 3; ++i) {
-        const auto outcome = pilots_->outcome(i);
+        const auto outcome = pilot_fleet->outcome(i);
         EXPECT_EQ(outcome.final_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
         EXPECT_EQ(
             outcome.final_status.error_message(),
@@ -798,11 +798,11 @@ TEST_F(CrmTest, AJobsPilotThatGoesAwayGivesItsNodeBackWithoutFailingTheCluster) 
     reattach_grace_ = 300ms;
     start();
     const auto cluster = create(2);
-    auto pilots_ = fleet(join_pilots(cluster.id(), "95", 2, cluster.owner(), munged_->socket()));
-    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    auto pilot_fleet = fleet(join_pilots(cluster.id(), "95", 2, cluster.owner(), munged_->socket()));
+    ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
-    pilots_->cancel();  // kill -9 of the pilots: no STOPPING, no GONE
-    pilots_->wait_done(5s);
+    pilot_fleet->cancel();  // kill -9 of the pilots: no STOPPING, no GONE
+    pilot_fleet->wait_done(5s);
     std::this_thread::sleep_for(600ms);
     v1::Cluster after;
     ASSERT_TRUE(get(cluster.id(), &after).ok());
@@ -815,19 +815,19 @@ TEST_F(CrmTest, AJobsImageGoesToItsNodesSetup) {
     auto specs = join_pilots(cluster.id(), "96", 1, cluster.owner(), munged_->socket());
     specs[0].join->set_image("/srv/images/job");
     specs[0].join->set_image_mount("/mnt");
-    auto pilots_ = fleet(std::move(specs));
-    ASSERT_EQ(pilots_->wait_ready(1, 10s), 1U);
-    EXPECT_EQ(pilots_->outcome(0).setup.image(), "/srv/images/job");
-    EXPECT_EQ(pilots_->outcome(0).setup.image_mount(), "/mnt");
+    auto pilot_fleet = fleet(std::move(specs));
+    ASSERT_EQ(pilot_fleet->wait_ready(1, 10s), 1U);
+    EXPECT_EQ(pilot_fleet->outcome(0).setup.image(), "/srv/images/job");
+    EXPECT_EQ(pilot_fleet->outcome(0).setup.image_mount(), "/mnt");
 }
 
 TEST_F(CrmTest, AJobCannotJoinAnotherJobsCluster) {
     auto owner = fleet(job_pilots("97", 1, "", munged_->socket()));
     ASSERT_EQ(owner->wait_ready(1, 10s), 1U);
     auto specs = join_pilots("vcj-97", "98", 1, "nobody", munged_->socket());
-    auto pilots_ = fleet(std::move(specs));
-    ASSERT_TRUE(pilots_->wait_done(5s));
-    EXPECT_THAT(pilots_->outcome(0).final_status.error_message(),
+    auto pilot_fleet = fleet(std::move(specs));
+    ASSERT_TRUE(pilot_fleet->wait_done(5s));
+    EXPECT_THAT(pilot_fleet->outcome(0).final_status.error_message(),
                 HasSubstr("is another job's own"));
 }
 
@@ -848,7 +848,7 @@ std::vector<std::string> underlays(const v1::ClusterView& view) {
 
 TEST_F(CrmTest, JobsSharingAClusterAllGetTheViewAgainWhenANewJobFillsIt) {
     const auto cluster = create(4);
-    const std::string owner = cluster.owner();
+    const std::string& owner = cluster.owner();
     auto a = fleet(join_pilots(cluster.id(), "101", 2, owner, munged_->socket(), 1));
     auto b = fleet(join_pilots(cluster.id(), "102", 2, owner, munged_->socket(), 3));
     ASSERT_EQ(a->wait_ready(2, 10s), 2U);
@@ -953,13 +953,13 @@ TEST_F(CrmSlurmTest, TheSitesPilotJobIsSubmittedAsTheOwnerAndCancelledOnRelease)
         EXPECT_THAT(sbatch, HasSubstr(expected));
     }
     // The job's pilots join, the cluster is READY; the release cancels the job.
-    auto pilots_ = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
-    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    auto pilot_fleet = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
+    ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
     v1::Cluster released;
     ASSERT_TRUE(release(cluster.id(), &released).ok());
     EXPECT_TRUE(logged("scancel", "root 4242")) << log("scancel");
-    ASSERT_TRUE(pilots_->wait_done(10s));
+    ASSERT_TRUE(pilot_fleet->wait_done(10s));
     EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_RELEASED).state(),
               v1::CLUSTER_STATE_RELEASED);
     EXPECT_EQ(log("sbatch").size(), sbatch.size()) << "submitted once";
@@ -970,10 +970,10 @@ TEST_F(CrmSlurmTest, APilotJobThatEndsBeforeTheReleaseFailsTheClusterWithTheReas
     ASSERT_TRUE(create_slurm(2, 0, &cluster).ok());
     ASSERT_EQ(pilot_job(cluster.id()), "4242");
     EXPECT_THAT(log("sbatch"), Not(HasSubstr("--time")));
-    auto pilots_ = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
-    ASSERT_EQ(pilots_->wait_ready(2, 10s), 2U);
+    auto pilot_fleet = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
+    ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     // scancel by someone else, or its time limit: the job's pilots stop.
-    pilots_->stop_pilot(0);
+    pilot_fleet->stop_pilot(0);
     const auto failed = wait_for(cluster.id(), v1::CLUSTER_STATE_FAILED);
     ASSERT_EQ(failed.state(), v1::CLUSTER_STATE_FAILED);
     EXPECT_THAT(failed.reason(), HasSubstr("(Slurm job 4242)"));

@@ -17,7 +17,7 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using namespace std::string_literals;
 
-const uint128 all_ones = ~uint128{0};
+const uint128 kAllOnes = ~uint128{0};
 
 // ---- IpAddress ----
 
@@ -153,7 +153,7 @@ TEST(IpAddress, OffsetCountsOnwardAcrossOctets) {
     EXPECT_EQ(ip("10.0.0.255").offset(1).value(), ip("10.0.1.0"));
     EXPECT_EQ(ip("10.0.0.1").offset(0).value(), ip("10.0.0.1"));
     EXPECT_EQ(ip("0.0.0.0").offset(0xffffffff).value(), ip("255.255.255.255"));
-    EXPECT_EQ(ip("::").offset(all_ones).value(), ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+    EXPECT_EQ(ip("::").offset(kAllOnes).value(), ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
     EXPECT_EQ(ip("::ffff").offset(1).value(), ip("::1:0"));
 }
 
@@ -161,9 +161,9 @@ TEST(IpAddress, OffsetRefusesToPassTheLastAddressOfTheFamily) {
     EXPECT_EQ(error_of(ip("255.255.255.255").offset(1)),
               "255.255.255.255 + 1 is past the last IPv4 address");
     EXPECT_FALSE(ip("0.0.0.0").offset(uint128{1} << 32).ok());
-    EXPECT_FALSE(ip("10.0.0.1").offset(all_ones).ok());
+    EXPECT_FALSE(ip("10.0.0.1").offset(kAllOnes).ok());
     EXPECT_FALSE(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff").offset(1).ok());
-    EXPECT_FALSE(ip("::1").offset(all_ones).ok());
+    EXPECT_FALSE(ip("::1").offset(kAllOnes).ok());
 }
 
 // ---- Cidr ----
@@ -342,7 +342,7 @@ TEST(Cidr, SizeCountsItsAddresses) {
 }
 
 TEST(Cidr, SizeOfTheWholeIpv6SpaceSaturates) {
-    EXPECT_TRUE(cidr("::/0").size() == all_ones);
+    EXPECT_TRUE(cidr("::/0").size() == kAllOnes);
 }
 
 TEST(Cidr, LastIsTheHighestAddress) {
@@ -360,7 +360,7 @@ TEST(Cidr, NthCountsFromTheNetworkAddressToTheLast) {
     EXPECT_EQ(block.nth(255).value(), ip("10.0.0.255"));
     EXPECT_EQ(error_of(block.nth(256)),
               "address index 256 is outside 10.0.0.0/24, which holds 256 addresses");
-    EXPECT_FALSE(block.nth(all_ones).ok());
+    EXPECT_FALSE(block.nth(kAllOnes).ok());
 }
 
 TEST(Cidr, NthAtTheEdgesOfTheAddressSpace) {
@@ -370,7 +370,7 @@ TEST(Cidr, NthAtTheEdgesOfTheAddressSpace) {
     EXPECT_FALSE(cidr("0.0.0.0/0").nth(uint128{1} << 32).ok());
     EXPECT_EQ(cidr("::1/128").nth(0).value(), ip("::1"));
     EXPECT_FALSE(cidr("::1/128").nth(1).ok());
-    EXPECT_EQ(cidr("::/0").nth(all_ones).value(), ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+    EXPECT_EQ(cidr("::/0").nth(kAllOnes).value(), ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
     EXPECT_THAT(error_of(cidr("2001:db8::/64").nth(uint128{1} << 64)),
                 HasSubstr("holds 18446744073709551616 addresses"));
 }
@@ -383,7 +383,7 @@ TEST(Cidr, SubnetPicksTheIndexedBlock) {
     EXPECT_EQ(cidr("2001:db8::/32").subnet(48, 0xffff).value(), cidr("2001:db8:ffff::/48"));
     EXPECT_EQ(cidr("0.0.0.0/0").subnet(32, 0xffffffff).value(), cidr("255.255.255.255/32"));
     EXPECT_EQ(cidr("::/0").subnet(0, 0).value(), cidr("::/0"));
-    EXPECT_EQ(cidr("::/0").subnet(128, all_ones).value(),
+    EXPECT_EQ(cidr("::/0").subnet(128, kAllOnes).value(),
               cidr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"));
     EXPECT_EQ(cidr("::/0").subnet(1, 1).value(), cidr("8000::/1"));
 }
