@@ -72,6 +72,7 @@
 #include "crm/crm.hpp"
 #include "coordinator/daemon.hpp"
 #include "grc/grc.hpp"
+#include "tests/support/cleanup.hpp"
 #include "tests/support/sim_pilot.hpp"
 #include "coordinator/streams.hpp"
 #include "tests/support/test_munged.hpp"
@@ -103,8 +104,9 @@ void must_ok(const grpc::Status& status, std::string_view doing) {
 
 // ---- cleanup on every path ----
 
-// What must not outlive this process: the temporary directory and the munged. Normal exits and
-// exceptions clean up through destructors; a stop signal through this, from its own thread.
+// What must not outlive this process: the temporary directory (and the munged, which
+// tests/support's leftovers know). Normal exits and exceptions clean up through destructors; a
+// stop signal through this, from its own thread.
 class Leftovers {
   public:
     static Leftovers& get() {
@@ -114,20 +116,6 @@ class Leftovers {
     void set_dir(const std::filesystem::path& dir) {
         std::lock_guard lock(mutex_);
         dir_ = dir;
-    }
-    void set_munged(pid_t pid) {
-        std::lock_guard lock(mutex_);
-        munged_ = pid;
-    }
-    // Stops the munged (by its pid), if running; from the owner or the signal thread.
-    void stop_munged() {
-        std::lock_guard lock(mutex_);
-        if (munged_ > 0) {
-            ::kill(munged_, SIGTERM);
-            int status = 0;
-            ::waitpid(munged_, &status, 0);
-            munged_ = -1;
-        }
     }
     void remove_dir() {
         std::lock_guard lock(mutex_);
@@ -141,7 +129,6 @@ class Leftovers {
   private:
     std::mutex mutex_;
     std::filesystem::path dir_;
-    pid_t munged_ = -1;
 };
 
 // Blocks the stop signals in every thread (call before any thread starts) and handles them in
@@ -157,9 +144,8 @@ void handle_stop_signals() {
         int signal = 0;
         sigwait(&signals, &signal);
         fmt::print(stderr, "coordinator-scale-bench: signal {}: cleaning up\n", signal);
-        Leftovers::get().stop_munged();
         Leftovers::get().remove_dir();
-        std::_Exit(128 + signal);
+        testing::leftovers::clean_up_and_exit(128 + signal);
     }).detach();
 }
 
@@ -181,9 +167,8 @@ void watch_memory(std::uint64_t limit_bytes) {
                        "allowed (--max-rss-gb): cleaning up and stopping\n",
                        static_cast<double>(resident * page) / 1e9,
                        static_cast<double>(limit_bytes) / 1e9);
-            Leftovers::get().stop_munged();
             Leftovers::get().remove_dir();
-            std::_Exit(3);
+            testing::leftovers::clean_up_and_exit(3);
         }
     }).detach();
 }
@@ -208,25 +193,9 @@ class Workspace {
     std::filesystem::path path_;
 };
 
-// A private munged (own key, own socket), as user munge; stopped by its pid.
-class Munged {
-  public:
-    explicit Munged(const std::filesystem::path& dir) : dir_(dir) {
-        std::filesystem::create_directories(dir_);
-        Leftovers::get().set_munged(start_private_munged(dir_));
-        if (!munged_answers(socket(), 10s)) {
-            Leftovers::get().stop_munged();
-            throw std::runtime_error("munged did not start in " + dir_.string());
-        }
-    }
-    ~Munged() { Leftovers::get().stop_munged(); }
-    Munged(const Munged&) = delete;
-    Munged& operator=(const Munged&) = delete;
-    std::string socket() const { return (dir_ / "munge.socket").string(); }
-
-  private:
-    std::filesystem::path dir_;
-};
+// A private munged (own key, own socket), as user munge (tests/support); a stop signal kills it
+// through the support library's leftovers.
+using Munged = testing::TestMunged;
 
 // ---- the coordinators ----
 

@@ -74,6 +74,7 @@ using namespace vcpilot::coordinator;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using vcpilot::testing::TestMunged;
 
 // ---- options ----
 

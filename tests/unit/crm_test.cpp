@@ -12,6 +12,7 @@
 
 #include "coordinator/sshcert.hpp"
 #include "common/underlays.hpp"
+#include "common/munge.hpp"
 #include "coordinator/auth.hpp"
 #include "vcctl/client.hpp"
 #include "tests/support/sim_pilot.hpp"
@@ -24,6 +25,8 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+using vcpilot::testing::TempDir;
+using vcpilot::testing::TestMunged;
 using namespace std::chrono_literals;
 
 constexpr uid_t kNobody = 65534;

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <set>
 
+#include "common/munge.hpp"
 #include "coordinator/sshcert.hpp"
 #include "common/underlays.hpp"
 #include "vcctl/client.hpp"
@@ -24,6 +25,8 @@ namespace vcpilot::coordinator {
 namespace {
 
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
+using vcpilot::testing::TestMunged;
 using namespace std::chrono_literals;
 
 std::string pem(const std::filesystem::path& path) {
