@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: GRC + 100 CRMs, 100 x 100 simulated pilots (4 processes) to READY, 4-node latency, create+release/s
 #
-# Runs coordinator-scale-bench (bench/coordinator_scale.cpp, built with the tree): one
+# Runs coordinator-scale-bench (bench/coordinator_scale/, built with the tree): one
 # GRC and 100 CRM engines, each CRM with its own SQLite store (WAL, fsync per commit batch) in
 # a temporary directory and its own gRPC server on a unix socket, the CRMs connected to the GRC
 # over mutual TLS on 127.0.0.1 with certificates from scripts/make-test-ca.sh, and a private

@@ -22,30 +22,18 @@
 //   coordinator-crash [--scenario crm|grc|both] [--cycles N] [--kills N] [--seed S] ...
 // Exit status: 0 every invariant held, 1 one did not, 2 bad usage, 77 skipped (needs root and
 // munged).
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
 #include <algorithm>
-#include <array>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 #include <functional>
 #include <grpcpp/grpcpp.h>
 #include <map>
@@ -62,9 +50,12 @@
 #include "common/ip.hpp"
 #include "coordinator/ipam.hpp"
 #include "coordinator/lease_store.hpp"
-#include "vcctl/client.hpp"
-#include "coordinator/daemon.hpp"
+#include "tests/support/cleanup.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/support/test_munged.hpp"
+#include "tests/support/test_pki.hpp"
+#include "vcctl/client.hpp"
 
 namespace {
 
@@ -74,6 +65,7 @@ using namespace vcpilot::coordinator;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using testing::TestMunged;
 
 // ---- options ----
 
@@ -100,32 +92,6 @@ struct Options {
     bool verbose = false;
 };
 
-// The run's directory: removed with everything in it at the end, unless kept.
-class WorkDir {
-  public:
-    explicit WorkDir(bool keep) : keep_(keep) {
-        std::string name = (fs::temp_directory_path() / "coordinator-crash-XXXXXX").string();
-        if (::mkdtemp(name.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed for " + name);
-        }
-        path_ = name;
-        ::chmod(path_.c_str(), 0755);
-    }
-    ~WorkDir() {
-        if (!keep_) {
-            std::error_code ignored;
-            fs::remove_all(path_, ignored);
-        }
-    }
-    WorkDir(const WorkDir&) = delete;
-    WorkDir& operator=(const WorkDir&) = delete;
-    const fs::path& path() const { return path_; }
-
-  private:
-    bool keep_;
-    fs::path path_;
-};
-
 // ---- failures ----
 
 class Failures {
@@ -148,296 +114,65 @@ class Failures {
 
 Failures g_failures;
 
-// ---- child processes ----
+// ---- the daemons ----
 
-// Every child's pid, for a last-resort SIGKILL if this program is interrupted.
-constexpr std::size_t kMaxChildren = 16;
-std::array<std::atomic<pid_t>, kMaxChildren> g_children{};
-
-void remember_child(pid_t pid) {
-    for (auto& slot : g_children) {
-        pid_t empty = 0;
-        if (slot.compare_exchange_strong(empty, pid)) {
-            return;
-        }
-    }
-}
-
-void forget_child(pid_t pid) {
-    for (auto& slot : g_children) {
-        pid_t expected = pid;
-        slot.compare_exchange_strong(expected, 0);
-    }
-}
-
-extern "C" void on_fatal_signal(int signal_number) {
-    for (auto& slot : g_children) {
-        const pid_t pid = slot.load();
-        if (pid > 0) {
-            ::kill(pid, SIGKILL);
-        }
-    }
-    ::signal(signal_number, SIG_DFL);
-    ::raise(signal_number);
-}
-
-std::string describe_wait_status(int status) {
-    if (WIFEXITED(status)) {
-        return fmt::format("exited with status {}", WEXITSTATUS(status));
-    }
-    if (WIFSIGNALED(status)) {
-        return fmt::format("died of signal {} ({}){}", WTERMSIG(status),
-                           strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
-    }
-    return fmt::format("wait status {:#x}", status);
-}
-
-bool can_connect_unix(const std::string& path) {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return false;
-    }
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
-    const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-    ::close(fd);
-    return ok;
-}
-
-bool can_connect_tcp(int port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return false;
-    }
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-    ::close(fd);
-    return ok;
-}
-
-// A port on 127.0.0.1 that nothing listens on right now, below the ephemeral range: the GRC
-// restarts on it again and again, and in between no outgoing connection may take it as its
-// source port.
-int free_port(std::mt19937_64& rng) {
-    int ephemeral_low = 32768;
-    {
-        std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
-        range >> ephemeral_low;
-    }
-    const int low = 10000;
-    const int high = std::max(low + 1000, ephemeral_low);
-    for (int attempt = 0; attempt < 200; ++attempt) {
-        const int port = std::uniform_int_distribution<int>(low, high - 1)(rng);
-        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            break;
-        }
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_port = htons(static_cast<std::uint16_t>(port));
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        const bool free =
-            ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-        ::close(fd);
-        if (free) {
-            return port;
-        }
-    }
-    throw std::runtime_error("cannot find a free port on 127.0.0.1");
-}
-
-// One daemon: started, killed and restarted by the main thread only, always by its own pid.
+// One daemon of a scenario: a child process (tests/support) started again and again with the
+// same command line on the same state file, by the main thread only. What goes wrong with it is
+// one of the test's failures.
 class Daemon {
   public:
     Daemon(std::string name, std::vector<std::string> argv, fs::path log, fs::path state,
-           std::string unix_socket, int tcp_port)
-        : name_(std::move(name)),
-          argv_(std::move(argv)),
-          log_(std::move(log)),
+           testing::Endpoint endpoint)
+        : process_(std::move(name)),
+          spec_{std::move(argv), std::move(log)},
           state_(std::move(state)),
-          unix_socket_(std::move(unix_socket)),
-          tcp_port_(tcp_port) {}
-    ~Daemon() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            ::waitpid(pid_, &status, 0);
-            forget_child(pid_);
-        }
-    }
-    Daemon(const Daemon&) = delete;
-    Daemon& operator=(const Daemon&) = delete;
+          endpoint_(std::move(endpoint)) {}
 
-    const std::string& name() const { return name_; }
+    const std::string& name() const { return process_.name(); }
     const fs::path& state() const { return state_; }
-    bool running() const { return pid_ > 0; }
-    int starts() const { return starts_; }
+    bool running() const { return process_.running(); }
 
     void start() {
-        if (pid_ > 0) {
-            throw std::logic_error(name_ + " is running already");
+        if (auto started = process_.start(spec_); !started) {
+            throw std::runtime_error(started.error().message);
         }
-        ++starts_;
-        { std::ofstream(log_, std::ios::app) << "=== start " << starts_ << " ===\n"; }
-        std::vector<char*> args;
-        for (auto& arg : argv_) {
-            args.push_back(arg.data());
-        }
-        args.push_back(nullptr);
-        const int log_fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (log_fd < 0) {
-            throw std::runtime_error("cannot open " + log_.string());
-        }
-        const pid_t parent = ::getpid();
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            ::close(log_fd);
-            throw std::runtime_error("fork failed");
-        }
-        if (pid == 0) {
-            // Only async-signal-safe calls from here to exec: the parent has threads.
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the main thread forks; it lives longest
-            if (::getppid() != parent) {
-                ::_exit(127);
-            }
-            sigset_t none;
-            sigemptyset(&none);
-            ::sigprocmask(SIG_SETMASK, &none, nullptr);
-            ::signal(SIGTERM, SIG_DFL);
-            ::signal(SIGINT, SIG_DFL);
-            ::signal(SIGPIPE, SIG_DFL);
-            const int null_fd = ::open("/dev/null", O_RDONLY);
-            if (null_fd >= 0) {
-                ::dup2(null_fd, STDIN_FILENO);
-            }
-            ::dup2(log_fd, STDOUT_FILENO);
-            ::dup2(log_fd, STDERR_FILENO);
-            ::close_range(3, ~0U, 0);
-            ::execv(args[0], args.data());
-            // Say why in the log (async-signal-safe: no formatting library).
-            char message[] = "coordinator-crash: exec failed with errno 000\n";
-            const int error = errno;
-            message[sizeof message - 5] = static_cast<char>('0' + error / 100 % 10);
-            message[sizeof message - 4] = static_cast<char>('0' + error / 10 % 10);
-            message[sizeof message - 3] = static_cast<char>('0' + error % 10);
-            [[maybe_unused]] const auto ignored =
-                ::write(STDERR_FILENO, message, sizeof message - 1);
-            ::_exit(127);
-        }
-        ::close(log_fd);
-        pid_ = pid;
-        remember_child(pid);
-        started_at_ = Clock::now();
     }
 
-    // Whether it accepts connections, within `timeout`; false also if it died meanwhile.
+    // Whether it accepts connections within `timeout`; false also if it died meanwhile (a
+    // failure).
     bool wait_ready(milliseconds timeout) {
-        const auto deadline = Clock::now() + timeout;
-        while (Clock::now() < deadline) {
-            if (auto gone = exited()) {
-                g_failures.add(fmt::format("{} {} while starting", name_, *gone));
-                return false;
-            }
-            if (unix_socket_.empty() ? can_connect_tcp(tcp_port_)
-                                     : can_connect_unix(unix_socket_)) {
-                return true;
-            }
-            std::this_thread::sleep_for(5ms);
+        auto serving = process_.wait_serving(endpoint_, timeout);
+        if (!serving && !process_.running()) {
+            g_failures.add(serving.error().message);
         }
-        return false;
+        return serving.ok();
     }
 
     // If it is no longer running, how it ended (and it is reaped); nothing while it runs.
-    std::optional<std::string> exited() {
-        if (pid_ <= 0) {
-            return std::nullopt;
-        }
-        int status = 0;
-        const pid_t done = ::waitpid(pid_, &status, WNOHANG);
-        if (done != pid_) {
-            return std::nullopt;
-        }
-        forget_child(pid_);
-        pid_ = -1;
-        return describe_wait_status(status);
-    }
+    std::optional<std::string> exited() { return process_.exited(); }
 
     // SIGKILL and reap; false (and a failure) if it had already ended on its own.
-    bool kill9() {
-        if (pid_ <= 0) {
-            g_failures.add(name_ + " is not running when it should be killed");
-            return false;
-        }
-        ::kill(pid_, SIGKILL);
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-        forget_child(pid_);
-        pid_ = -1;
-        if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
-            g_failures.add(
-                fmt::format("{} {} before it was killed", name_, describe_wait_status(status)));
-            return false;
-        }
-        return true;
-    }
+    bool kill9() { return counted(process_.kill9()); }
 
     // SIGTERM; it must exit with status 0 within `timeout` (else SIGKILL and a failure).
-    bool terminate(milliseconds timeout) {
-        if (pid_ <= 0) {
-            return true;
-        }
-        ::kill(pid_, SIGTERM);
-        const auto deadline = Clock::now() + timeout;
-        int status = 0;
-        while (::waitpid(pid_, &status, WNOHANG) == 0) {
-            if (Clock::now() > deadline) {
-                g_failures.add(fmt::format("{} did not stop within {} ms of SIGTERM (a hang)",
-                                           name_, timeout.count()));
-                ::kill(pid_, SIGKILL);
-                ::waitpid(pid_, &status, 0);
-                forget_child(pid_);
-                pid_ = -1;
-                return false;
-            }
-            std::this_thread::sleep_for(5ms);
-        }
-        forget_child(pid_);
-        pid_ = -1;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            g_failures.add(fmt::format("{} {} on SIGTERM instead of exiting with 0", name_,
-                                       describe_wait_status(status)));
-            return false;
-        }
-        return true;
-    }
+    bool terminate(milliseconds timeout) { return counted(process_.terminate(timeout)); }
 
     std::string log_tail(std::size_t lines) const {
-        std::ifstream in(log_);
-        std::vector<std::string> all;
-        for (std::string line; std::getline(in, line);) {
-            all.push_back(std::move(line));
-        }
-        std::string out;
-        for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) {
-            out += "    " + all[i] + "\n";
-        }
-        return out;
+        return testing::tail_of_file(spec_.output, lines);
     }
 
   private:
-    std::string name_;
-    std::vector<std::string> argv_;
-    fs::path log_;
+    static bool counted(const Status& status) {
+        if (!status) {
+            g_failures.add(status.error().message);
+        }
+        return status.ok();
+    }
+
+    testing::ChildProcess process_;
+    testing::ExecSpec spec_;
     fs::path state_;
-    std::string unix_socket_;
-    int tcp_port_ = 0;
-    pid_t pid_ = -1;
-    int starts_ = 0;
-    Clock::time_point started_at_;
+    testing::Endpoint endpoint_;
 };
 
 // ---- the state databases, read-only ----
@@ -1545,126 +1280,18 @@ std::vector<std::string> crmd_args(const Options& o, const std::string& site, co
             "info"};
 }
 
-bool run_crm_scenario(const Options& o, const TestMunged& munged, const fs::path& dir) {
-    Scenario s;
-    s.name = "crm";
-    s.options = &o;
-    s.dir = dir;
-    s.sites = {"a"};
-    s.zone = *Cidr::parse("10.50.255.0/26");
-    auto args = crmd_args(o, "a", dir, munged.socket());
-    args.insert(args.end(), {"--pool", "10.50.0.0/16", "--vni-range", "100-9999"});
-    s.daemons.push_back(std::make_unique<Daemon>(
-        "vc-crmd", args, dir / "crm-a.log", dir / "crm-a.db", (dir / "crm-a.sock").string(), 0));
-    s.expects.push_back({"crm", {"a"}, *Cidr::parse("10.50.0.0/16"), ""});
-    s.kill_weights = {1.0};
-    for (int i = 0; i < o.clients; ++i) {
-        s.users.push_back("root");  // MUNGE says who calls: this program runs as root
-    }
-    const std::string target = "unix:" + (dir / "crm-a.sock").string();
-    const std::string socket = munged.socket();
-    s.client_of = [target, socket](const std::string&) {
-        return ClusterClient::crm({target, socket}).value();
-    };
-    const auto started = Clock::now();
-    const std::size_t failures = g_failures.count();
-    if (start_all(s)) {
-        chaos(s);
-        finish(s);
-    }
-    const bool ok = g_failures.count() == failures;
-    print_summary(s, std::chrono::duration_cast<milliseconds>(Clock::now() - started), ok);
-    if (!ok) {
-        dump_logs(s);
-    }
-    stop_all(s);
-    return ok;
+// A crmd's place in `dir`: crm-SITE.sock, .db and .log.
+std::unique_ptr<Daemon> crmd(const std::string& name, const std::string& site,
+                             std::vector<std::string> args, const fs::path& dir) {
+    return std::make_unique<Daemon>(
+        name, std::move(args), dir / fmt::format("crm-{}.log", site),
+        dir / fmt::format("crm-{}.db", site),
+        testing::Endpoint{.unix_socket = (dir / fmt::format("crm-{}.sock", site)).string(),
+                          .tcp_port = 0});
 }
 
-bool run_grc_scenario(const Options& o, const TestMunged& munged, const fs::path& dir) {
-    const fs::path pki = dir / "pki";
-    const std::string command = fmt::format(
-        "'{}/scripts/make-test-ca.sh' --out '{}' --grc-address 127.0.0.1 --site a --site b --site "
-        "c "
-        "--user alice --user bob --user root >'{}' 2>&1",
-        o.source_dir, pki.string(), (dir / "pki.log").string());
-    if (std::system(command.c_str()) != 0) {
-        g_failures.add("cannot make the test PKI: " + command);
-        return false;
-    }
-    auto pem = [&](const std::string& name) {
-        return read_pem(name, (pki / name).string()).value();
-    };
-    std::mt19937_64 port_rng(std::random_device{}());
-    const int port = free_port(port_rng);
-    const std::string address = fmt::format("127.0.0.1:{}", port);
-    Scenario s;
-    s.name = "grc";
-    s.options = &o;
-    s.dir = dir;
-    s.with_grc = true;
-    s.sites = {"a", "b", "c"};
-    s.zone = *Cidr::parse("10.96.255.0/26");
-    s.daemons.push_back(
-        std::make_unique<Daemon>("vc-grcd",
-                                 std::vector<std::string>{o.grcd,
-                                                          "--state",
-                                                          (dir / "grc.db").string(),
-                                                          "--listen",
-                                                          address,
-                                                          "--pool",
-                                                          "10.96.0.0/16",
-                                                          "--site",
-                                                          "a",
-                                                          "--site",
-                                                          "b",
-                                                          "--site",
-                                                          "c",
-                                                          "--vni-range",
-                                                          "5000-14999",
-                                                          "--release-timeout",
-                                                          std::to_string(o.grc_release_timeout_s),
-                                                          "--tls-ca",
-                                                          (pki / "ca.pem").string(),
-                                                          "--tls-cert",
-                                                          (pki / "grc.pem").string(),
-                                                          "--tls-key",
-                                                          (pki / "grc.key").string(),
-                                                          "--log-level",
-                                                          "info"},
-                                 dir / "grc.log", dir / "grc.db", "", port));
-    s.expects.push_back({"grc", {"a", "b", "c"}, *Cidr::parse("10.96.0.0/16"), ""});
-    s.kill_weights.push_back(1.0 - o.grc_scenario_crm_share);
-    for (const std::string& site : s.sites) {
-        auto args = crmd_args(o, site, dir, munged.socket());
-        args.insert(args.end(), {"--grc", address, "--tls-ca", (pki / "ca.pem").string(),
-                                 "--tls-cert", (pki / fmt::format("crm-{}.pem", site)).string(),
-                                 "--tls-key", (pki / fmt::format("crm-{}.key", site)).string()});
-        s.daemons.push_back(
-            std::make_unique<Daemon>("vc-crmd-" + site, args, dir / fmt::format("crm-{}.log", site),
-                                     dir / fmt::format("crm-{}.db", site),
-                                     (dir / fmt::format("crm-{}.sock", site)).string(), 0));
-        s.expects.push_back({"crm-" + site, {site}, *Cidr::parse("10.96.0.0/16"), "grc"});
-        s.kill_weights.push_back(o.grc_scenario_crm_share / static_cast<double>(s.sites.size()));
-    }
-    const std::vector<std::string> names = {"alice", "bob", "root"};
-    for (int i = 0; i < o.clients; ++i) {
-        s.users.push_back(names[static_cast<std::size_t>(i) % names.size()]);
-    }
-    const std::string ca = pem("ca.pem");
-    std::map<std::string, std::pair<std::string, std::string>> identities;
-    for (const auto& name : names) {
-        identities[name] = {pem("user-" + name + ".pem"), pem("user-" + name + ".key")};
-    }
-    s.client_of = [address, ca, identities](const std::string& user) {
-        const auto& [cert, key] = identities.at(user);
-        return ClusterClient::grc({address, ca, cert, key}).value();
-    };
-    s.site_client_of = [dir, socket = munged.socket()](const std::string& site) {
-        return ClusterClient::crm(
-                   {"unix:" + (dir / fmt::format("crm-{}.sock", site)).string(), socket})
-            .value();
-    };
+// Starts the daemons, kills them under load, checks, reports; whether it all held.
+bool run_scenario(Scenario& s) {
     const auto started = Clock::now();
     const std::size_t failures = g_failures.count();
     if (start_all(s) && settle(s, "at the start")) {
@@ -1678,6 +1305,103 @@ bool run_grc_scenario(const Options& o, const TestMunged& munged, const fs::path
     }
     stop_all(s);
     return ok;
+}
+
+bool run_crm_scenario(const Options& o, const TestMunged& munged, const fs::path& dir) {
+    Scenario s;
+    s.name = "crm";
+    s.options = &o;
+    s.dir = dir;
+    s.sites = {"a"};
+    s.zone = *Cidr::parse("10.50.255.0/26");
+    auto args = crmd_args(o, "a", dir, munged.socket());
+    args.insert(args.end(), {"--pool", "10.50.0.0/16", "--vni-range", "100-9999"});
+    s.daemons.push_back(crmd("vc-crmd", "a", std::move(args), dir));
+    s.expects.push_back({"crm", {"a"}, *Cidr::parse("10.50.0.0/16"), ""});
+    s.kill_weights = {1.0};
+    for (int i = 0; i < o.clients; ++i) {
+        s.users.push_back("root");  // MUNGE says who calls: this program runs as root
+    }
+    const std::string target = "unix:" + (dir / "crm-a.sock").string();
+    const std::string socket = munged.socket();
+    s.client_of = [target, socket](const std::string&) {
+        return ClusterClient::crm({target, socket}).value();
+    };
+    return run_scenario(s);
+}
+
+std::vector<std::string> grcd_args(const Options& o, const fs::path& dir,
+                                   const std::string& address, const testing::TestPki& pki) {
+    std::vector<std::string> args = {o.grcd,
+                                     "--state",
+                                     (dir / "grc.db").string(),
+                                     "--listen",
+                                     address,
+                                     "--pool",
+                                     "10.96.0.0/16",
+                                     "--site",
+                                     "a",
+                                     "--site",
+                                     "b",
+                                     "--site",
+                                     "c",
+                                     "--vni-range",
+                                     "5000-14999",
+                                     "--release-timeout",
+                                     std::to_string(o.grc_release_timeout_s),
+                                     "--log-level",
+                                     "info"};
+    const auto tls = pki.tls_flags("grc");
+    args.insert(args.end(), tls.begin(), tls.end());
+    return args;
+}
+
+bool run_grc_scenario(const Options& o, const TestMunged& munged, const fs::path& dir) {
+    const std::vector<std::string> names = {"alice", "bob", "root"};
+    auto made = testing::TestPki::make(
+        dir / "pki", {.sites = {"a", "b", "c"}, .users = names, .source_dir = o.source_dir});
+    if (!made) {
+        g_failures.add("cannot make the test PKI: " + made.error().message);
+        return false;
+    }
+    const testing::TestPki& pki = *made;
+    std::mt19937_64 port_rng(std::random_device{}());
+    const int port = testing::free_loopback_port(port_rng);
+    const std::string address = fmt::format("127.0.0.1:{}", port);
+    Scenario s;
+    s.name = "grc";
+    s.options = &o;
+    s.dir = dir;
+    s.with_grc = true;
+    s.sites = {"a", "b", "c"};
+    s.zone = *Cidr::parse("10.96.255.0/26");
+    s.daemons.push_back(std::make_unique<Daemon>(
+        "vc-grcd", grcd_args(o, dir, address, pki), dir / "grc.log", dir / "grc.db",
+        testing::Endpoint{.unix_socket = "", .tcp_port = port}));
+    s.expects.push_back({"grc", {"a", "b", "c"}, *Cidr::parse("10.96.0.0/16"), ""});
+    s.kill_weights.push_back(1.0 - o.grc_scenario_crm_share);
+    for (const std::string& site : s.sites) {
+        auto args = crmd_args(o, site, dir, munged.socket());
+        const auto tls = pki.tls_flags("crm-" + site);
+        args.insert(args.end(), {"--grc", address});
+        args.insert(args.end(), tls.begin(), tls.end());
+        s.daemons.push_back(crmd("vc-crmd-" + site, site, std::move(args), dir));
+        s.expects.push_back({"crm-" + site, {site}, *Cidr::parse("10.96.0.0/16"), "grc"});
+        s.kill_weights.push_back(o.grc_scenario_crm_share / static_cast<double>(s.sites.size()));
+    }
+    for (int i = 0; i < o.clients; ++i) {
+        s.users.push_back(names[static_cast<std::size_t>(i) % names.size()]);
+    }
+    s.client_of = [address, pki](const std::string& user) {
+        const auto& [cert, key] = pki.user(user);
+        return ClusterClient::grc({address, pki.ca(), cert, key}).value();
+    };
+    s.site_client_of = [dir, socket = munged.socket()](const std::string& site) {
+        return ClusterClient::crm(
+                   {"unix:" + (dir / fmt::format("crm-{}.sock", site)).string(), socket})
+            .value();
+    };
+    return run_scenario(s);
 }
 
 }  // namespace
@@ -1738,24 +1462,16 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    for (const int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGABRT, SIGSEGV}) {
-        ::signal(signal_number, on_fatal_signal);
-    }
+    // Daemons and munged die with this program; a stop signal also removes the directory.
+    testing::clean_up_on_signals("coordinator-crash");
     fmt::print("coordinator-crash: seed {}, {} cycles and {} kills per scenario, {} clients\n",
                o.seed, o.cycles, o.kills, o.clients);
     std::fflush(stdout);
     bool ok = true;
     try {
-        WorkDir dir(o.keep);
-        TestMunged munged;
-        // munged writes its pid next to its socket; remember it for a last-resort cleanup.
-        {
-            std::ifstream pid_file(fs::path(munged.socket()).parent_path() / "munged.pid");
-            pid_t pid = 0;
-            if (pid_file >> pid && pid > 0) {
-                remember_child(pid);
-            }
-        }
+        const testing::TempDir dir(
+            {.prefix = "coordinator-crash", .searchable = true, .keep = o.keep});
+        const TestMunged munged;
         if (o.scenario != "grc") {
             fs::create_directory(dir.path() / "crm");
             ok = run_crm_scenario(o, munged, dir.path() / "crm") && ok;

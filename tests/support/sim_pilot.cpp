@@ -3,6 +3,8 @@
 #include <deque>
 #include <grpcpp/grpcpp.h>
 
+#include "common/munge.hpp"
+
 namespace vcpilot::coordinator {
 
 class SimPilotFleet::Pilot final
@@ -233,6 +235,19 @@ std::uint64_t SimPilotFleet::bytes_received() const {
         total += pilot->outcome().bytes_received;
     }
     return total;
+}
+
+std::string attach_payload(const SimPilotSpec& spec) {
+    return "vcpilot-attach\n" + spec.cluster + "\n" + spec.host + "\n" + spec.job;
+}
+
+Status mint_credential(SimPilotSpec& spec, const std::string& munge_socket) {
+    auto credential = munge_encode(attach_payload(spec), munge_socket);
+    if (!credential) {
+        return credential.error();
+    }
+    spec.credential = std::move(*credential);
+    return {};
 }
 
 std::vector<std::shared_ptr<grpc::Channel>> separate_channels(const std::string& target,

@@ -90,6 +90,13 @@ class SimPilotFleet {
     std::atomic<std::size_t> done_ = 0;
 };
 
+// The MUNGE payload a pilot's credential vouches for, "vcpilot-attach\n<cluster>\n<host>\n<job>"
+// (pilot/agent.cpp writes it, the CRM checks it).
+std::string attach_payload(const SimPilotSpec& spec);
+// Sets spec.credential: attach_payload(spec) minted as this process's user through the munged
+// on `munge_socket`.
+Status mint_credential(SimPilotSpec& spec, const std::string& munge_socket);
+
 // Channels to `target` that do not share a connection (gRPC would otherwise multiplex them all
 // over one): `count` distinct connections, as `count` nodes would open.
 std::vector<std::shared_ptr<grpc::Channel>> separate_channels(const std::string& target,

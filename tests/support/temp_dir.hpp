@@ -1,43 +1,39 @@
-// Test helper: a fresh directory, removed with everything in it when the test ends.
+// TempDir: a fresh directory for a test or a benchmark, removed with everything in it when the
+// TempDir goes (unless kept), and listed with the leftovers (cleanup.hpp) meanwhile, so that a
+// stop signal removes it too.
 #pragma once
 
-#include <stdlib.h>
-
 #include <filesystem>
-#include <fstream>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 
-namespace vcpilot {
+namespace vcpilot::testing {
+
+struct TempDirOptions {
+    std::filesystem::path base = std::filesystem::temp_directory_path();
+    std::string prefix = "vcpilot-test";  // the name is PREFIX-XXXXXX
+    // Mode 0755 instead of mkdtemp's 0700: another user (munged runs as munge) reaches inside.
+    bool searchable = false;
+    bool keep = false;  // left in place at the end (its logs and stores, to look at)
+};
 
 class TempDir {
   public:
-    TempDir() {
-        std::string name =
-            (std::filesystem::temp_directory_path() / "vcpilot-test-XXXXXX").string();
-        if (mkdtemp(name.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed for " + name);
-        }
-        path_ = name;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
+    // Throws std::runtime_error if the directory cannot be made.
+    TempDir() : TempDir(TempDirOptions{}) {}
+    explicit TempDir(const TempDirOptions& options);
+    ~TempDir();
     TempDir(const TempDir&) = delete;
     TempDir& operator=(const TempDir&) = delete;
 
     const std::filesystem::path& path() const { return path_; }
 
-    std::filesystem::path write(std::string_view name, std::string_view contents) const {
-        std::filesystem::path file = path_ / name;
-        std::ofstream(file, std::ios::binary) << contents;
-        return file;
-    }
+    // Writes `contents` to the file `name` inside; its path.
+    std::filesystem::path write(std::string_view name, std::string_view contents) const;
 
   private:
     std::filesystem::path path_;
+    bool keep_ = false;
 };
 
-}  // namespace vcpilot
+}  // namespace vcpilot::testing

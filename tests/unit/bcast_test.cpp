@@ -22,6 +22,7 @@ namespace {
 
 namespace v1 = ::vcpilot::v1;
 using namespace std::chrono_literals;
+using vcpilot::testing::TempDir;
 
 std::string bytes_of(const Digest& digest) {
     return std::string(reinterpret_cast<const char*>(digest.data()), digest.size());

@@ -13,6 +13,7 @@ namespace vcpilot::coordinator {
 namespace {
 
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 
 v1::CreateClusterRequest request(std::vector<std::pair<std::string, std::uint32_t>> sites,
                                  v1::KeyMode mode = v1::KEY_MODE_CA) {

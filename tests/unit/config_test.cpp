@@ -16,6 +16,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
+using vcpilot::testing::TempDir;
 
 // A small schema in the style the daemons will use: required keys, optional keys with
 // defaults, an address block, and an array of tables.

@@ -10,20 +10,23 @@
 #include <gtest/gtest.h>
 #include <set>
 
-#include "coordinator/sshcert.hpp"
+#include "common/munge.hpp"
 #include "common/underlays.hpp"
 #include "coordinator/auth.hpp"
-#include "vcctl/client.hpp"
-#include "tests/support/sim_pilot.hpp"
+#include "coordinator/sshcert.hpp"
 #include "literals.hpp"
+#include "tests/support/sim_pilot.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_munged.hpp"
+#include "vcctl/client.hpp"
 
 namespace vcpilot::coordinator {
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+using vcpilot::testing::TempDir;
+using vcpilot::testing::TestMunged;
 using namespace std::chrono_literals;
 
 constexpr uid_t kNobody = 65534;
@@ -36,10 +39,7 @@ SimPilotSpec pilot_spec(const std::string& cluster, const std::string& job, std:
     spec.job = job;
     spec.host = "node" + std::to_string(i);
     spec.underlay = underlay;
-    spec.credential =
-        munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", spec.cluster, spec.host, spec.job),
-                     munge_socket)
-            .value();
+    mint_credential(spec, munge_socket).value();
     spec.host_key = SshCa::generate().value().public_key_line("host");
     spec.user_key = SshCa::generate().value().public_key_line("user");
     return spec;

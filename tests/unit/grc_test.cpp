@@ -10,25 +10,26 @@
 #include <gtest/gtest.h>
 #include <set>
 
-#include "coordinator/sshcert.hpp"
 #include "common/underlays.hpp"
-#include "vcctl/client.hpp"
-#include "crm/crm.hpp"
 #include "coordinator/daemon.hpp"
-#include "tests/support/sim_pilot.hpp"
+#include "coordinator/sshcert.hpp"
+#include "crm/crm.hpp"
 #include "literals.hpp"
+#include "tests/support/sim_pilot.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_munged.hpp"
+#include "tests/support/test_pki.hpp"
+#include "vcctl/client.hpp"
 
 namespace vcpilot::coordinator {
 namespace {
 
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
+using vcpilot::testing::TestMunged;
+using vcpilot::testing::TestPki;
+using vcpilot::testing::TlsIdentity;
 using namespace std::chrono_literals;
-
-std::string pem(const std::filesystem::path& path) {
-    return read_pem("test", path.string()).value();
-}
 
 class GrcTest : public ::testing::Test {
   protected:
@@ -36,12 +37,10 @@ class GrcTest : public ::testing::Test {
         if (!TestMunged::available()) {
             GTEST_SKIP() << "needs root and munged (scripts/install-deps.sh installs it)";
         }
-        const std::string script = std::string(VCPILOT_SOURCE_DIR) + "/scripts/make-test-ca.sh";
-        const std::string command = fmt::format(
-            "{} --out {} --grc-address 127.0.0.1 --site a --site b --site c --user alice --user "
-            "bob --user root >/dev/null 2>&1",
-            script, (dir_.path() / "pki").string());
-        ASSERT_EQ(std::system(command.c_str()), 0) << command;
+        auto pki = TestPki::make(dir_.path() / "pki",
+                                 {.sites = {"a", "b", "c"}, .users = {"alice", "bob", "root"}});
+        ASSERT_TRUE(pki) << pki.error().message;
+        pki_.emplace(std::move(*pki));
         munged_ = std::make_unique<TestMunged>();
         start_grc();
         start_crm("a");
@@ -55,8 +54,6 @@ class GrcTest : public ::testing::Test {
         stop_grc();
     }
 
-    std::filesystem::path pki(const std::string& name) const { return dir_.path() / "pki" / name; }
-
     void start_grc() {
         GrcOptions options{.sites = {"a", "b", "c"}, .pool = pool_of({cidr("10.96.0.0/24")})};
         options.vni_first = 5000;
@@ -69,9 +66,7 @@ class GrcTest : public ::testing::Test {
         int port = 0;
         const std::string listen =
             grc_port_ ? fmt::format("127.0.0.1:{}", grc_port_) : "127.0.0.1:0";
-        builder.AddListeningPort(
-            listen, mutual_tls(pem(pki("ca.pem")), pem(pki("grc.pem")), pem(pki("grc.key"))),
-            &port);
+        builder.AddListeningPort(listen, pki_->grc_server_credentials(), &port);
         builder.RegisterService(grc_->service());
         grc_server_ = builder.BuildAndStart();
         ASSERT_TRUE(grc_server_);
@@ -100,9 +95,8 @@ class GrcTest : public ::testing::Test {
         options.site = site;
         options.munge_socket = munged_->socket();
         options.release_timeout = release_timeout_;
-        options.grc =
-            GrcUplinkOptions{fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
-                             pem(pki("crm-" + site + ".pem")), pem(pki("crm-" + site + ".key"))};
+        options.grc = GrcUplinkOptions{fmt::format("127.0.0.1:{}", grc_port_), pki_->ca(),
+                                       pki_->crm(site).cert, pki_->crm(site).key};
         options.behind_nat = natted_.contains(site);
         if (auto bin = slurm_bins_.find(site); bin != slurm_bins_.end()) {
             SlurmOptions slurm;
@@ -130,10 +124,10 @@ class GrcTest : public ::testing::Test {
     }
 
     ClusterClient user(const std::string& name) const {
-        const std::string cert =
-            name.starts_with("crm:") ? "crm-" + name.substr(4) : "user-" + name;
-        return ClusterClient::grc({fmt::format("127.0.0.1:{}", grc_port_), pem(pki("ca.pem")),
-                                   pem(pki(cert + ".pem")), pem(pki(cert + ".key"))})
+        const TlsIdentity& identity =
+            name.starts_with("crm:") ? pki_->crm(name.substr(4)) : pki_->user(name);
+        return ClusterClient::grc({fmt::format("127.0.0.1:{}", grc_port_), pki_->ca(),
+                                   identity.cert, identity.key})
             .value();
     }
     ClusterClient site_root(const std::string& site) const {
@@ -211,10 +205,7 @@ class GrcTest : public ::testing::Test {
             spec.cluster = cluster;
             spec.host = fmt::format("{}-node{}", site, i);
             spec.underlay = fmt::format("172.16.{}.{}", site == "a" ? 1 : 2, 10 + i);
-            spec.credential = munge_encode(fmt::format("vcpilot-attach\n{}\n{}\n{}", cluster,
-                                                       spec.host, spec.job),
-                                           munged_->socket())
-                                  .value();
+            mint_credential(spec, munged_->socket()).value();
             spec.host_key = SshCa::generate().value().public_key_line("host");
             spec.user_key = SshCa::generate().value().public_key_line("user");
             specs.push_back(std::move(spec));
@@ -228,6 +219,7 @@ class GrcTest : public ::testing::Test {
     std::chrono::milliseconds release_timeout_ = 5s;
     std::string supernode_;
     TempDir dir_;
+    std::optional<TestPki> pki_;
     std::unique_ptr<TestMunged> munged_;
     std::unique_ptr<GrcServer> grc_;
     std::unique_ptr<grpc::Server> grc_server_;
@@ -481,10 +473,9 @@ TEST_F(GrcTest, ACrmCertificateIsNoUserAndAUserCertificateIsNoSite) {
     EXPECT_THAT(as_site.error_message(), HasSubstr("site"));
 
     // A user's certificate opening a site stream is refused.
-    auto channel =
-        grpc::CreateChannel(fmt::format("127.0.0.1:{}", grc_port_),
-                            grpc::SslCredentials({pem(pki("ca.pem")), pem(pki("user-alice.key")),
-                                                  pem(pki("user-alice.pem"))}));
+    auto channel = grpc::CreateChannel(
+        fmt::format("127.0.0.1:{}", grc_port_),
+        grpc::SslCredentials({pki_->ca(), pki_->user("alice").key, pki_->user("alice").cert}));
     auto stub = v1::Grc::NewStub(channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -500,7 +491,7 @@ TEST_F(GrcTest, ACrmCertificateIsNoUserAndAUserCertificateIsNoSite) {
     // Site b's certificate cannot speak for site a.
     auto b_channel = grpc::CreateChannel(
         fmt::format("127.0.0.1:{}", grc_port_),
-        grpc::SslCredentials({pem(pki("ca.pem")), pem(pki("crm-b.key")), pem(pki("crm-b.pem"))}));
+        grpc::SslCredentials({pki_->ca(), pki_->crm("b").key, pki_->crm("b").cert}));
     auto b_stub = v1::Grc::NewStub(b_channel);
     grpc::ClientContext b_context;
     b_context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -514,7 +505,7 @@ TEST_F(GrcTest, ACrmCertificateIsNoUserAndAUserCertificateIsNoSite) {
 
 TEST_F(GrcTest, NoClientCertificateNoConnection) {
     auto channel = grpc::CreateChannel(fmt::format("127.0.0.1:{}", grc_port_),
-                                       grpc::SslCredentials({pem(pki("ca.pem")), "", ""}));
+                                       grpc::SslCredentials({pki_->ca(), "", ""}));
     auto stub = v1::Grc::NewStub(channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 5s);

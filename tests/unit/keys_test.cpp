@@ -23,6 +23,7 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
+using vcpilot::testing::TempDir;
 
 // A key libssh generated once; its blob is 51 bytes, so the base64 has no padding.
 constexpr std::string_view kKnownKey =

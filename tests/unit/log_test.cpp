@@ -17,6 +17,7 @@ namespace vcpilot {
 namespace {
 
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 
 std::string read_all(const std::filesystem::path& path) {
     std::ifstream file(path);

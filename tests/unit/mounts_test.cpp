@@ -33,6 +33,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 
 constexpr uid_t kJobUid = 4242;
 constexpr gid_t kJobGid = 4343;

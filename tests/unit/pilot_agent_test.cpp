@@ -24,6 +24,7 @@ namespace {
 
 using std::chrono::milliseconds;
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 
 constexpr milliseconds kPatience{10'000};  // how long a test waits for what must happen
 

@@ -29,6 +29,7 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
+using vcpilot::testing::TempDir;
 
 const fs::path kSshKeygen = "/usr/bin/ssh-keygen";
 

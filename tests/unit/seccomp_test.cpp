@@ -43,6 +43,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 
 constexpr int kApplyFailed = 250;
 constexpr int kSetupFailed = 251;

@@ -16,6 +16,7 @@ namespace vcpilot::coordinator {
 namespace {
 
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 using namespace std::chrono_literals;
 
 std::string read(const std::filesystem::path& path) {

@@ -17,6 +17,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
+using vcpilot::testing::TempDir;
 
 TEST(SpankOptions, AnyVcOptionAsksForTheVirtualCluster) {
     JobOptions options;

@@ -22,6 +22,8 @@
 namespace vcpilot::pilot {
 namespace {
 
+using vcpilot::testing::TempDir;
+
 TEST(SrunWire, ARequestComesBackAsItWasSent) {
     const SrunRequest sent{"/home/u", {"srun", "-N2", "", "hostname"}, {"A=1", "EMPTY="}};
     auto received = decode_srun_request(encode_srun_request(sent));

@@ -34,6 +34,7 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
+using vcpilot::testing::TempDir;
 
 // A key libssh generated once, and its raw 32 bytes.
 constexpr std::string_view kKnownKey =

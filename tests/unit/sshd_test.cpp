@@ -40,6 +40,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using vcpilot::testing::TempDir;
 
 const fs::path kSshd = "/usr/sbin/sshd";
 const fs::path kSshKeygen = "/usr/bin/ssh-keygen";

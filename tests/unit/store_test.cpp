@@ -30,6 +30,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 
 std::vector<Cidr> blocks_of(const std::vector<LeaseRecord>& records) {
     std::vector<Cidr> blocks;
