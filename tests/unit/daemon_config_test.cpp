@@ -12,6 +12,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using vcpilot::testing::TempDir;
 
 // A daemon's command line in miniature: a required option, a checked integer, a repeatable
 // option and a flag, as vc-crmd has them.
@@ -87,9 +88,9 @@ TEST(DaemonConfig, WithoutConfigOnlyTheCommandLineCounts) {
 
 TEST(DaemonConfig, HelpNamesTheProgramAndListsConfig) {
     Daemon daemon;
-    testing::internal::CaptureStdout();
+    ::testing::internal::CaptureStdout();
     EXPECT_EQ(daemon.parse({"--help"}), 0);
-    const std::string help = testing::internal::GetCapturedStdout();
+    const std::string help = ::testing::internal::GetCapturedStdout();
     EXPECT_THAT(help, HasSubstr("Usage: test-daemon [OPTIONS]"));
     EXPECT_THAT(help, HasSubstr("--config FILE"));
 }
@@ -98,9 +99,9 @@ TEST(DaemonConfig, AnUnknownKeyIsAnErrorNamingItAndItsLine) {
     TempDir dir;
     const auto file = dir.write("d.toml", "site = \"osaka\"\nsiet = \"kyoto\"\n");
     Daemon daemon;
-    testing::internal::CaptureStderr();
+    ::testing::internal::CaptureStderr();
     EXPECT_EQ(daemon.parse({"--config", file.string()}), 2);
-    const std::string err = testing::internal::GetCapturedStderr();
+    const std::string err = ::testing::internal::GetCapturedStderr();
     EXPECT_THAT(err, HasSubstr("d.toml:2: unknown key 'siet'"));
     EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
 }
@@ -110,10 +111,10 @@ TEST(DaemonConfig, HelpAndConfigAreNotSettingsOfAFile) {
     const auto help = dir.write("h.toml", "site = \"osaka\"\nhelp = true\n");
     const auto config = dir.write("c.toml", "site = \"osaka\"\nconfig = \"/etc/other.toml\"\n");
     Daemon first, second;
-    testing::internal::CaptureStderr();
+    ::testing::internal::CaptureStderr();
     EXPECT_EQ(first.parse({"--config", help.string()}), 2);
     EXPECT_EQ(second.parse({"--config", config.string()}), 2);
-    const std::string err = testing::internal::GetCapturedStderr();
+    const std::string err = ::testing::internal::GetCapturedStderr();
     EXPECT_THAT(err, HasSubstr("h.toml:2: unknown key 'help'"));
     EXPECT_THAT(err, HasSubstr("c.toml:2: unknown key 'config'"));
 }
@@ -122,9 +123,9 @@ TEST(DaemonConfig, AValueOfTheWrongTypeIsAnErrorEvenWhenTheCommandLineGivesIt) {
     TempDir dir;
     const auto file = dir.write("d.toml", "site = 4\n");
     Daemon daemon;
-    testing::internal::CaptureStderr();
+    ::testing::internal::CaptureStderr();
     EXPECT_EQ(daemon.parse({"--config", file.string(), "--site", "osaka"}), 2);
-    EXPECT_THAT(testing::internal::GetCapturedStderr(),
+    EXPECT_THAT(::testing::internal::GetCapturedStderr(),
                 HasSubstr("d.toml:1: key 'site' must be a string, not an integer"));
 }
 
@@ -132,18 +133,18 @@ TEST(DaemonConfig, AValueTheOptionRefusesIsRefusedAsOnTheCommandLine) {
     TempDir dir;
     const auto file = dir.write("d.toml", "site = \"osaka\"\nrelease-timeout = 0\n");
     Daemon daemon;
-    testing::internal::CaptureStderr();
+    ::testing::internal::CaptureStderr();
     EXPECT_NE(daemon.parse({"--config", file.string()}), -1);
-    EXPECT_THAT(testing::internal::GetCapturedStderr(), HasSubstr("--release-timeout"));
+    EXPECT_THAT(::testing::internal::GetCapturedStderr(), HasSubstr("--release-timeout"));
 }
 
 TEST(DaemonConfig, AMissingFileOrAConfigWithoutOneIsAnError) {
     TempDir dir;
     Daemon first, second;
-    testing::internal::CaptureStderr();
+    ::testing::internal::CaptureStderr();
     EXPECT_EQ(first.parse({"--config", (dir.path() / "none.toml").string()}), 2);
     EXPECT_EQ(second.parse({"--site", "osaka", "--config"}), 2);
-    const std::string err = testing::internal::GetCapturedStderr();
+    const std::string err = ::testing::internal::GetCapturedStderr();
     EXPECT_THAT(err, HasSubstr("none.toml"));
     EXPECT_THAT(err, HasSubstr("--config needs a file"));
 }
