@@ -4,7 +4,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-
 #include <stdexcept>
 
 namespace vcpilot::bcast {
@@ -73,9 +72,12 @@ Result<Secret> Secret::from_hex(std::string_view hex) {
         return Error{"the secret must be 64 hex digits"};
     }
     auto value = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        if (c >= '0' && c <= '9')
+            return c - '0';
+        if (c >= 'a' && c <= 'f')
+            return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+            return c - 'A' + 10;
         return -1;
     };
     for (std::size_t i = 0; i < secret.key_.size(); ++i) {
@@ -89,7 +91,9 @@ Result<Secret> Secret::from_hex(std::string_view hex) {
     return secret;
 }
 
-std::string Secret::hex() const { return to_hex(key_); }
+std::string Secret::hex() const {
+    return to_hex(key_);
+}
 
 std::string Secret::mac(std::string_view label, std::string_view first,
                         std::string_view second) const {

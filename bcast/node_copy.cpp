@@ -9,8 +9,11 @@
 namespace vcpilot::bcast {
 
 NodeCopy::NodeCopy(Layout layout, int fd, std::size_t max_buffers)
-    : layout_(layout), fd_(fd), max_buffers_(max_buffers < 2 ? 2 : max_buffers),
-      digests_(layout.chunks()), generation_(layout.chunks()) {}
+    : layout_(layout),
+      fd_(fd),
+      max_buffers_(max_buffers < 2 ? 2 : max_buffers),
+      digests_(layout.chunks()),
+      generation_(layout.chunks()) {}
 
 std::pair<std::uint64_t, std::uint64_t> NodeCopy::begin_stream() {
     std::lock_guard lock(mutex_);
@@ -27,9 +30,8 @@ std::uint64_t NodeCopy::next_needed() const {
     return next_needed_;
 }
 
-Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk,
-                                    std::uint32_t offset, std::string_view data,
-                                    std::string_view sha) {
+Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk, std::uint32_t offset,
+                                    std::string_view data, std::string_view sha) {
     std::unique_lock lock(mutex_);
     if (stream != stream_ || chunk != next_needed_ || chunk >= layout_.chunks()) {
         return Put::kIgnored;
@@ -210,7 +212,8 @@ std::variant<Piece, NotYet, Error> NodeCopy::read(std::uint64_t chunk, std::uint
     piece.length = std::min<std::size_t>(out.size(), length - offset);
     if (auto read = read_exactly(fd_, out.first(piece.length), layout_.offset(chunk) + offset);
         !read) {
-        return Error{fmt::format("reading back chunk {} from DEST {}", chunk, read.error().message)};
+        return Error{
+            fmt::format("reading back chunk {} from DEST {}", chunk, read.error().message)};
     }
     piece.last = offset + piece.length == length;
     return piece;

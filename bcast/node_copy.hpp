@@ -46,9 +46,9 @@ class NodeCopy : public ChunkSource {
     void stop();
 
     // ---- ChunkSource, for the forwarder (nothing new once stopped) ----
-    std::variant<Piece, NotYet, Error> read(std::uint64_t chunk, std::uint32_t offset,
-                                            std::span<std::byte> out,
-                                            std::chrono::steady_clock::time_point deadline) override;
+    std::variant<Piece, NotYet, Error> read(
+        std::uint64_t chunk, std::uint32_t offset, std::span<std::byte> out,
+        std::chrono::steady_clock::time_point deadline) override;
 
   private:
     struct Buffer {
@@ -67,7 +67,7 @@ class NodeCopy : public ChunkSource {
     // Buffers of written chunks, reused: a fresh 4 MiB allocation per chunk cost a memset and
     // a page fault per page (a fifth of all CPU with 16 nodes on 2 cores).
     std::vector<std::vector<std::byte>> spare_;
-    std::vector<Digest> digests_;    // of checked chunks
+    std::vector<Digest> digests_;  // of checked chunks
     // Bumped each time a chunk starts over; a checked chunk keeps its last one, in memory
     // and in DEST, so that a forwarder halfway through it carries on.
     std::vector<std::uint64_t> generation_;

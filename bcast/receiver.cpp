@@ -253,7 +253,8 @@ void Receiver::finish_writing() {
     }
     if (*sender_digest_ != our_digest) {
         lock.unlock();
-        fail(fmt::format("{}: the file's SHA-256 differs from the sender's", options_.dest.native()));
+        fail(fmt::format("{}: the file's SHA-256 differs from the sender's",
+                         options_.dest.native()));
         return;
     }
     lock.unlock();
@@ -338,7 +339,8 @@ int Receiver::run() {
             {
                 std::lock_guard lock(mutex_);
                 copy_ = std::make_unique<NodeCopy>(
-                    layout_, fd_, std::max<std::size_t>(2, options_.memory_bytes / start.chunk_size()));
+                    layout_, fd_,
+                    std::max<std::size_t>(2, options_.memory_bytes / start.chunk_size()));
                 if (options_.corrupt_chunk) {
                     copy_->corrupt_once(*options_.corrupt_chunk);
                 }

@@ -37,14 +37,19 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
+std::string mib(std::uint64_t bytes) {
+    return fmt::format("{:.1f} MiB", bytes / 1048576.0);
+}
 
 // The file, as the head of the ring reads it: a chunk is read (and its digest taken) when the
 // forwarder first asks for it; the whole file's digest is taken on the way, in order.
 class FileSource final : public ChunkSource {
   public:
     FileSource(int fd, Layout layout, std::function<void(const Digest&)> file_digest)
-        : fd_(fd), layout_(layout), digests_(layout.chunks()), file_digest_(std::move(file_digest)) {}
+        : fd_(fd),
+          layout_(layout),
+          digests_(layout.chunks()),
+          file_digest_(std::move(file_digest)) {}
 
     void start() {
         if (layout_.chunks() == 0) {
@@ -53,8 +58,7 @@ class FileSource final : public ChunkSource {
     }
 
     std::variant<Piece, NotYet, Error> read(std::uint64_t chunk, std::uint32_t offset,
-                                            std::span<std::byte> out,
-                                            Clock::time_point) override {
+                                            std::span<std::byte> out, Clock::time_point) override {
         std::lock_guard lock(mutex_);
         if (chunk != cached_chunk_) {
             if (auto loaded = load(chunk); !loaded) {
@@ -119,9 +123,9 @@ struct Node {
     State state = State::kWaiting;
     std::string endpoint;
     std::string reason;
-    std::uint64_t bytes = 0;     // written
+    std::uint64_t bytes = 0;  // written
     std::uint64_t received = 0;
-    Clock::time_point moved;     // when `received` last grew
+    Clock::time_point moved;  // when `received` last grew
     std::vector<std::uint64_t> repaired;
     std::mutex write_mutex;
     grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream = nullptr;
@@ -143,11 +147,13 @@ struct Node {
 
 class Sender final : public v1::BcastControl::Service {
   public:
-    Sender(const SendOptions& options, Secret secret) : options_(options), secret_(std::move(secret)) {}
+    Sender(const SendOptions& options, Secret secret)
+        : options_(options), secret_(std::move(secret)) {}
     int run();
 
-    grpc::Status Join(grpc::ServerContext* context,
-                      grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) override;
+    grpc::Status Join(
+        grpc::ServerContext* context,
+        grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) override;
 
   private:
     Node* find(const std::string& name);
@@ -255,8 +261,9 @@ void Sender::handle(Node& node, const v1::BcastNodeReport& report) {
             node.moved = Clock::now();
         }
     } else if (report.has_done()) {
-        if (!digest_ || report.done().sha256() != std::string(reinterpret_cast<const char*>(
-                                                               digest_->data()), digest_->size())) {
+        if (!digest_ ||
+            report.done().sha256() !=
+                std::string(reinterpret_cast<const char*>(digest_->data()), digest_->size())) {
             mark_failed(node, "its copy's SHA-256 differs from the file's");
         } else if (node.state == Node::State::kJoined) {
             node.state = Node::State::kDone;
@@ -276,8 +283,9 @@ void Sender::handle(Node& node, const v1::BcastNodeReport& report) {
     changed_.notify_all();
 }
 
-grpc::Status Sender::Join(grpc::ServerContext*,
-                          grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) {
+grpc::Status Sender::Join(
+    grpc::ServerContext*,
+    grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) {
     auto greeting = accept_handshake<v1::BcastNodeReport, v1::BcastNodeOrder>(*stream, secret_);
     if (!greeting) {
         spdlog::warn("refused a node: {}", greeting.error().message);
@@ -316,8 +324,9 @@ grpc::Status Sender::Join(grpc::ServerContext*,
     }
     std::lock_guard write(node->write_mutex);
     node->stream = nullptr;
-    return node->state == Node::State::kDone ? grpc::Status::OK
-                                             : grpc::Status{grpc::StatusCode::ABORTED, node->reason};
+    return node->state == Node::State::kDone
+               ? grpc::Status::OK
+               : grpc::Status{grpc::StatusCode::ABORTED, node->reason};
 }
 
 void Sender::send_digest(const Digest& digest) {
@@ -345,11 +354,15 @@ std::string shell_word(const std::string& word) {
 }
 
 Status Sender::launch(Node& node, const std::string& sender_endpoint) {
-    std::vector<std::string> remote = {options_.program, "receive",
-                                       "--sender", sender_endpoint,
-                                       "--name", node.name,
+    std::vector<std::string> remote = {options_.program,
+                                       "receive",
+                                       "--sender",
+                                       sender_endpoint,
+                                       "--name",
+                                       node.name,
                                        "--secret-stdin",
-                                       "--memory", std::to_string(options_.memory_bytes),
+                                       "--memory",
+                                       std::to_string(options_.memory_bytes),
                                        "--stall-timeout",
                                        std::to_string(options_.stall_timeout.count() / 1000.0),
                                        options_.dest.native()};
@@ -375,8 +388,8 @@ Status Sender::launch(Node& node, const std::string& sender_endpoint) {
     }
     bp::opstream secret_in;
     std::error_code ec;
-    node.launcher.emplace(bp::exe = "/usr/bin/ssh", bp::args = args, bp::std_in < secret_in,
-                          bp::std_out > node.launcher_output.get(),
+    node.launcher.emplace(bp::exe = "/usr/bin/ssh", bp::args = args,
+                          bp::std_in<secret_in, bp::std_out> node.launcher_output.get(),
                           bp::std_err > node.launcher_output.get(), ec);
     if (ec) {
         node.launcher.reset();
@@ -553,9 +566,9 @@ int Sender::run() {
                     continue;
                 }
                 if (node->launcher && !node->launcher->running()) {
-                    mark_failed(*node, fmt::format("ssh ended with status {} before it joined{}",
-                                                   node->launcher->exit_code(),
-                                                   launcher_reason(*node)));
+                    mark_failed(*node,
+                                fmt::format("ssh ended with status {} before it joined{}",
+                                            node->launcher->exit_code(), launcher_reason(*node)));
                 } else {
                     waiting = true;
                 }
@@ -630,8 +643,7 @@ int Sender::run() {
             launchers.push_back(node->launcher->id());
         }
     }
-    if (!launchers.empty() &&
-        !wait_for_exit(launchers, Clock::now() + std::chrono::seconds(10))) {
+    if (!launchers.empty() && !wait_for_exit(launchers, Clock::now() + std::chrono::seconds(10))) {
         for (auto& node : nodes_) {
             std::error_code ec;
             if (node->launcher && node->launcher->running(ec)) {

@@ -1,13 +1,13 @@
 // vc-bcast's pieces that need no network: the secret and its handshake, the chunk layout, and
 // a node's copy (checking, asking again, holding back unchecked ends, bounded memory).
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <gtest/gtest.h>
 #include <mutex>
 #include <thread>
 
@@ -82,9 +82,7 @@ class FakeStreams {
     class End {
       public:
         End(FakeStreams& pipe, bool client) : pipe_(pipe), client_(client) {}
-        bool Write(const Mine& message) {
-            return pipe_.push(client_, message.SerializeAsString());
-        }
+        bool Write(const Mine& message) { return pipe_.push(client_, message.SerializeAsString()); }
         bool Read(Theirs* message) {
             auto text = pipe_.pop(client_);
             return text && message->ParseFromString(*text);
@@ -249,8 +247,8 @@ TEST_F(NodeCopyTest, PiecesOfAReplacedStreamOrOutOfOrderAreIgnored) {
     ASSERT_TRUE(copy.put(old_stream, 0, 0, view(first.first(500)), {}));
     const auto [stream, next] = copy.begin_stream();  // a new predecessor: start chunk 0 over
     EXPECT_EQ(0u, next);
-    EXPECT_EQ(NodeCopy::Put::kIgnored, *copy.put(old_stream, 0, 500, view(first.subspan(500)),
-                                                 bytes_of(sha256(first))));
+    EXPECT_EQ(NodeCopy::Put::kIgnored,
+              *copy.put(old_stream, 0, 500, view(first.subspan(500)), bytes_of(sha256(first))));
     EXPECT_EQ(NodeCopy::Put::kIgnored, *copy.put(stream, 1, 0, view(first.first(10)), {}));
     EXPECT_EQ(NodeCopy::Put::kIgnored, *copy.put(stream, 0, 10, view(first.first(10)), {}));
     EXPECT_EQ(NodeCopy::Put::kChecked, put_chunk(copy, stream, 0, first, 250, sha256(first)));
@@ -278,8 +276,8 @@ TEST_F(NodeCopyTest, AForwarderGetsAChunksEndOnlyOnceItIsChecked) {
     EXPECT_EQ(600u, std::get<Piece>(got).length);
     EXPECT_FALSE(std::get<Piece>(got).last);
     const auto generation = std::get<Piece>(got).generation;
-    ASSERT_TRUE(copy.put(stream, 0, 600, view(std::span(file).subspan(600)),
-                         bytes_of(sha256(file))));
+    ASSERT_TRUE(
+        copy.put(stream, 0, 600, view(std::span(file).subspan(600)), bytes_of(sha256(file))));
     got = copy.read(0, 600, out, std::chrono::steady_clock::now());
     ASSERT_TRUE(std::holds_alternative<Piece>(got));
     EXPECT_EQ(400u, std::get<Piece>(got).length);
@@ -313,8 +311,8 @@ TEST_F(NodeCopyTest, ReceivingWaitsForRoomWhenTheBuffersAreFull) {
     std::atomic<bool> returned{false};
     auto third = std::span(file).subspan(2000);
     std::thread receiving([&] {
-        EXPECT_EQ(NodeCopy::Put::kChecked, *copy.put(stream, 2, 0, view(third),
-                                                     bytes_of(sha256(third))));
+        EXPECT_EQ(NodeCopy::Put::kChecked,
+                  *copy.put(stream, 2, 0, view(third), bytes_of(sha256(third))));
         returned = true;
     });
     std::this_thread::sleep_for(100ms);
