@@ -16,12 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "pilot/privileged/launcher.hpp"
 #include "pilot/privileged/namespaces.hpp"
 #include "pilot/privileged/paths.hpp"
 #include "pilot/privileged/seccomp.hpp"
-#include "pilot/srun_relay.hpp"
 #include "pilot/privileged/sshd.hpp"
+#include "pilot/srun_relay.hpp"
 #include "pilot/validate.hpp"
 #include "vcpilot/v1/pilot.grpc.pb.h"
 
