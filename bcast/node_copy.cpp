@@ -33,7 +33,7 @@ std::uint64_t NodeCopy::next_needed() const {
 Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk, std::uint32_t offset,
                                     std::string_view data, std::string_view sha) {
     std::unique_lock lock(mutex_);
-    if (stream != stream_ || chunk != next_needed_ || chunk >= layout_.chunks()) {
+    if (check_failed_ || stream != stream_ || chunk != next_needed_ || chunk >= layout_.chunks()) {
         return Put::kIgnored;
     }
     const std::uint32_t length = layout_.length(chunk);
@@ -83,26 +83,35 @@ Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk, s
     // one at a time, and it stays until checked and written.
     const std::uint64_t generation = generation_[chunk];
     lock.unlock();
-    const Digest digest = sha256(buffer.data);
+    const auto digest = sha256(buffer.data);
     lock.lock();
+    if (!digest) {
+        check_failed_ = Error{fmt::format("chunk {}: cannot take its SHA-256 on this node: {}",
+                                          chunk, digest.error().message)};
+        changed_.notify_all();  // write_all() reports it
+        return Put::kIgnored;
+    }
     if (stream != stream_ || generation_[chunk] != generation) {
         return Put::kIgnored;  // a new predecessor started the chunk over meanwhile
     }
-    if (std::memcmp(digest.data(), sha.data(), digest.size()) != 0) {
+    if (std::memcmp(digest->data(), sha.data(), digest->size()) != 0) {
         buffer.filled = 0;
         generation_[chunk] = ++generations_;
         changed_.notify_all();
         return Put::kBadChecksum;
     }
     buffer.checked = true;
-    digests_[chunk] = digest;
+    digests_[chunk] = *digest;
     ++next_needed_;
     changed_.notify_all();
     return Put::kChecked;
 }
 
 Result<Digest> NodeCopy::write_all() {
-    Sha256 file;
+    auto file = Sha256::start();
+    if (!file) {
+        return file.error();
+    }
     const std::uint64_t chunks = layout_.chunks();
     for (;;) {
         Buffer* buffer = nullptr;
@@ -110,17 +119,20 @@ Result<Digest> NodeCopy::write_all() {
         {
             std::unique_lock lock(mutex_);
             changed_.wait(lock, [&] {
-                if (stopping_ || next_write_ == chunks) {
+                if (stopping_ || check_failed_ || next_write_ == chunks) {
                     return true;
                 }
                 auto it = buffers_.find(next_write_);
                 return it != buffers_.end() && it->second.checked;
             });
+            if (check_failed_) {
+                return *check_failed_;
+            }
             if (stopping_) {
                 return Error{"stopped"};
             }
             if (next_write_ == chunks) {
-                return file.finish();
+                return file->finish();
             }
             chunk = next_write_;
             buffer = &buffers_.at(chunk);
@@ -136,11 +148,13 @@ Result<Digest> NodeCopy::write_all() {
             if (n <= 0) {
                 return Error{fmt::format("writing {} bytes at offset {}: {}",
                                          buffer->data.size() - done, layout_.offset(chunk) + done,
-                                         n < 0 ? std::strerror(errno) : "nothing written")};
+                                         n < 0 ? errno_text(errno) : "nothing written")};
             }
             done += static_cast<std::size_t>(n);
         }
-        file.update(buffer->data);
+        if (auto fed = file->update(buffer->data); !fed) {
+            return fed.error();
+        }
         {
             std::lock_guard lock(mutex_);
             auto it = buffers_.find(chunk);
