@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <fmt/format.h>
 
 namespace vcpilot::bcast {
@@ -18,7 +17,7 @@ Status read_exactly(int fd, std::span<std::byte> out, std::uint64_t offset) {
         }
         if (n <= 0) {
             return Error{fmt::format("at byte {}: {}", offset + done,
-                                     n < 0 ? std::strerror(errno) : "the file ends there")};
+                                     n < 0 ? errno_text(errno) : "the file ends there")};
         }
         done += static_cast<std::size_t>(n);
     }

@@ -29,13 +29,18 @@ Result<Greeting> accept_handshake(Stream& stream, const Secret& secret) {
     if (!nonce) {
         return nonce.error();
     }
+    auto server_mac = secret.server_mac(client_nonce, *nonce);
+    auto client_mac = secret.client_mac(*nonce, client_nonce);
+    if (!server_mac || !client_mac) {
+        return (server_mac ? client_mac : server_mac).error();
+    }
     Out challenge;
     challenge.mutable_challenge()->set_nonce(*nonce);
-    challenge.mutable_challenge()->set_mac(secret.server_mac(client_nonce, *nonce));
+    challenge.mutable_challenge()->set_mac(*server_mac);
     if (!stream.Write(challenge) || !stream.Read(&in) || !in.has_proof()) {
         return Error{"the stream ended during the handshake"};
     }
-    if (!same_mac(secret.client_mac(*nonce, client_nonce), in.proof().mac())) {
+    if (!same_mac(*client_mac, in.proof().mac())) {
         return Error{"wrong proof: not part of this transfer"};
     }
     greeting.ring_endpoint = in.proof().ring_endpoint();
@@ -57,12 +62,19 @@ Status offer_handshake(Stream& stream, const Secret& secret, const std::string& 
     if (!stream.Write(out) || !stream.Read(&in)) {
         return Error{"the stream ended during the handshake"};
     }
-    if (!in.has_challenge() ||
-        !same_mac(secret.server_mac(*nonce, in.challenge().nonce()), in.challenge().mac())) {
+    if (!in.has_challenge()) {
+        return Error{"the handshake failed: the other side does not hold this transfer's secret"};
+    }
+    auto server_mac = secret.server_mac(*nonce, in.challenge().nonce());
+    auto client_mac = secret.client_mac(in.challenge().nonce(), *nonce);
+    if (!server_mac || !client_mac) {
+        return (server_mac ? client_mac : server_mac).error();
+    }
+    if (!same_mac(*server_mac, in.challenge().mac())) {
         return Error{"the handshake failed: the other side does not hold this transfer's secret"};
     }
     out.Clear();
-    out.mutable_proof()->set_mac(secret.client_mac(in.challenge().nonce(), *nonce));
+    out.mutable_proof()->set_mac(*client_mac);
     out.mutable_proof()->set_ring_endpoint(ring_endpoint);
     if (!stream.Write(out)) {
         return Error{"the stream ended during the handshake"};

@@ -5,8 +5,6 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#include <stdexcept>
-
 namespace vcpilot::bcast {
 
 std::string to_hex(std::span<const std::uint8_t> bytes) {
@@ -25,35 +23,46 @@ struct Sha256::State {
     ~State() { EVP_MD_CTX_free(context); }
 };
 
-Sha256::Sha256() : state_(std::make_unique<State>()) {
-    if (state_->context == nullptr ||
-        EVP_DigestInit_ex(state_->context, EVP_sha256(), nullptr) != 1) {
-        throw std::runtime_error("OpenSSL: cannot start a SHA-256");
+Result<Sha256> Sha256::start() {
+    auto state = std::make_unique<State>();
+    if (state->context == nullptr ||
+        EVP_DigestInit_ex(state->context, EVP_sha256(), nullptr) != 1) {
+        return Error{"OpenSSL: cannot start a SHA-256"};
     }
+    return Sha256(std::move(state));
 }
 
+Sha256::Sha256(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Sha256::~Sha256() = default;
+Sha256::Sha256(Sha256&&) noexcept = default;
+Sha256& Sha256::operator=(Sha256&&) noexcept = default;
 
-void Sha256::update(std::span<const std::byte> data) {
+Status Sha256::update(std::span<const std::byte> data) {
     if (EVP_DigestUpdate(state_->context, data.data(), data.size()) != 1) {
-        throw std::runtime_error("OpenSSL: SHA-256 update failed");
+        return Error{"OpenSSL: SHA-256 update failed"};
     }
+    return {};
 }
 
-Digest Sha256::finish() {
+Result<Digest> Sha256::finish() {
     Digest digest{};
     unsigned int length = 0;
     if (EVP_DigestFinal_ex(state_->context, digest.data(), &length) != 1 ||
         length != digest.size()) {
-        throw std::runtime_error("OpenSSL: SHA-256 final failed");
+        return Error{"OpenSSL: SHA-256 final failed"};
     }
     return digest;
 }
 
-Digest sha256(std::span<const std::byte> data) {
-    Sha256 hash;
-    hash.update(data);
-    return hash.finish();
+Result<Digest> sha256(std::span<const std::byte> data) {
+    auto hash = Sha256::start();
+    if (!hash) {
+        return hash.error();
+    }
+    if (auto updated = hash->update(data); !updated) {
+        return updated.error();
+    }
+    return hash->finish();
 }
 
 Result<Secret> Secret::random() {
@@ -73,9 +82,12 @@ Result<Secret> Secret::from_hex(std::string_view hex) {
         return Error{"the secret must be 64 hex digits"};
     }
     auto value = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        if (c >= '0' && c <= '9')
+            return c - '0';
+        if (c >= 'a' && c <= 'f')
+            return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+            return c - 'A' + 10;
         return -1;
     };
     for (std::size_t i = 0; i < secret.key_.size(); ++i) {
@@ -89,10 +101,12 @@ Result<Secret> Secret::from_hex(std::string_view hex) {
     return secret;
 }
 
-std::string Secret::hex() const { return to_hex(key_); }
+std::string Secret::hex() const {
+    return to_hex(key_);
+}
 
-std::string Secret::mac(std::string_view label, std::string_view first,
-                        std::string_view second) const {
+Result<std::string> Secret::mac(std::string_view label, std::string_view first,
+                                std::string_view second) const {
     std::string message;
     message.reserve(label.size() + 1 + first.size() + second.size());
     message.append(label).append(1, '\0').append(first).append(second);
@@ -101,16 +115,18 @@ std::string Secret::mac(std::string_view label, std::string_view first,
     if (HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
              reinterpret_cast<const unsigned char*>(message.data()), message.size(), out,
              &length) == nullptr) {
-        throw std::runtime_error("OpenSSL: HMAC-SHA256 failed");
+        return Error{"OpenSSL: HMAC-SHA256 failed"};
     }
     return std::string(reinterpret_cast<const char*>(out), length);
 }
 
-std::string Secret::server_mac(std::string_view client_nonce, std::string_view server_nonce) const {
+Result<std::string> Secret::server_mac(std::string_view client_nonce,
+                                       std::string_view server_nonce) const {
     return mac("vc-bcast server", client_nonce, server_nonce);
 }
 
-std::string Secret::client_mac(std::string_view server_nonce, std::string_view client_nonce) const {
+Result<std::string> Secret::client_mac(std::string_view server_nonce,
+                                       std::string_view client_nonce) const {
     return mac("vc-bcast client", server_nonce, client_nonce);
 }
 

@@ -9,8 +9,11 @@
 namespace vcpilot::bcast {
 
 NodeCopy::NodeCopy(Layout layout, int fd, std::size_t max_buffers)
-    : layout_(layout), fd_(fd), max_buffers_(max_buffers < 2 ? 2 : max_buffers),
-      digests_(layout.chunks()), generation_(layout.chunks()) {}
+    : layout_(layout),
+      fd_(fd),
+      max_buffers_(max_buffers < 2 ? 2 : max_buffers),
+      digests_(layout.chunks()),
+      generation_(layout.chunks()) {}
 
 std::pair<std::uint64_t, std::uint64_t> NodeCopy::begin_stream() {
     std::lock_guard lock(mutex_);
@@ -27,11 +30,10 @@ std::uint64_t NodeCopy::next_needed() const {
     return next_needed_;
 }
 
-Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk,
-                                    std::uint32_t offset, std::string_view data,
-                                    std::string_view sha) {
+Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk, std::uint32_t offset,
+                                    std::string_view data, std::string_view sha) {
     std::unique_lock lock(mutex_);
-    if (stream != stream_ || chunk != next_needed_ || chunk >= layout_.chunks()) {
+    if (check_failed_ || stream != stream_ || chunk != next_needed_ || chunk >= layout_.chunks()) {
         return Put::kIgnored;
     }
     const std::uint32_t length = layout_.length(chunk);
@@ -81,26 +83,35 @@ Result<NodeCopy::Put> NodeCopy::put(std::uint64_t stream, std::uint64_t chunk,
     // one at a time, and it stays until checked and written.
     const std::uint64_t generation = generation_[chunk];
     lock.unlock();
-    const Digest digest = sha256(buffer.data);
+    const auto digest = sha256(buffer.data);
     lock.lock();
+    if (!digest) {
+        check_failed_ = Error{fmt::format("chunk {}: cannot take its SHA-256 on this node: {}",
+                                          chunk, digest.error().message)};
+        changed_.notify_all();  // write_all() reports it
+        return Put::kIgnored;
+    }
     if (stream != stream_ || generation_[chunk] != generation) {
         return Put::kIgnored;  // a new predecessor started the chunk over meanwhile
     }
-    if (std::memcmp(digest.data(), sha.data(), digest.size()) != 0) {
+    if (std::memcmp(digest->data(), sha.data(), digest->size()) != 0) {
         buffer.filled = 0;
         generation_[chunk] = ++generations_;
         changed_.notify_all();
         return Put::kBadChecksum;
     }
     buffer.checked = true;
-    digests_[chunk] = digest;
+    digests_[chunk] = *digest;
     ++next_needed_;
     changed_.notify_all();
     return Put::kChecked;
 }
 
 Result<Digest> NodeCopy::write_all() {
-    Sha256 file;
+    auto file = Sha256::start();
+    if (!file) {
+        return file.error();
+    }
     const std::uint64_t chunks = layout_.chunks();
     for (;;) {
         Buffer* buffer = nullptr;
@@ -108,17 +119,20 @@ Result<Digest> NodeCopy::write_all() {
         {
             std::unique_lock lock(mutex_);
             changed_.wait(lock, [&] {
-                if (stopping_ || next_write_ == chunks) {
+                if (stopping_ || check_failed_ || next_write_ == chunks) {
                     return true;
                 }
                 auto it = buffers_.find(next_write_);
                 return it != buffers_.end() && it->second.checked;
             });
+            if (check_failed_) {
+                return *check_failed_;
+            }
             if (stopping_) {
                 return Error{"stopped"};
             }
             if (next_write_ == chunks) {
-                return file.finish();
+                return file->finish();
             }
             chunk = next_write_;
             buffer = &buffers_.at(chunk);
@@ -134,11 +148,13 @@ Result<Digest> NodeCopy::write_all() {
             if (n <= 0) {
                 return Error{fmt::format("writing {} bytes at offset {}: {}",
                                          buffer->data.size() - done, layout_.offset(chunk) + done,
-                                         n < 0 ? std::strerror(errno) : "nothing written")};
+                                         n < 0 ? errno_text(errno) : "nothing written")};
             }
             done += static_cast<std::size_t>(n);
         }
-        file.update(buffer->data);
+        if (auto fed = file->update(buffer->data); !fed) {
+            return fed.error();
+        }
         {
             std::lock_guard lock(mutex_);
             auto it = buffers_.find(chunk);
@@ -210,7 +226,8 @@ std::variant<Piece, NotYet, Error> NodeCopy::read(std::uint64_t chunk, std::uint
     piece.length = std::min<std::size_t>(out.size(), length - offset);
     if (auto read = read_exactly(fd_, out.first(piece.length), layout_.offset(chunk) + offset);
         !read) {
-        return Error{fmt::format("reading back chunk {} from DEST {}", chunk, read.error().message)};
+        return Error{
+            fmt::format("reading back chunk {} from DEST {}", chunk, read.error().message)};
     }
     piece.last = offset + piece.length == length;
     return piece;

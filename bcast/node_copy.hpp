@@ -29,7 +29,9 @@ class NodeCopy : public ChunkSource {
     enum class Put { kTaken, kIgnored, kChecked, kBadChecksum };
     // One piece from stream `stream`. Pieces of an older stream, of another chunk than the next
     // one needed, or out of order are ignored (they were in flight when we asked again).
-    // An error is a protocol violation by the predecessor.
+    // An error is a protocol violation by the predecessor. A chunk this node cannot check
+    // (OpenSSL fails here) is not the predecessor's fault: it is ignored, as is all that comes
+    // after it, and write_all() returns why.
     Result<Put> put(std::uint64_t stream, std::uint64_t chunk, std::uint32_t offset,
                     std::string_view data, std::string_view sha);
     std::uint64_t next_needed() const;
@@ -38,7 +40,8 @@ class NodeCopy : public ChunkSource {
 
     // ---- the writing side ----
     // Writes checked chunks to DEST in order until all are written (returns the file's
-    // SHA-256) or a write fails or stop() is called (returns an error).
+    // SHA-256) or a write, a checksum here or the file's fails or stop() is called (returns
+    // an error).
     Result<Digest> write_all();
     std::uint64_t bytes_written() const;
     std::uint64_t bytes_received() const;
@@ -46,9 +49,9 @@ class NodeCopy : public ChunkSource {
     void stop();
 
     // ---- ChunkSource, for the forwarder (nothing new once stopped) ----
-    std::variant<Piece, NotYet, Error> read(std::uint64_t chunk, std::uint32_t offset,
-                                            std::span<std::byte> out,
-                                            std::chrono::steady_clock::time_point deadline) override;
+    std::variant<Piece, NotYet, Error> read(
+        std::uint64_t chunk, std::uint32_t offset, std::span<std::byte> out,
+        std::chrono::steady_clock::time_point deadline) override;
 
   private:
     struct Buffer {
@@ -67,7 +70,7 @@ class NodeCopy : public ChunkSource {
     // Buffers of written chunks, reused: a fresh 4 MiB allocation per chunk cost a memset and
     // a page fault per page (a fifth of all CPU with 16 nodes on 2 cores).
     std::vector<std::vector<std::byte>> spare_;
-    std::vector<Digest> digests_;    // of checked chunks
+    std::vector<Digest> digests_;  // of checked chunks
     // Bumped each time a chunk starts over; a checked chunk keeps its last one, in memory
     // and in DEST, so that a forwarder halfway through it carries on.
     std::vector<std::uint64_t> generation_;
@@ -76,6 +79,7 @@ class NodeCopy : public ChunkSource {
     std::uint64_t stream_ = 0;
     std::uint64_t generations_ = 0;
     std::optional<std::uint64_t> corrupt_;
+    std::optional<Error> check_failed_;  // a chunk's SHA-256 could not be taken here
     bool stopping_ = false;
 };
 

@@ -9,7 +9,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <mutex>
@@ -19,6 +18,7 @@
 #include "bcast/forwarder.hpp"
 #include "bcast/handshake.hpp"
 #include "bcast/node_copy.hpp"
+#include "common/fd.hpp"
 #include "vcpilot/v1/bcast.grpc.pb.h"
 
 namespace vcpilot::bcast {
@@ -35,18 +35,15 @@ Result<std::string> local_address_towards(const std::string& host) {
         return Error{fmt::format("{}: {}", host, ::gai_strerror(rc))};
     }
     std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owned(found, ::freeaddrinfo);
-    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return Error{fmt::format("socket: {}", std::strerror(errno))};
+    const UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        return sys_error("socket");
     }
     sockaddr_in local{};
     socklen_t length = sizeof local;
-    const bool ok = ::connect(fd, found->ai_addr, found->ai_addrlen) == 0 &&
-                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0;
-    const int saved = errno;
-    ::close(fd);
-    if (!ok) {
-        return Error{fmt::format("no route to {}: {}", host, std::strerror(saved))};
+    if (::connect(fd.get(), found->ai_addr, found->ai_addrlen) != 0 ||
+        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+        return sys_error("no route to " + host);
     }
     char text[INET_ADDRSTRLEN];
     ::inet_ntop(AF_INET, &local.sin_addr, text, sizeof text);
@@ -90,7 +87,7 @@ class Receiver final : public v1::BcastRing::Service {
     std::atomic<bool> failed_{false};
     std::atomic<bool> done_{false};
     bool stopping_ = false;
-    int fd_ = -1;
+    UniqueFd fd_;               // DEST, or the unnamed file that becomes DEST
     bool writes_dest_ = false;  // no O_TMPFILE here: DEST itself is written
 };
 
@@ -198,24 +195,24 @@ Status Receiver::open_dest(const v1::BcastStart& start) {
         return Error{fmt::format("{}: exists and is not a regular file", dest.native())};
     }
     const fs::path directory = dest.parent_path().empty() ? fs::path(".") : dest.parent_path();
-    fd_ = ::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-        fd_ = ::open(dest.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-        writes_dest_ = fd_ >= 0;
+    fd_.reset(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!fd_ && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        fd_.reset(::open(dest.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+        writes_dest_ = static_cast<bool>(fd_);
     }
-    if (fd_ < 0) {
-        return Error{fmt::format("{}: {}", dest.native(), std::strerror(errno))};
+    if (!fd_) {
+        return sys_error(dest.native());
     }
     if (start.size() > 0) {
         // Room for the whole file now: a full disk shows before any byte travels.
-        const int rc = ::posix_fallocate(fd_, 0, static_cast<off_t>(start.size()));
+        const int rc = ::posix_fallocate(fd_.get(), 0, static_cast<off_t>(start.size()));
         if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
-            return Error{fmt::format("{}: no room for {} bytes: {}", dest.native(), start.size(),
-                                     std::strerror(rc))};
+            return sys_error(fmt::format("{}: no room for {} bytes", dest.native(), start.size()),
+                             rc);
         }
     }
-    if (::fchmod(fd_, start.mode() & 0777) != 0) {
-        return Error{fmt::format("{}: chmod: {}", dest.native(), std::strerror(errno))};
+    if (::fchmod(fd_.get(), start.mode() & 0777) != 0) {
+        return sys_error(dest.native() + ": chmod");
     }
     return {};
 }
@@ -225,12 +222,12 @@ Status Receiver::publish_dest() {
         return {};
     }
     const fs::path& dest = options_.dest;
-    const std::string self = fmt::format("/proc/self/fd/{}", fd_);
+    const std::string self = fmt::format("/proc/self/fd/{}", fd_.get());
     if (::unlink(dest.c_str()) != 0 && errno != ENOENT) {
-        return Error{fmt::format("{}: cannot replace it: {}", dest.native(), std::strerror(errno))};
+        return sys_error(dest.native() + ": cannot replace it");
     }
     if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
-        return Error{fmt::format("{}: {}", dest.native(), std::strerror(errno))};
+        return sys_error(dest.native());
     }
     return {};
 }
@@ -253,7 +250,8 @@ void Receiver::finish_writing() {
     }
     if (*sender_digest_ != our_digest) {
         lock.unlock();
-        fail(fmt::format("{}: the file's SHA-256 differs from the sender's", options_.dest.native()));
+        fail(fmt::format("{}: the file's SHA-256 differs from the sender's",
+                         options_.dest.native()));
         return;
     }
     lock.unlock();
@@ -338,7 +336,8 @@ int Receiver::run() {
             {
                 std::lock_guard lock(mutex_);
                 copy_ = std::make_unique<NodeCopy>(
-                    layout_, fd_, std::max<std::size_t>(2, options_.memory_bytes / start.chunk_size()));
+                    layout_, fd_.get(),
+                    std::max<std::size_t>(2, options_.memory_bytes / start.chunk_size()));
                 if (options_.corrupt_chunk) {
                     copy_->corrupt_once(*options_.corrupt_chunk);
                 }
@@ -423,9 +422,7 @@ int Receiver::run() {
     }
     const grpc::Status status = control_->Finish();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    if (fd_ >= 0) {
-        ::close(fd_);
-    }
+    fd_.reset();
     if (done_) {
         return 0;
     }

@@ -24,6 +24,7 @@
 #include "bcast/forwarder.hpp"
 #include "bcast/handshake.hpp"
 #include "bcast/receiver.hpp"
+#include "common/fd.hpp"
 #include "common/process.hpp"
 #include "common/text.hpp"
 #include "vcpilot/v1/bcast.grpc.pb.h"
@@ -37,24 +38,26 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
+std::string mib(std::uint64_t bytes) {
+    return fmt::format("{:.1f} MiB", bytes / 1048576.0);
+}
 
 // The file, as the head of the ring reads it: a chunk is read (and its digest taken) when the
-// forwarder first asks for it; the whole file's digest is taken on the way, in order.
+// forwarder first asks for it; the whole file's digest is taken on the way, in order, in `file`.
 class FileSource final : public ChunkSource {
   public:
-    FileSource(int fd, Layout layout, std::function<void(const Digest&)> file_digest)
-        : fd_(fd), layout_(layout), digests_(layout.chunks()), file_digest_(std::move(file_digest)) {}
+    FileSource(int fd, Layout layout, Sha256 file, std::function<void(const Digest&)> file_digest)
+        : fd_(fd),
+          layout_(layout),
+          digests_(layout.chunks()),
+          file_(std::move(file)),
+          file_digest_(std::move(file_digest)) {}
 
-    void start() {
-        if (layout_.chunks() == 0) {
-            file_digest_(file_.finish());
-        }
-    }
+    // An empty file has no chunk to read: its digest is known at once.
+    Status start() { return layout_.chunks() == 0 ? finish_file() : Status{}; }
 
     std::variant<Piece, NotYet, Error> read(std::uint64_t chunk, std::uint32_t offset,
-                                            std::span<std::byte> out,
-                                            Clock::time_point) override {
+                                            std::span<std::byte> out, Clock::time_point) override {
         std::lock_guard lock(mutex_);
         if (chunk != cached_chunk_) {
             if (auto loaded = load(chunk); !loaded) {
@@ -72,17 +75,19 @@ class FileSource final : public ChunkSource {
 
   private:
     Status load(std::uint64_t chunk) {
+        if (hash_failed_) {
+            return *hash_failed_;
+        }
         // The file digest needs every chunk once, in order; a resumed successor may ask for an
         // earlier one again, never (in practice) a later one first.
         while (next_digest_ <= chunk) {
             if (auto read = read_chunk(next_digest_); !read) {
                 return read;
             }
-            file_.update(cache_);
-            digests_[next_digest_] = sha256(cache_);
-            cached_chunk_ = next_digest_;
-            if (++next_digest_ == layout_.chunks()) {
-                file_digest_(file_.finish());
+            if (auto hashed = take_digests(); !hashed) {
+                // For good: the file's digest may have taken the chunk, or part of it.
+                hash_failed_ = hashed.error();
+                return hashed;
             }
         }
         if (cached_chunk_ != chunk) {
@@ -91,6 +96,33 @@ class FileSource final : public ChunkSource {
             }
             cached_chunk_ = chunk;
         }
+        return {};
+    }
+
+    // Takes the digest of the chunk next_digest_, just read into cache_, and feeds the file's
+    // digest with it; after the last chunk, hands the file's digest on.
+    Status take_digests() {
+        auto digest = sha256(cache_);
+        if (!digest) {
+            return digest.error();
+        }
+        if (auto fed = file_.update(cache_); !fed) {
+            return fed;
+        }
+        digests_[next_digest_] = *digest;
+        cached_chunk_ = next_digest_;
+        if (++next_digest_ == layout_.chunks()) {
+            return finish_file();
+        }
+        return {};
+    }
+
+    Status finish_file() {
+        auto digest = file_.finish();
+        if (!digest) {
+            return digest.error();
+        }
+        file_digest_(*digest);
         return {};
     }
 
@@ -110,6 +142,7 @@ class FileSource final : public ChunkSource {
     std::vector<Digest> digests_;
     Sha256 file_;
     std::uint64_t next_digest_ = 0;
+    std::optional<Error> hash_failed_;
     std::function<void(const Digest&)> file_digest_;
 };
 
@@ -119,9 +152,9 @@ struct Node {
     State state = State::kWaiting;
     std::string endpoint;
     std::string reason;
-    std::uint64_t bytes = 0;     // written
+    std::uint64_t bytes = 0;  // written
     std::uint64_t received = 0;
-    Clock::time_point moved;     // when `received` last grew
+    Clock::time_point moved;  // when `received` last grew
     std::vector<std::uint64_t> repaired;
     std::mutex write_mutex;
     grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream = nullptr;
@@ -143,11 +176,13 @@ struct Node {
 
 class Sender final : public v1::BcastControl::Service {
   public:
-    Sender(const SendOptions& options, Secret secret) : options_(options), secret_(std::move(secret)) {}
+    Sender(const SendOptions& options, Secret secret)
+        : options_(options), secret_(std::move(secret)) {}
     int run();
 
-    grpc::Status Join(grpc::ServerContext* context,
-                      grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) override;
+    grpc::Status Join(
+        grpc::ServerContext* context,
+        grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) override;
 
   private:
     Node* find(const std::string& name);
@@ -255,8 +290,9 @@ void Sender::handle(Node& node, const v1::BcastNodeReport& report) {
             node.moved = Clock::now();
         }
     } else if (report.has_done()) {
-        if (!digest_ || report.done().sha256() != std::string(reinterpret_cast<const char*>(
-                                                               digest_->data()), digest_->size())) {
+        if (!digest_ ||
+            report.done().sha256() !=
+                std::string(reinterpret_cast<const char*>(digest_->data()), digest_->size())) {
             mark_failed(node, "its copy's SHA-256 differs from the file's");
         } else if (node.state == Node::State::kJoined) {
             node.state = Node::State::kDone;
@@ -276,8 +312,9 @@ void Sender::handle(Node& node, const v1::BcastNodeReport& report) {
     changed_.notify_all();
 }
 
-grpc::Status Sender::Join(grpc::ServerContext*,
-                          grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) {
+grpc::Status Sender::Join(
+    grpc::ServerContext*,
+    grpc::ServerReaderWriter<v1::BcastNodeOrder, v1::BcastNodeReport>* stream) {
     auto greeting = accept_handshake<v1::BcastNodeReport, v1::BcastNodeOrder>(*stream, secret_);
     if (!greeting) {
         spdlog::warn("refused a node: {}", greeting.error().message);
@@ -316,8 +353,9 @@ grpc::Status Sender::Join(grpc::ServerContext*,
     }
     std::lock_guard write(node->write_mutex);
     node->stream = nullptr;
-    return node->state == Node::State::kDone ? grpc::Status::OK
-                                             : grpc::Status{grpc::StatusCode::ABORTED, node->reason};
+    return node->state == Node::State::kDone
+               ? grpc::Status::OK
+               : grpc::Status{grpc::StatusCode::ABORTED, node->reason};
 }
 
 void Sender::send_digest(const Digest& digest) {
@@ -345,11 +383,15 @@ std::string shell_word(const std::string& word) {
 }
 
 Status Sender::launch(Node& node, const std::string& sender_endpoint) {
-    std::vector<std::string> remote = {options_.program, "receive",
-                                       "--sender", sender_endpoint,
-                                       "--name", node.name,
+    std::vector<std::string> remote = {options_.program,
+                                       "receive",
+                                       "--sender",
+                                       sender_endpoint,
+                                       "--name",
+                                       node.name,
                                        "--secret-stdin",
-                                       "--memory", std::to_string(options_.memory_bytes),
+                                       "--memory",
+                                       std::to_string(options_.memory_bytes),
                                        "--stall-timeout",
                                        std::to_string(options_.stall_timeout.count() / 1000.0),
                                        options_.dest.native()};
@@ -364,19 +406,19 @@ Status Sender::launch(Node& node, const std::string& sender_endpoint) {
     }
     args.push_back(node.name);
     args.push_back(command);
-    const int output = ::memfd_create(("ssh-" + node.name).c_str(), MFD_CLOEXEC);
-    if (output < 0) {
-        return Error{fmt::format("memfd_create: {}", std::strerror(errno))};
+    UniqueFd output(::memfd_create(("ssh-" + node.name).c_str(), MFD_CLOEXEC));
+    if (!output) {
+        return sys_error("memfd_create");
     }
-    node.launcher_output.reset(::fdopen(output, "w+"));
+    node.launcher_output.reset(::fdopen(output.get(), "w+"));
     if (!node.launcher_output) {
-        ::close(output);
-        return Error{fmt::format("fdopen: {}", std::strerror(errno))};
+        return sys_error("fdopen");
     }
+    output.release();  // the FILE's now
     bp::opstream secret_in;
     std::error_code ec;
-    node.launcher.emplace(bp::exe = "/usr/bin/ssh", bp::args = args, bp::std_in < secret_in,
-                          bp::std_out > node.launcher_output.get(),
+    node.launcher.emplace(bp::exe = "/usr/bin/ssh", bp::args = args,
+                          bp::std_in<secret_in, bp::std_out> node.launcher_output.get(),
                           bp::std_err > node.launcher_output.get(), ec);
     if (ec) {
         node.launcher.reset();
@@ -472,15 +514,19 @@ void Sender::show_progress(bool final_line) {
 }
 
 int Sender::run() {
-    const int fd = ::open(options_.file.c_str(), O_RDONLY | O_CLOEXEC);
+    const UniqueFd file(::open(options_.file.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st {};
-    if (fd < 0 || ::fstat(fd, &st) != 0) {
-        fmt::print(stderr, "vc-bcast: {}: {}\n", options_.file.native(), std::strerror(errno));
+    if (!file || ::fstat(file.get(), &st) != 0) {
+        fmt::print(stderr, "vc-bcast: {}: {}\n", options_.file.native(), errno_text(errno));
         return 2;
     }
     if (!S_ISREG(st.st_mode)) {
         fmt::print(stderr, "vc-bcast: {}: not a regular file\n", options_.file.native());
-        ::close(fd);
+        return 2;
+    }
+    auto file_hash = Sha256::start();
+    if (!file_hash) {
+        fmt::print(stderr, "vc-bcast: {}\n", file_hash.error().message);
         return 2;
     }
     layout_ = Layout{static_cast<std::uint64_t>(st.st_size), options_.chunk_size};
@@ -497,7 +543,6 @@ int Sender::run() {
     auto server = builder.BuildAndStart();
     if (!server || port == 0) {
         fmt::print(stderr, "vc-bcast: cannot listen on {}\n", options_.listen);
-        ::close(fd);
         return 2;
     }
     std::string advertise = options_.advertise;
@@ -506,7 +551,6 @@ int Sender::run() {
         if (!local) {
             fmt::print(stderr, "vc-bcast: {}\n", local.error().message);
             server->Shutdown();
-            ::close(fd);
             return 2;
         }
         advertise = *local;
@@ -516,7 +560,14 @@ int Sender::run() {
         std::ofstream(*options_.port_file) << port << '\n';
     }
 
-    FileSource source(fd, layout_, [this](const Digest& digest) { send_digest(digest); });
+    FileSource source(file.get(), layout_, std::move(*file_hash),
+                      [this](const Digest& digest) { send_digest(digest); });
+    const auto cannot_read = [this](const std::string& reason) {
+        std::lock_guard lock(mutex_);
+        for (auto& node : nodes_) {
+            mark_failed(*node, "the sender cannot read the file: " + reason);
+        }
+    };
     head_ = std::make_unique<Forwarder>(
         source, secret_, ForwarderOptions{"sender", layout_, options_.stall_timeout},
         [this](const std::string& name, const std::string& reason) {
@@ -525,12 +576,7 @@ int Sender::run() {
                 mark_failed(*lost, "the sender could not push to it: " + single_line(reason));
             }
         },
-        [this](const std::string& reason) {
-            std::lock_guard lock(mutex_);
-            for (auto& node : nodes_) {
-                mark_failed(*node, "the sender cannot read the file: " + reason);
-            }
-        });
+        cannot_read);
 
     if (options_.launch) {
         for (auto& node : nodes_) {
@@ -553,9 +599,9 @@ int Sender::run() {
                     continue;
                 }
                 if (node->launcher && !node->launcher->running()) {
-                    mark_failed(*node, fmt::format("ssh ended with status {} before it joined{}",
-                                                   node->launcher->exit_code(),
-                                                   launcher_reason(*node)));
+                    mark_failed(*node,
+                                fmt::format("ssh ended with status {} before it joined{}",
+                                            node->launcher->exit_code(), launcher_reason(*node)));
                 } else {
                     waiting = true;
                 }
@@ -595,7 +641,9 @@ int Sender::run() {
         }
         head_->set_successor(successor_after(0));
     }
-    source.start();
+    if (auto started = source.start(); !started) {
+        cannot_read(started.error().message);
+    }
     std::thread pushing([&] { head_->run(); });
 
     {
@@ -621,7 +669,6 @@ int Sender::run() {
     head_->stop();
     pushing.join();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    ::close(fd);
 
     // The receivers exit once their stream ends; their ssh with them.
     std::vector<pid_t> launchers;
@@ -630,8 +677,7 @@ int Sender::run() {
             launchers.push_back(node->launcher->id());
         }
     }
-    if (!launchers.empty() &&
-        !wait_for_exit(launchers, Clock::now() + std::chrono::seconds(10))) {
+    if (!launchers.empty() && !wait_for_exit(launchers, Clock::now() + std::chrono::seconds(10))) {
         for (auto& node : nodes_) {
             std::error_code ec;
             if (node->launcher && node->launcher->running(ec)) {
@@ -675,18 +721,14 @@ int run_sender(const SendOptions& options) {
         return 2;
     }
     if (options.secret_file) {
-        const int fd = ::open(options.secret_file->c_str(),
-                              O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        const UniqueFd fd(::open(options.secret_file->c_str(),
+                                 O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
         const std::string hex = secret->hex() + "\n";
-        if (fd < 0 || ::write(fd, hex.data(), hex.size()) != static_cast<ssize_t>(hex.size())) {
+        if (!fd || ::write(fd.get(), hex.data(), hex.size()) != static_cast<ssize_t>(hex.size())) {
             fmt::print(stderr, "vc-bcast: {}: {}\n", options.secret_file->native(),
-                       std::strerror(errno));
-            if (fd >= 0) {
-                ::close(fd);
-            }
+                       errno_text(errno));
             return 2;
         }
-        ::close(fd);
     }
     Sender sender(options, std::move(*secret));
     return sender.run();

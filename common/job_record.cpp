@@ -2,7 +2,6 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -20,7 +19,7 @@ Status write_namespaces_record(const std::filesystem::path& file,
         }
     }
     if (std::rename(tmp.c_str(), file.c_str()) != 0) {
-        return Error{"rename " + tmp.string() + ": " + std::strerror(errno)};
+        return sys_error("rename " + tmp.string());
     }
     return {};
 }

@@ -1,7 +1,8 @@
-// Result<T>: a value or a one-line error, for functions whose failure is an ordinary outcome
-// (bad user input, a missing file). GCC 12 has no std::expected; this is the small part of it
-// we need. Reading the wrong side is a programming error and throws std::logic_error instead of
-// being undefined behaviour, so a missed check fails loudly in tests and never corrupts memory.
+// Result<T>: a value or an Error (error.hpp: a one-line message and the errno behind it), for
+// functions whose failure is an ordinary outcome (bad user input, a missing file). GCC 12 has no
+// std::expected; this is the small part of it we need. Reading the wrong side is a programming
+// error and throws std::logic_error instead of being undefined behaviour, so a missed check fails
+// loudly in tests and never corrupts memory.
 #pragma once
 
 #include <stdexcept>
@@ -9,11 +10,9 @@
 #include <utility>
 #include <variant>
 
-namespace vcpilot {
+#include "common/error.hpp"
 
-struct Error {
-    std::string message;
-};
+namespace vcpilot {
 
 namespace detail {
 [[noreturn]] inline void throw_value_of_error(const Error& error) {

@@ -30,6 +30,7 @@
 #include <spdlog/spdlog.h>
 #include <thread>
 
+#include "common/fd.hpp"
 #include "common/grpc_runtime.hpp"
 #include "common/log.hpp"
 #include "common/naming.hpp"
@@ -199,25 +200,23 @@ std::optional<pid_t> live_pilot_of(const JobPaths& paths) {
 
 // A unix socket that only root may use: the file is 0600 in a root-owned directory, and every
 // connection's peer credentials are checked again before gRPC sees it.
-Result<int> listen_on(const fs::path& path) {
+Result<UniqueFd> listen_on(const fs::path& path) {
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     if (path.string().size() >= sizeof address.sun_path) {
         return Error{"socket path " + path.string() + " is too long"};
     }
     std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return Error{std::string("socket: ") + std::strerror(errno)};
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        return sys_error("socket");
     }
     ::unlink(path.c_str());
     const mode_t old_mask = ::umask(0077);
-    const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    ::umask(old_mask);
-    if (bound != 0 || ::listen(fd, 64) != 0) {
-        const int error = errno;
-        ::close(fd);
-        return Error{"listen on " + path.string() + ": " + std::strerror(error)};
+    const int bound = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address);
+    ::umask(old_mask);  // cannot fail, and leaves errno alone
+    if (bound != 0 || ::listen(fd.get(), 64) != 0) {
+        return sys_error("listen on " + path.string());
     }
     return fd;
 }
@@ -230,28 +229,28 @@ void accept_loop(int listen_fd, int stop_fd, grpc::Server* server) {
             if (errno == EINTR) {
                 continue;
             }
-            spdlog::error("poll on the control socket: {}", std::strerror(errno));
+            spdlog::error("poll on the control socket: {}", errno_text(errno));
             return;
         }
         if (fds[1].revents != 0) {
             return;
         }
         // gRPC expects a non-blocking socket and does not make it one.
-        const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
+        UniqueFd connection(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!connection) {
             continue;
         }
         ucred peer{};
         socklen_t size = sizeof peer;
-        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || peer.uid != 0) {
+        if (::getsockopt(connection.get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 ||
+            peer.uid != 0) {
             spdlog::warn(
                 "refused a control connection from uid {} (pid {}): only root may "
                 "drive the pilot",
                 peer.uid, peer.pid);
-            ::close(fd);
             continue;
         }
-        grpc::AddInsecureChannelFromFd(server, fd);
+        grpc::AddInsecureChannelFromFd(server, connection.release());  // gRPC's from here
     }
 }
 
@@ -292,7 +291,7 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     // state stay root's.
     if (ec || ::chmod(paths->root().c_str(), 0711) != 0) {
         spdlog::error("cannot create {}: {}", paths->root().string(),
-                      ec ? ec.message() : std::strerror(errno));
+                      ec ? ec.message() : errno_text(errno));
         return 1;
     }
 
@@ -305,14 +304,14 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     sigaddset(&stop_signals, SIGHUP);
     ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
-    const int signal_fd = ::signalfd(-1, &stop_signals, SFD_CLOEXEC);
-    int launcher_fd = -1;
+    const UniqueFd signal_fd(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
+    UniqueFd launcher_fd;
     if (options.launcher_pid > 0) {
         // glibc 2.36 declares pidfd_open without C linkage for C++; the raw call is the same.
-        launcher_fd = static_cast<int>(::syscall(SYS_pidfd_open, options.launcher_pid, 0));
-        if (launcher_fd < 0) {
+        launcher_fd.reset(static_cast<int>(::syscall(SYS_pidfd_open, options.launcher_pid, 0)));
+        if (!launcher_fd) {
             spdlog::error("cannot watch the launcher, pid {}: {}", options.launcher_pid,
-                          std::strerror(errno));
+                          errno_text(errno));
             return 1;
         }
     }
@@ -340,10 +339,12 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     }
     int stop_pipe[2];
     if (::pipe2(stop_pipe, O_CLOEXEC) != 0) {
-        spdlog::error("pipe: {}", std::strerror(errno));
+        spdlog::error("pipe: {}", errno_text(errno));
         return 1;
     }
-    std::thread acceptor(accept_loop, *listen_fd, stop_pipe[0], server.get());
+    const UniqueFd stop_read(stop_pipe[0]);
+    UniqueFd stop_write(stop_pipe[1]);
+    std::thread acceptor(accept_loop, listen_fd->get(), stop_read.get(), server.get());
     spdlog::info("job {} on {}: listening on {}", paths->job(), paths->node(),
                  paths->socket().string());
     // Started once the socket serves: a command from the CRM and one over the socket meet the
@@ -355,19 +356,20 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     }
 
     // Stop signals, state changes (GONE ends the loop at once), the launcher's end.
-    pollfd watched[3] = {
-        {signal_fd, POLLIN, 0}, {service.state_changed_fd(), POLLIN, 0}, {launcher_fd, POLLIN, 0}};
+    pollfd watched[3] = {{signal_fd.get(), POLLIN, 0},
+                         {service.state_changed_fd(), POLLIN, 0},
+                         {launcher_fd.get(), POLLIN, 0}};
     for (;;) {
         const auto state = service.status().state();
         if (state == v1::PILOT_STATE_GONE) {
             break;
         }
-        if (::poll(watched, launcher_fd >= 0 ? 3 : 2, 200) < 0 && errno != EINTR) {
+        if (::poll(watched, launcher_fd ? 3 : 2, 200) < 0 && errno != EINTR) {
             break;
         }
         if (watched[0].revents != 0) {
             signalfd_siginfo info{};
-            if (::read(signal_fd, &info, sizeof info) == sizeof info) {
+            if (::read(signal_fd.get(), &info, sizeof info) == sizeof info) {
                 const std::string reason =
                     std::string("SIG") + sigabbrev_np(static_cast<int>(info.ssi_signo));
                 spdlog::warn("job {}: {}: tearing down", paths->job(), reason);
@@ -377,13 +379,12 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
         if (watched[1].revents != 0) {
             drain_eventfd(watched[1].fd);
         }
-        if (launcher_fd >= 0 && watched[2].revents != 0) {
+        if (launcher_fd && watched[2].revents != 0) {
             const std::string reason =
                 "the launcher (pid " + std::to_string(options.launcher_pid) + ") ended";
             spdlog::warn("job {}: {}: tearing down", paths->job(), reason);
             service.stop(reason);
-            ::close(launcher_fd);
-            launcher_fd = -1;
+            launcher_fd.reset();
         }
         if (service.status().state() == v1::PILOT_STATE_FAILED &&
             service.wait_until_stopped(std::chrono::milliseconds(0))) {
@@ -399,10 +400,9 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     }
     // Let the SHUTDOWN call that ended us get its answer.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    ::close(stop_pipe[1]);
+    stop_write.reset();  // the acceptor's signal to return
     acceptor.join();
-    ::close(stop_pipe[0]);
-    ::close(*listen_fd);
+    listen_fd->reset();  // no new connection while the server drains
     server->Wait();
     return service.status().state() == v1::PILOT_STATE_GONE && !agent_gave_up ? 0 : 1;
 }

@@ -58,7 +58,7 @@ const char* state_name(v1::PilotState state) {
 Result<IpAddress> node_underlay_address() {
     ifaddrs* list = nullptr;
     if (::getifaddrs(&list) != 0) {
-        return Error{std::string("getifaddrs: ") + std::strerror(errno)};
+        return sys_error("getifaddrs");
     }
     std::optional<IpAddress> found;
     for (ifaddrs* entry = list; entry != nullptr && !found; entry = entry->ifa_next) {
@@ -231,7 +231,7 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
         const char* env[] = {key_env.c_str(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin", nullptr};
         const pid_t pid = ::fork();
         if (pid < 0) {
-            return Error{fmt::format("fork: {}", std::strerror(errno))};
+            return sys_error("fork");
         }
         if (pid == 0) {
             sigset_t none;
@@ -460,7 +460,7 @@ namespace {
 // Removes a file the other key mode wrote; one that is not there is fine.
 Status remove_file(const fs::path& path) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-        return Error{"remove " + path.string() + ": " + std::strerror(errno)};
+        return sys_error("remove " + path.string());
     }
     return {};
 }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "pilot/privileged/privileged.hpp"
 #include "pilot/srun_relay.hpp"
 #include "pilot/validate.hpp"

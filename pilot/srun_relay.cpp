@@ -25,10 +25,6 @@ namespace vcpilot::pilot {
 
 namespace {
 
-std::string errno_text(int error) {
-    return std::strerror(error);
-}
-
 bool starts_with(std::string_view text, std::string_view prefix) {
     return text.substr(0, prefix.size()) == prefix;
 }
@@ -191,36 +187,35 @@ Result<std::unique_ptr<SrunRelay>> SrunRelay::start(SrunRelaySpec spec) {
 
     UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!listener) {
-        return Error{"srun relay: socket: " + errno_text(errno)};
+        return sys_error("srun relay: socket");
     }
     ::unlink(spec.socket.c_str());
     if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-        return Error{"srun relay: bind " + spec.socket.native() + ": " + errno_text(errno)};
+        return sys_error("srun relay: bind " + spec.socket.native());
     }
     if (::chown(spec.socket.c_str(), spec.uid, spec.gid) != 0 ||
         ::chmod(spec.socket.c_str(), 0600) != 0) {
         const int error = errno;
         ::unlink(spec.socket.c_str());
-        return Error{"srun relay: give " + spec.socket.native() + " to " + spec.user + ": " +
-                     errno_text(error)};
+        return sys_error("srun relay: give " + spec.socket.native() + " to " + spec.user, error);
     }
     if (::listen(listener.get(), 64) != 0) {
         const int error = errno;
         ::unlink(spec.socket.c_str());
-        return Error{"srun relay: listen: " + errno_text(error)};
+        return sys_error("srun relay: listen", error);
     }
     int stop[2];
     if (::pipe2(stop, O_CLOEXEC) != 0) {
         const int error = errno;
         ::unlink(spec.socket.c_str());
-        return Error{"srun relay: pipe: " + errno_text(error)};
+        return sys_error("srun relay: pipe", error);
     }
     UniqueFd stop_read(stop[0]), stop_write(stop[1]);
     UniqueFd ended(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!ended) {
         const int error = errno;
         ::unlink(spec.socket.c_str());
-        return Error{"srun relay: eventfd: " + errno_text(error)};
+        return sys_error("srun relay: eventfd", error);
     }
     return std::unique_ptr<SrunRelay>(new SrunRelay(std::move(spec), std::move(listener),
                                                     std::move(stop_read), std::move(stop_write),

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "common/result.hpp"
 #include "pilot/privileged/files.hpp"
 

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "spank/contexts.hpp"
 #include "spank/pilot_files.hpp"
 
@@ -35,17 +36,14 @@ bool wait_gone(const PilotDir& dir, pid_t pid, std::chrono::milliseconds timeout
         std::error_code ec;
         return !std::filesystem::exists(dir.root, ec) && !ec;
     };
-    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    const UniqueFd died(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     while (!gone() && process_alive(pid) && Clock::now() < deadline) {
-        if (fd >= 0) {
-            pollfd died{fd, POLLIN, 0};
-            ::poll(&died, 1, 2);
+        if (died) {
+            pollfd exited{died.get(), POLLIN, 0};
+            ::poll(&exited, 1, 2);
         } else {
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
         }
-    }
-    if (fd >= 0) {
-        ::close(fd);
     }
     return gone();
 }

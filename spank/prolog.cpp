@@ -8,11 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <vector>
 
+#include "common/error.hpp"
+#include "common/fd.hpp"
 #include "spank/contexts.hpp"
 #include "spank/hostlist.hpp"
 #include "spank/pilot_files.hpp"
@@ -197,14 +198,14 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
     if (error != 0) {
-        slurm_error("vcpilot: job %s: start %s: %s", job.c_str(), args[0], std::strerror(error));
+        slurm_error("vcpilot: job %s: start %s: %s", job.c_str(), args[0],
+                    errno_text(error).c_str());
         return -1;
     }
-    const int fd = ::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0) {
+    const UniqueFd fd(::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (fd) {
         const std::string text = std::to_string(pilot) + "\n";
-        (void)!::write(fd, text.data(), text.size());
-        ::close(fd);
+        (void)!::write(fd.get(), text.data(), text.size());
     }
     slurm_info(
         "vcpilot: job %s: pilot started on %s (node %u of the job, 0: unknown) for %u "

@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <thread>
 
+#include "common/fd.hpp"
 #include "common/result.hpp"
 #include "spank/contexts.hpp"
 #include "spank/pilot_files.hpp"
@@ -76,39 +77,30 @@ class CancelWatch {
 class StateWatch {
   public:
     explicit StateWatch(std::filesystem::path dir) : dir_(std::move(dir)) {}
-    ~StateWatch() {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-    }
-    StateWatch(const StateWatch&) = delete;
-    StateWatch& operator=(const StateWatch&) = delete;
 
     void wait(std::chrono::milliseconds most) {
-        if (fd_ < 0) {
-            fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-            if (fd_ >= 0 &&
-                ::inotify_add_watch(fd_, dir_.c_str(),
-                                    IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF) < 0) {
-                ::close(fd_);
-                fd_ = -1;
+        if (!fd_) {
+            fd_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+            if (fd_ && ::inotify_add_watch(fd_.get(), dir_.c_str(),
+                                           IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF) < 0) {
+                fd_.reset();
             }
         }
-        if (fd_ < 0) {
+        if (!fd_) {
             std::this_thread::sleep_for(most);
             return;
         }
-        pollfd ready{fd_, POLLIN, 0};
+        pollfd ready{fd_.get(), POLLIN, 0};
         if (::poll(&ready, 1, static_cast<int>(most.count())) > 0) {
             std::array<char, 4096> events;  // drained: only "something changed" matters
-            while (::read(fd_, events.data(), events.size()) > 0) {
+            while (::read(fd_.get(), events.data(), events.size()) > 0) {
             }
         }
     }
 
   private:
     std::filesystem::path dir_;
-    int fd_ = -1;
+    UniqueFd fd_;
 };
 
 // Waits for the pilot's READY; the error says how far it got.
@@ -158,29 +150,13 @@ Result<std::map<std::string, std::string>> wait_ready(const PilotDir& dir,
     }
 }
 
-class Fd {
-  public:
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return fd_; }
-
-  private:
-    int fd_;
-};
-
 Status join(const RecordedNamespaces& recorded) {
     const std::string base = fmt::format("/proc/{}/ns/", recorded.holder);
     // Open all three first: once in the job's mount namespace, /proc paths may differ.
-    Fd net(::open((base + "net").c_str(), O_RDONLY | O_CLOEXEC));
-    Fd uts(::open((base + "uts").c_str(), O_RDONLY | O_CLOEXEC));
-    Fd mnt(::open((base + "mnt").c_str(), O_RDONLY | O_CLOEXEC));
-    if (net.get() < 0 || uts.get() < 0 || mnt.get() < 0) {
+    const UniqueFd net(::open((base + "net").c_str(), O_RDONLY | O_CLOEXEC));
+    const UniqueFd uts(::open((base + "uts").c_str(), O_RDONLY | O_CLOEXEC));
+    const UniqueFd mnt(::open((base + "mnt").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!net || !uts || !mnt) {
         return Error{fmt::format("the namespaces' holder (thread {}) is gone", recorded.holder)};
     }
     struct stat net_stat {};
@@ -193,8 +169,7 @@ Status join(const RecordedNamespaces& recorded) {
                                          std::tuple{uts.get(), CLONE_NEWUTS, "UTS"},
                                          std::tuple{mnt.get(), CLONE_NEWNS, "mount"}}) {
         if (::setns(fd, kind) != 0) {
-            return Error{
-                fmt::format("cannot enter the job's {} namespace: {}", name, std::strerror(errno))};
+            return sys_error(fmt::format("cannot enter the job's {} namespace", name));
         }
     }
     return {};

@@ -6,26 +6,9 @@
 
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <string>
 
 namespace vcpilot::pilot {
-
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-        fd_ = other.release();
-    }
-    return *this;
-}
-
-UniqueFd::~UniqueFd() {
-    if (fd_ >= 0) {
-        ::close(fd_);
-    }
-}
 
 int write_fully(int fd, std::string_view content) noexcept {
     while (!content.empty()) {
@@ -58,7 +41,7 @@ Status replace_file(const std::filesystem::path& path, std::string_view content,
     ::unlink(temp.c_str());
     const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) {
-        return Error{"create " + temp.string() + ": " + std::strerror(errno)};
+        return sys_error("create " + temp.string());
     }
     std::string failed;
     int error = write_fully(fd, content);
@@ -77,7 +60,7 @@ Status replace_file(const std::filesystem::path& path, std::string_view content,
     }
     if (!failed.empty()) {
         ::unlink(temp.c_str());
-        return Error{"write " + path.string() + ": " + failed + ": " + std::strerror(error)};
+        return sys_error("write " + path.string() + ": " + failed, error);
     }
     return {};
 }

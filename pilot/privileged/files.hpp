@@ -6,30 +6,10 @@
 
 #include <filesystem>
 #include <string_view>
-#include <utility>
 
 #include "common/result.hpp"
 
 namespace vcpilot::pilot {
-
-// An open file descriptor, closed on destruction.
-class UniqueFd {
-  public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-    UniqueFd& operator=(UniqueFd&& other) noexcept;
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd();
-
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-    explicit operator bool() const { return fd_ >= 0; }
-
-  private:
-    int fd_ = -1;
-};
 
 // Writes all of `content`, retrying interrupted and short writes. Returns 0 or an errno value.
 // Async-signal-safe: usable in a child between fork and exec.

@@ -11,23 +11,18 @@
 #include <libssh/libssh.h>
 #include <memory>
 #include <optional>
-#include <system_error>
 #include <type_traits>
 #include <utility>
 
+#include "common/fd.hpp"
 #include "common/sshwire.hpp"
 #include "common/text.hpp"
-#include "pilot/privileged/files.hpp"
 
 namespace vcpilot::pilot {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string errno_text(int error) {
-    return std::generic_category().message(error);
-}
 
 std::string show(const fs::path& path) {
     return quote(path.string(), 256);
@@ -82,17 +77,14 @@ class NewFile {
   public:
     NewFile(int dir_fd, std::string name) : dir_fd_(dir_fd), name_(std::move(name)) {}
     ~NewFile() {
-        if (fd_ >= 0 && !committed_) {
+        if (fd_ && !committed_) {
             struct stat ours {};
             struct stat named {};
-            if (::fstat(fd_, &ours) == 0 &&
+            if (::fstat(fd_.get(), &ours) == 0 &&
                 ::fstatat(dir_fd_, name_.c_str(), &named, AT_SYMLINK_NOFOLLOW) == 0 &&
                 ours.st_dev == named.st_dev && ours.st_ino == named.st_ino) {
                 ::unlinkat(dir_fd_, name_.c_str(), 0);
             }
-        }
-        if (fd_ >= 0) {
-            ::close(fd_);
         }
     }
     NewFile(const NewFile&) = delete;
@@ -100,13 +92,14 @@ class NewFile {
 
     // Never follows a symlink and never opens an existing file: O_EXCL makes both an error.
     Status create(const fs::path& shown_as) {
-        fd_ = ::openat(dir_fd_, name_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                       0600);
-        if (fd_ < 0) {
+        fd_.reset(::openat(dir_fd_, name_.c_str(),
+                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!fd_) {
             const int error = errno;
             return Error{
                 "cannot create " + show(shown_as) + ": " + errno_text(error) +
-                (error == EEXIST ? " (an existing file or symlink is never replaced)" : "")};
+                    (error == EEXIST ? " (an existing file or symlink is never replaced)" : ""),
+                error};
         }
         return {};
     }
@@ -116,23 +109,22 @@ class NewFile {
     Status fill(const fs::path& shown_as, std::string_view content, uid_t uid, gid_t gid,
                 mode_t mode) {
         while (!content.empty()) {
-            const ssize_t written = ::write(fd_, content.data(), content.size());
+            const ssize_t written = ::write(fd_.get(), content.data(), content.size());
             if (written < 0 && errno == EINTR) {
                 continue;
             }
             if (written <= 0) {
-                return Error{"cannot write " + show(shown_as) + ": " +
-                             errno_text(written < 0 ? errno : EIO)};
+                return sys_error("cannot write " + show(shown_as), written < 0 ? errno : EIO);
             }
             content.remove_prefix(static_cast<std::size_t>(written));
         }
         // fchown before fchmod: a change of owner may clear mode bits.
-        if (::fchown(fd_, uid, gid) != 0) {
-            return Error{"cannot give " + show(shown_as) + " to " + std::to_string(uid) + ":" +
-                         std::to_string(gid) + ": " + errno_text(errno)};
+        if (::fchown(fd_.get(), uid, gid) != 0) {
+            return sys_error("cannot give " + show(shown_as) + " to " + std::to_string(uid) + ":" +
+                             std::to_string(gid));
         }
-        if (::fchmod(fd_, mode) != 0) {
-            return Error{"cannot set the mode of " + show(shown_as) + ": " + errno_text(errno)};
+        if (::fchmod(fd_.get(), mode) != 0) {
+            return sys_error("cannot set the mode of " + show(shown_as));
         }
         return {};
     }
@@ -142,7 +134,7 @@ class NewFile {
   private:
     int dir_fd_;
     std::string name_;
-    int fd_ = -1;
+    UniqueFd fd_;
     bool committed_ = false;
 };
 
@@ -276,8 +268,7 @@ Result<std::string> generate_ed25519_key(const fs::path& private_key, uid_t uid,
     const fs::path dir = private_key.has_parent_path() ? private_key.parent_path() : ".";
     const UniqueFd directory(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (directory.get() < 0) {
-        return Error{"cannot open directory " + show(dir) + " for key " + show(private_key) + ": " +
-                     errno_text(errno)};
+        return sys_error("cannot open directory " + show(dir) + " for key " + show(private_key));
     }
 
     // Both names are claimed before anything is written, so a refused .pub costs no key file.

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "common/image_mount.hpp"
 #include "common/text.hpp"
 #include "pilot/privileged/files.hpp"
@@ -30,14 +31,6 @@ namespace vcpilot::pilot {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string errno_text(int error) {
-    return std::system_category().message(error);
-}
-
-Error step_error(const std::string& step, int error) {
-    return Error{step + ": " + errno_text(error)};
-}
 
 // "/proc/thread-self/fd/N": lets mount(2) act on exactly the object the descriptor refers to,
 // whatever happens to the path it was opened by.
@@ -208,17 +201,17 @@ Status check_image_mount(const fs::path& mount_point) {
 // refused rather than followed.
 Status make_dir(const fs::path& dir, mode_t mode, uid_t uid, gid_t gid) {
     if (::mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
-        return step_error("create directory " + dir.native(), errno);
+        return sys_error("create directory " + dir.native(), errno);
     }
     UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
-        return step_error("open directory " + dir.native(), errno);
+        return sys_error("open directory " + dir.native(), errno);
     }
     if (::fchown(fd.get(), uid, gid) != 0) {
-        return step_error("chown " + dir.native(), errno);
+        return sys_error("chown " + dir.native(), errno);
     }
     if (::fchmod(fd.get(), mode) != 0) {
-        return step_error("chmod " + dir.native(), errno);
+        return sys_error("chmod " + dir.native(), errno);
     }
     return {};
 }
@@ -228,15 +221,15 @@ Status make_dir(const fs::path& dir, mode_t mode, uid_t uid, gid_t gid) {
 Status replace_with_symlink(const fs::path& link, const fs::path& target) {
     const fs::path temp = link.parent_path() / ("." + link.filename().native() + ".vcpilot-link");
     if (::unlink(temp.c_str()) != 0 && errno != ENOENT) {
-        return step_error("remove " + temp.native(), errno);
+        return sys_error("remove " + temp.native(), errno);
     }
     if (::symlink(target.c_str(), temp.c_str()) != 0) {
-        return step_error("create the symlink " + temp.native(), errno);
+        return sys_error("create the symlink " + temp.native(), errno);
     }
     if (::rename(temp.c_str(), link.c_str()) != 0) {
         const int error = errno;
         ::unlink(temp.c_str());
-        return step_error("rename " + temp.native() + " to " + link.native(), error);
+        return sys_error("rename " + temp.native() + " to " + link.native(), error);
     }
     return {};
 }
@@ -253,10 +246,10 @@ Status ensure_shared_dir(const fs::path& dir) {
         if (errno == EEXIST) {
             return {};
         }
-        return step_error("create directory " + dir.native(), errno);
+        return sys_error("create directory " + dir.native(), errno);
     }
     if (::chmod(dir.c_str(), 0755) != 0) {
-        return step_error("chmod " + dir.native(), errno);
+        return sys_error("chmod " + dir.native(), errno);
     }
     return {};
 }
@@ -287,11 +280,11 @@ Status create_job_login_records(const JobPaths& paths) {
         const fs::path file = job_login_record(paths, host_file);
         UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!fd) {
-            return step_error("create " + file.native(), errno);
+            return sys_error("create " + file.native(), errno);
         }
         if (::fchown(fd.get(), host.st_uid, host.st_gid) != 0 ||
             ::fchmod(fd.get(), host.st_mode & 07777) != 0) {
-            return step_error("set owner and mode of " + file.native(), errno);
+            return sys_error("set owner and mode of " + file.native(), errno);
         }
     }
     return {};
@@ -357,7 +350,7 @@ Status detach_namespace_files() {
         // EINVAL/ENOENT: already gone with a mount above it.
         if (::umount2(it->mount_point.c_str(), MNT_DETACH) != 0 && errno != EINVAL &&
             errno != ENOENT) {
-            return step_error(
+            return sys_error(
                 "detach the namespace file copied from the host at " + quote(it->mount_point, 200),
                 errno);
         }
@@ -369,7 +362,7 @@ Status mount_etc_overlay(const JobPaths& paths) {
     const std::string options = "lowerdir=/etc,upperdir=" + paths.etc_upper().native() +
                                 ",workdir=" + paths.etc_work().native();
     if (::mount("overlay", "/etc", "overlay", 0, options.c_str()) != 0) {
-        return step_error("mount overlayfs on /etc (" + options + ")", errno);
+        return sys_error("mount overlayfs on /etc (" + options + ")", errno);
     }
     return {};
 }
@@ -381,7 +374,7 @@ Status bind_job_ssh_dir(const JobMountPlan& plan) {
         if (errno == ENOENT) {
             return {};  // no home on this node: nothing to cover
         }
-        return step_error("open the home directory " + quote(plan.home.native(), 200), errno);
+        return sys_error("open the home directory " + quote(plan.home.native(), 200), errno);
     }
     // Follows a symlinked ~/.ssh (common where it points to shared storage), but only to a
     // directory the job user owns: covering anything else could hand the user a directory
@@ -391,11 +384,11 @@ Status bind_job_ssh_dir(const JobMountPlan& plan) {
         if (errno == ENOENT) {
             return {};  // never create anything in the host's home
         }
-        return step_error("open " + quote(user_ssh.native(), 200), errno);
+        return sys_error("open " + quote(user_ssh.native(), 200), errno);
     }
     struct stat st {};
     if (::fstat(target.get(), &st) != 0) {
-        return step_error("stat " + quote(user_ssh.native(), 200), errno);
+        return sys_error("stat " + quote(user_ssh.native(), 200), errno);
     }
     if (st.st_uid != plan.uid) {
         return Error{"bind the per-job ssh directory over " + quote(user_ssh.native(), 200) +
@@ -404,12 +397,12 @@ Status bind_job_ssh_dir(const JobMountPlan& plan) {
     }
     UniqueFd source(open_dir_no_symlinks(plan.paths.user_ssh_dir().c_str()));
     if (!source) {
-        return step_error("open the per-job ssh directory " + plan.paths.user_ssh_dir().native(),
-                          errno);
+        return sys_error("open the per-job ssh directory " + plan.paths.user_ssh_dir().native(),
+                         errno);
     }
     if (::mount(proc_path(source).c_str(), proc_path(target).c_str(), nullptr, MS_BIND, nullptr) !=
         0) {
-        return step_error(
+        return sys_error(
             "bind " + plan.paths.user_ssh_dir().native() + " over " + quote(user_ssh.native(), 200),
             errno);
     }
@@ -419,7 +412,7 @@ Status bind_job_ssh_dir(const JobMountPlan& plan) {
 Status mount_private_tmp(std::uint64_t size_bytes) {
     const std::string options = "size=" + std::to_string(size_bytes) + ",mode=1777";
     if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
-        return step_error("mount a tmpfs on /tmp (" + options + ")", errno);
+        return sys_error("mount a tmpfs on /tmp (" + options + ")", errno);
     }
     return {};
 }
@@ -432,18 +425,18 @@ Status mount_private_tmp(std::uint64_t size_bytes) {
 Status mount_job_sysfs_net() {
     char scratch[] = "/tmp/.vcpilot-sysfs-XXXXXX";
     if (::mkdtemp(scratch) == nullptr) {
-        return step_error("make a directory for the job's sysfs in /tmp", errno);
+        return sys_error("make a directory for the job's sysfs in /tmp", errno);
     }
     Status status;
     if (::mount("sysfs", scratch, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, nullptr) !=
         0) {
-        status = step_error("mount a sysfs of the job's network namespace", errno);
+        status = sys_error("mount a sysfs of the job's network namespace", errno);
     } else {
         for (const char* part : {"class/net", "devices/virtual/net"}) {
             const std::string source = std::string(scratch) + "/" + part;
             const std::string target = std::string("/sys/") + part;
             if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
-                status = step_error("bind the job's " + target + " over the node's", errno);
+                status = sys_error("bind the job's " + target + " over the node's", errno);
                 break;
             }
         }
@@ -459,11 +452,11 @@ Result<UniqueFd> open_image(const fs::path& image,
                             const std::optional<DirectoryIdentity>& expected) {
     UniqueFd source(open_dir_no_symlinks(image.c_str()));
     if (!source) {
-        return step_error("open the image " + quote(image.native(), 200), errno);
+        return sys_error("open the image " + quote(image.native(), 200), errno);
     }
     struct stat st {};
     if (::fstat(source.get(), &st) != 0) {
-        return step_error("stat the image " + quote(image.native(), 200), errno);
+        return sys_error("stat the image " + quote(image.native(), 200), errno);
     }
     if (expected && !(*expected == DirectoryIdentity{st.st_dev, st.st_ino})) {
         return Error{"image: " + quote(image.native(), 200) +
@@ -480,14 +473,14 @@ Result<UniqueFd> open_image(const fs::path& image,
 Status union_image(const UniqueFd& image, const fs::path& image_path, const fs::path& mount_point) {
     UniqueFd host(open_dir_no_symlinks(mount_point.c_str()));
     if (!host) {
-        return step_error("open image_mount " + quote(mount_point.native(), 200), errno);
+        return sys_error("open image_mount " + quote(mount_point.native(), 200), errno);
     }
     const std::string options = "lowerdir=" + proc_path(image) + ":" + proc_path(host);
     if (::mount("vc-image", proc_path(host).c_str(), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
                 options.c_str()) != 0) {
-        return step_error("layer the image " + quote(image_path.native(), 200) + " over " +
-                              quote(mount_point.native(), 200) + " (overlayfs)",
-                          errno);
+        return sys_error("layer the image " + quote(image_path.native(), 200) + " over " +
+                             quote(mount_point.native(), 200) + " (overlayfs)",
+                         errno);
     }
     return {};
 }
@@ -506,8 +499,8 @@ Status cover_login_records(const JobPaths& paths) {
         }
         if (::mount(proc_path(source).c_str(), proc_path(target).c_str(), nullptr, MS_BIND,
                     nullptr) != 0) {
-            return step_error(std::string("cover the host's ") + host_file + " with the job's",
-                              errno);
+            return sys_error(std::string("cover the host's ") + host_file + " with the job's",
+                             errno);
         }
     }
     return {};
@@ -563,13 +556,13 @@ Result<DirectoryIdentity> open_image_as_user(const fs::path& image, const std::s
     // process that is the user, groups included, sees what the user may see.
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-        return step_error(what + ": pipe", errno);
+        return sys_error(what + ": pipe", errno);
     }
     UniqueFd report_read(pipe_fds[0]);
     UniqueFd report_write(pipe_fds[1]);
     const pid_t child = ::fork();
     if (child < 0) {
-        return step_error(what + ": fork", errno);
+        return sys_error(what + ": fork", errno);
     }
     if (child == 0) {
         check_read_in_child(report_write.get(), image.c_str(), groups.data(), groups.size(), uid,
@@ -584,7 +577,7 @@ Result<DirectoryIdentity> open_image_as_user(const fs::path& image, const std::s
     int wait_status = 0;
     while (::waitpid(child, &wait_status, 0) < 0) {
         if (errno != EINTR) {
-            return step_error(what + ": wait for the checking process", errno);
+            return sys_error(what + ": wait for the checking process", errno);
         }
     }
     if (got != static_cast<ssize_t>(sizeof check)) {
@@ -592,12 +585,13 @@ Result<DirectoryIdentity> open_image_as_user(const fs::path& image, const std::s
     }
     if (check.step == 1) {
         return Error{what + ": cannot take the identity of " + quote(user) +
-                     " to check it: " + errno_text(check.error)};
+                         " to check it: " + errno_text(check.error),
+                     check.error};
     }
     if (check.step != 0) {
         return Error{what + " is not readable by " + quote(user) + " (" + errno_text(check.error) +
-                     "): a job may only use a directory its user can "
-                     "read and enter"};
+                         "): a job may only use a directory its user can read and enter",
+                     check.error};
     }
     return DirectoryIdentity{check.device, check.inode};
 }
@@ -679,11 +673,11 @@ namespace {
 Status bind_srun_shim(const JobMountPlan::SrunShim& shim) {
     const std::string what = "bind " + shim.shim.native() + " over " + shim.srun.native();
     if (::mount(shim.shim.c_str(), shim.srun.c_str(), nullptr, MS_BIND, nullptr) != 0) {
-        return step_error(what, errno);
+        return sys_error(what, errno);
     }
     if (::mount(nullptr, shim.srun.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) !=
         0) {
-        return step_error(what + " read-only", errno);
+        return sys_error(what + " read-only", errno);
     }
     return {};
 }
@@ -695,7 +689,7 @@ Status setup_job_mounts(const JobMountPlan& plan) {
         return ok;
     }
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
-        return step_error("make / a recursive slave mount", errno);
+        return sys_error("make / a recursive slave mount", errno);
     }
     UniqueFd image;
     if (plan.image) {

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <fmt/format.h>
 #include <fstream>
 #include <future>
@@ -34,10 +33,6 @@ namespace vcpilot::pilot {
 namespace fs = std::filesystem;
 
 namespace {
-
-Error sys_error(const std::string& what, int error = errno) {
-    return Error{what + ": " + std::strerror(error)};
-}
 
 // A namespace's identity: the nsfs inode number of /proc/<pid>/ns/<kind>.
 std::optional<ino_t> namespace_inode(const fs::path& file) {
@@ -65,7 +60,7 @@ Status record(const JobPaths& paths, pid_t holder) {
 // What the holder thread says once its namespaces are set up, or why they are not.
 struct HolderReport {
     pid_t tid = -1;
-    std::string failure;  // empty: set up
+    Status setup;
 };
 
 // The holder thread's life: unshare and set the namespaces up, report, then wait to be
@@ -77,16 +72,16 @@ void hold(std::promise<HolderReport> report, const std::string& hostname, const 
     // A thread that shares its filesystem context (root, cwd, umask) with others cannot change
     // mount namespace: it takes a copy of its own first.
     if (::unshare(CLONE_FS) != 0) {
-        result.failure = std::string("unshare(fs): ") + std::strerror(errno);
+        result.setup = sys_error("unshare(fs)");
     } else if (::unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS) != 0) {
-        result.failure = std::string("unshare(net, mnt, uts): ") + std::strerror(errno);
+        result.setup = sys_error("unshare(net, mnt, uts)");
     } else if (::sethostname(hostname.data(), hostname.size()) != 0) {
-        result.failure = "sethostname " + quote(hostname) + ": " + std::strerror(errno);
-    } else if (auto ok = inside(); !ok) {
-        result.failure = ok.error().message;
+        result.setup = sys_error("sethostname " + quote(hostname));
+    } else {
+        result.setup = inside();
     }
     // On failure the namespaces, mounts included, go as this thread ends.
-    const bool held = result.failure.empty();
+    const bool held = result.setup.ok();
     report.set_value(std::move(result));
     while (held) {
         pollfd released{release_fd, POLLIN, 0};
@@ -120,8 +115,9 @@ Status in_network_namespace(int netns_fd, std::string_view which,
                 const int errnum = errno;
                 entered = Error{
                     fmt::format("enter the {} network namespace (fd {}): {}{}", which, netns_fd,
-                                std::strerror(errnum),
-                                errnum == EINVAL ? " (the fd is not a network namespace)" : "")};
+                                errno_text(errnum),
+                                errnum == EINVAL ? " (the fd is not a network namespace)" : ""),
+                    errnum};
                 return;
             }
             work();
@@ -193,9 +189,9 @@ Result<std::unique_ptr<JobNamespaces>> JobNamespaces::create(const JobPaths& pat
         return Error{std::string("start the namespace holder thread: ") + error.what()};
     }
     HolderReport report = reported.get();
-    if (!report.failure.empty()) {
+    if (!report.setup) {
         namespaces->thread_.join();
-        return Error{report.failure};
+        return report.setup.error();
     }
     namespaces->holder_ = report.tid;
     if (auto ok = record(paths, namespaces->holder_); !ok) {

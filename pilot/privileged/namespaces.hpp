@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "common/result.hpp"
 #include "pilot/privileged/files.hpp"
 #include "pilot/privileged/paths.hpp"

@@ -70,11 +70,6 @@ T* allocated(T* object) {
     return object;
 }
 
-std::string errno_text(int errnum) {
-    const char* text = strerrordesc_np(errnum);  // thread-safe, unlike strerror
-    return text != nullptr ? text : fmt::format("errno {}", errnum);
-}
-
 constexpr std::uint32_t kMaxVni = (1U << 24) - 1;
 constexpr int kVxlanOverheadV4 = 50;  // outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 constexpr int kVxlanOverheadV6 = 70;  // IPv6 header is 40
@@ -214,13 +209,15 @@ class RouteSocket {
         // Extended acks carry the kernel's reason in words; capped acks do not echo requests.
         if (setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &on, sizeof on) != 0 ||
             setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &on, sizeof on) != 0) {
-            return Error{fmt::format("configure a netlink socket: {}", errno_text(errno))};
+            return sys_error("configure a netlink socket");
         }
         return RouteSocket(std::move(last), std::move(socket));
     }
 
     // Runs one libnl call that takes this socket. On failure the error says which step failed
-    // and why, in the kernel's words when it was the kernel that refused.
+    // and why, in the kernel's words when it was the kernel that refused. Its code is the
+    // kernel's errno; when only libnl's code is left, the errno of the codes callers here tell
+    // apart (errno_of_libnl_code), else 0.
     template <typename Call>
     Status run(std::string_view step, Call&& call) {
         *last_ = KernelError{};
@@ -231,17 +228,14 @@ class RouteSocket {
         if (last_->errnum == 0) {
             // Some libnl calls (rtnl_link_get_kernel) read the answer with their own error
             // handler, so only libnl's code for the errno is left.
-            last_->errnum = errno_of_libnl_code(-rc);
-            return Error{fmt::format("{}: {}", step, nl_geterror(rc))};
+            return Error{fmt::format("{}: {}", step, nl_geterror(rc)), errno_of_libnl_code(-rc)};
         }
         if (last_->message.empty()) {
-            return Error{fmt::format("{}: {}", step, errno_text(last_->errnum))};
+            return sys_error(step, last_->errnum);
         }
-        return Error{fmt::format("{}: {}: {}", step, errno_text(last_->errnum), last_->message)};
+        return Error{fmt::format("{}: {}: {}", step, errno_text(last_->errnum), last_->message),
+                     last_->errnum};
     }
-
-    // The errno of the last failed call, 0 if it failed for a reason other than the kernel's.
-    int last_errno() const { return last_->errnum; }
 
   private:
     RouteSocket(std::unique_ptr<KernelError> last, SocketPtr socket)
@@ -274,11 +268,10 @@ Status check_other_namespace(int job_netns_fd) {
     struct stat job {};
     struct stat own {};
     if (fstat(job_netns_fd, &job) != 0) {
-        return Error{
-            fmt::format("job network namespace fd {}: {}", job_netns_fd, errno_text(errno))};
+        return sys_error(fmt::format("job network namespace fd {}", job_netns_fd));
     }
     if (stat("/proc/thread-self/ns/net", &own) != 0) {
-        return Error{fmt::format("read this thread's network namespace: {}", errno_text(errno))};
+        return sys_error("read this thread's network namespace");
     }
     if (job.st_dev == own.st_dev && job.st_ino == own.st_ino) {
         return Error{fmt::format(
@@ -317,7 +310,7 @@ Status delete_named_link(RouteSocket& socket, std::string_view name, std::string
     rtnl_link_set_name(link.get(), c_name.c_str());
     auto status = socket.run(fmt::format("delete {} in the {} network namespace", name, where),
                              [&](nl_sock* sk) { return rtnl_link_delete(sk, link.get()); });
-    if (!status && socket.last_errno() == ENODEV) {
+    if (!status && status.error().code == ENODEV) {
         return {};
     }
     return status;
@@ -617,7 +610,7 @@ struct OverlayDevice {
 Result<OverlayDevice> find_overlay_device(RouteSocket& job) {
     auto link = get_link(job, kOverlayInterface, "job");
     if (!link) {
-        if (job.last_errno() == ENODEV) {
+        if (link.error().code == ENODEV) {
             return Error{fmt::format("the job network namespace has no {} (no overlay created)",
                                      kOverlayInterface)};
         }
@@ -728,7 +721,7 @@ template <typename Entry>
 Status delete_entry(RouteSocket& job, NeighPtr request, const Entry& entry) {
     auto status = job.run(fmt::format("delete {} in the job network namespace", describe(entry)),
                           [&](nl_sock* sk) { return rtnl_neigh_delete(sk, request.get(), 0); });
-    if (!status && job.last_errno() == ENOENT) {
+    if (!status && status.error().code == ENOENT) {
         return {};
     }
     return status;
@@ -989,7 +982,7 @@ Status create_overlay(int job_netns_fd, const OverlaySpec& spec) {
     // Checked first because the kernel says "File exists" both for this and for a VNI in use.
     if (auto existing = get_link(*job, kOverlayInterface, "job"); existing) {
         return Error{fmt::format("the job network namespace already has an {}", kOverlayInterface)};
-    } else if (job->last_errno() != ENODEV) {
+    } else if (existing.error().code != ENODEV) {
         return existing.error();
     }
 
@@ -1003,7 +996,7 @@ Status create_overlay(int job_netns_fd, const OverlaySpec& spec) {
         if (status) {
             break;
         }
-        if (node->last_errno() != EEXIST || std::chrono::steady_clock::now() >= deadline) {
+        if (status.error().code != EEXIST || std::chrono::steady_clock::now() >= deadline) {
             return status;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -1018,7 +1011,7 @@ Result<bool> link_is_up(std::string_view name) {
     }
     auto link = get_link(*node, name, "node's");
     if (!link) {
-        if (node->last_errno() == ENODEV) {
+        if (link.error().code == ENODEV) {
             return false;
         }
         return link.error();
@@ -1197,7 +1190,7 @@ Status set_onlink_routes(int job_netns_fd, std::span<const Cidr> blocks) {
             job.run(fmt::format("delete the on-link route to {} in the job network namespace",
                                 block.to_string()),
                     [&](nl_sock* sk) { return rtnl_route_delete(sk, request.get(), 0); });
-        if (!status && job.last_errno() != ESRCH && job.last_errno() != ENOENT) {
+        if (!status && status.error().code != ESRCH && status.error().code != ENOENT) {
             return status;
         }
     }

@@ -13,22 +13,17 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
-#include <system_error>
 #include <type_traits>
 
-#include "pilot/privileged/files.hpp"
+#include "common/fd.hpp"
 
 namespace vcpilot::pilot {
 
 namespace {
 
-std::string errno_text(int error) {
-    return std::generic_category().message(error);
-}
-
 // libseccomp returns negative errno values.
 Error seccomp_error(const std::string& what, int rc) {
-    return Error{"seccomp filter: " + what + ": " + errno_text(-rc)};
+    return sys_error("seccomp filter: " + what, -rc);
 }
 
 struct ContextRelease {
@@ -114,14 +109,14 @@ Status add_rules(scmp_filter_ctx context) {
 Result<std::vector<sock_filter>> export_program(scmp_filter_ctx context) {
     const UniqueFd memory(::memfd_create("vcpilot-seccomp", MFD_CLOEXEC));
     if (memory.get() < 0) {
-        return Error{"seccomp filter: memfd_create: " + errno_text(errno)};
+        return sys_error("seccomp filter: memfd_create");
     }
     if (const int rc = seccomp_export_bpf(context, memory.get()); rc != 0) {
         return seccomp_error("export BPF", rc);
     }
     struct stat st {};
     if (::fstat(memory.get(), &st) != 0) {
-        return Error{"seccomp filter: fstat of the exported BPF: " + errno_text(errno)};
+        return sys_error("seccomp filter: fstat of the exported BPF");
     }
     const auto bytes = static_cast<std::size_t>(st.st_size);
     if (bytes == 0 || bytes % sizeof(sock_filter) != 0 ||
@@ -140,8 +135,7 @@ Result<std::vector<sock_filter>> export_program(scmp_filter_ctx context) {
             continue;
         }
         if (got <= 0) {
-            return Error{"seccomp filter: reading the exported BPF: " +
-                         errno_text(got < 0 ? errno : EIO)};
+            return sys_error("seccomp filter: reading the exported BPF", got < 0 ? errno : EIO);
         }
         done += static_cast<std::size_t>(got);
     }

@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "common/text.hpp"
 
 namespace vcpilot::pilot {
@@ -41,14 +42,6 @@ namespace bp = boost::process;
 namespace {
 
 constexpr const char* kPrivsepDir = "/run/sshd";
-
-std::string errno_text(int error) {
-    return std::system_category().message(error);
-}
-
-Error sys_error(const std::string& what, int error) {
-    return Error{what + ": " + errno_text(error)};
-}
 
 // ---- spec checks -------------------------------------------------------------------------
 

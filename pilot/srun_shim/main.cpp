@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <string>
 
+#include "common/error.hpp"
 #include "pilot/privileged/files.hpp"
 #include "pilot/srun_wire.hpp"
 
@@ -71,7 +72,7 @@ int main(int argc, char** argv) {
     if (connection < 0 ||
         ::connect(connection, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
         return fail("cannot reach this node's pilot at " + socket_path + ": " +
-                    std::strerror(errno));
+                    vcpilot::errno_text(errno));
     }
 
     // The length, with our stdin, stdout and stderr.
@@ -98,11 +99,11 @@ int main(int argc, char** argv) {
         error = vcpilot::pilot::write_fully(connection, bytes);
     }
     if (error != 0) {
-        return fail(std::string("cannot send the command to the pilot: ") + std::strerror(error));
+        return fail("cannot send the command to the pilot: " + vcpilot::errno_text(error));
     }
 
     if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
-        return fail(std::string("pipe: ") + std::strerror(errno));
+        return fail("pipe: " + vcpilot::errno_text(errno));
     }
     struct sigaction action {};
     action.sa_handler = on_signal;
@@ -119,7 +120,7 @@ int main(int argc, char** argv) {
             if (errno == EINTR) {
                 continue;
             }
-            return fail(std::string("poll: ") + std::strerror(errno));
+            return fail("poll: " + vcpilot::errno_text(errno));
         }
         if (fds[1].revents != 0) {
             std::int32_t number = 0;

@@ -13,14 +13,15 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
+
+#include "common/error.hpp"
 
 namespace {
 
 void die(const char* what) {
-    std::fprintf(stderr, "lab-keeper: %s: %s\n", what, std::strerror(errno));
+    std::fprintf(stderr, "lab-keeper: %s: %s\n", what, vcpilot::errno_text(errno).c_str());
     std::_Exit(111);
 }
 
@@ -116,7 +117,8 @@ int main(int argc, char** argv) {
     }
     if (command == 0) {
         ::execvp(argv[i], &argv[i]);
-        std::fprintf(stderr, "lab-keeper: exec %s: %s\n", argv[i], std::strerror(errno));
+        std::fprintf(stderr, "lab-keeper: exec %s: %s\n", argv[i],
+                     vcpilot::errno_text(errno).c_str());
         std::_Exit(127);
     }
 

@@ -15,6 +15,8 @@
 #include <system_error>
 #include <utility>
 
+#include "common/error.hpp"
+
 namespace wan_delay {
 namespace {
 
@@ -94,13 +96,13 @@ void NfQueue::close() {
 void NfQueue::QueueUnbinder::operator()(nfq_q_handle* queue) const {
     if (nfq_destroy_queue(queue) < 0)
         std::fprintf(stderr, "wan-delay: cannot unbind the queue (closing the socket will): %s\n",
-                     strerror(errno));
+                     vcpilot::errno_text(errno).c_str());
 }
 
 void NfQueue::HandleCloser::operator()(nfq_handle* handle) const {
     if (nfq_close(handle) < 0)
         std::fprintf(stderr, "wan-delay: cannot close the netfilter queue socket: %s\n",
-                     strerror(errno));
+                     vcpilot::errno_text(errno).c_str());
 }
 
 bool NfQueue::receive(int max_messages) {
@@ -136,7 +138,7 @@ void NfQueue::dispatch(char* message, int length) {
         const auto* error = static_cast<nlmsgerr*>(NLMSG_DATA(header));
         if (error->error != 0 && kernel_error_log_.allow(RateLimiter::Clock::now()))
             std::fprintf(stderr, "wan-delay: the kernel rejected a verdict: %s\n",
-                         strerror(-error->error));
+                         vcpilot::errno_text(-error->error).c_str());
         return;
     }
     const int result = nfq_handle_packet(handle_.get(), message, length);

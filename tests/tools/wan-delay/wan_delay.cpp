@@ -21,6 +21,7 @@
 #include <string>
 #include <system_error>
 
+#include "common/fd.hpp"
 #include "delay_line.hpp"
 #include "nf_queue.hpp"
 #include "rate_limiter.hpp"
@@ -83,21 +84,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     return std::nullopt;
 }
 
-class UniqueFd {
-  public:
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    ~UniqueFd() {
-        if (fd_ >= 0 && ::close(fd_) < 0)
-            std::fprintf(stderr, "wan-delay: close: %s\n", strerror(errno));
-    }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-
-    int get() const { return fd_; }
-
-  private:
-    int fd_;
-};
+using vcpilot::UniqueFd;
 
 // SIGTERM and SIGINT are blocked and read from a signalfd, so that stopping happens in the loop,
 // between two steps, never in the middle of one. Blocked before the queue is bound, so that a
