@@ -42,9 +42,9 @@ class ChunkSource {
     virtual ~ChunkSource() = default;
     // Copies bytes of `chunk` from `offset` into `out` (at most out.size()), waiting until the
     // deadline for them to arrive.
-    virtual std::variant<Piece, NotYet, Error> read(std::uint64_t chunk, std::uint32_t offset,
-                                                    std::span<std::byte> out,
-                                                    std::chrono::steady_clock::time_point deadline) = 0;
+    virtual std::variant<Piece, NotYet, Error> read(
+        std::uint64_t chunk, std::uint32_t offset, std::span<std::byte> out,
+        std::chrono::steady_clock::time_point deadline) = 0;
 };
 
 // Fills `out` from `fd` at `offset` (pread, whole or an error: "at byte N: why").

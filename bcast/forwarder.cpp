@@ -1,10 +1,9 @@
 #include "bcast/forwarder.hpp"
 
+#include <atomic>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
-
-#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -84,7 +83,10 @@ grpc::ChannelArguments ring_channel_arguments(std::chrono::milliseconds stall_ti
 
 Forwarder::Forwarder(ChunkSource& source, const Secret& secret, ForwarderOptions options,
                      LostCallback lost, BrokenCallback broken)
-    : source_(source), secret_(secret), options_(std::move(options)), lost_(std::move(lost)),
+    : source_(source),
+      secret_(secret),
+      options_(std::move(options)),
+      lost_(std::move(lost)),
       broken_(std::move(broken)) {}
 
 void Forwarder::set_successor(std::optional<Successor> successor) {
@@ -182,7 +184,8 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
     auto stream = stub->Push(&context);
 
     watchdog.arm();
-    auto greeted = offer_handshake<v1::BcastPush, v1::BcastPushReply>(*stream, secret_, options_.self);
+    auto greeted =
+        offer_handshake<v1::BcastPush, v1::BcastPushReply>(*stream, secret_, options_.self);
     v1::BcastPushReply reply;
     if (greeted && !stream->Read(&reply)) {
         greeted = Error{"the stream ended during the handshake"};
@@ -249,11 +252,11 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
         }
     } close_on_exit{closed, [&] { (void)close(true); }};
     auto lost = [&](std::string_view doing, const grpc::Status& status) {
-        reason = watchdog.fired()
-                     ? fmt::format("stalled: {} took more than {} s", doing,
-                                   options_.stall_timeout.count() / 1000.0)
-                     : fmt::format("{} failed: {}", doing,
-                                   status.ok() ? "it ended the stream early" : status.error_message());
+        reason = watchdog.fired() ? fmt::format("stalled: {} took more than {} s", doing,
+                                                options_.stall_timeout.count() / 1000.0)
+                                  : fmt::format("{} failed: {}", doing,
+                                                status.ok() ? "it ended the stream early"
+                                                            : status.error_message());
         return Outcome::kLost;
     };
 
@@ -290,8 +293,8 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
                 return lost("pushing", status);
             }
         }
-        auto got = source_.read(chunk, offset, buffer,
-                                Clock::now() + std::chrono::milliseconds(100));
+        auto got =
+            source_.read(chunk, offset, buffer, Clock::now() + std::chrono::milliseconds(100));
         if (std::holds_alternative<NotYet>(got)) {
             continue;
         }

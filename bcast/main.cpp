@@ -36,13 +36,14 @@ std::uint64_t parse_size(const std::string& option, const std::string& text) {
     if (unit.ends_with("iB")) {
         unit.resize(unit.size() - 2);
     }
-    const std::uint64_t scale = unit.empty() ? 1
+    const std::uint64_t scale = unit.empty()                 ? 1
                                 : unit == "K" || unit == "k" ? 1ull << 10
-                                : unit == "M" ? 1ull << 20
-                                : unit == "G" ? 1ull << 30
-                                              : 0;
+                                : unit == "M"                ? 1ull << 20
+                                : unit == "G"                ? 1ull << 30
+                                                             : 0;
     if (scale == 0) {
-        usage_error(fmt::format("{}: unknown unit in {} (K, M or G)", option, vcpilot::quote(text)));
+        usage_error(
+            fmt::format("{}: unknown unit in {} (K, M or G)", option, vcpilot::quote(text)));
     }
     return value * scale;
 }
@@ -91,14 +92,16 @@ int main(int argc, char** argv) {
     // after such a block was freed once).
     ::mallopt(M_MMAP_THRESHOLD, 64 << 20);
     ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    CLI::App app{"vc-bcast: send a file to every node of a virtual cluster along a pipelined ring.\n"
-                 "Each node receives a piece from its predecessor, writes it and forwards it at\n"
-                 "the same time; a node that dies or stalls is bypassed; every chunk and the whole\n"
-                 "file are checked with SHA-256 on every node."};
+    CLI::App app{
+        "vc-bcast: send a file to every node of a virtual cluster along a pipelined ring.\n"
+        "Each node receives a piece from its predecessor, writes it and forwards it at\n"
+        "the same time; a node that dies or stalls is bypassed; every chunk and the whole\n"
+        "file are checked with SHA-256 on every node."};
     app.require_subcommand(1);
     app.fallthrough();  // --log-level after the subcommand too
     std::string log_level = "warn";
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+        ->capture_default_str();
 
     bcast::SendOptions send;
     std::string nodes, chunk_size = "4M", memory = "64M";
@@ -107,7 +110,8 @@ int main(int argc, char** argv) {
     std::string secret_file, port_file;
     auto* send_cmd = app.add_subcommand("send", "send FILE to DEST on every node");
     send_cmd->add_option("FILE", send.file, "the file to send")->required();
-    send_cmd->add_option("DEST", send.dest, "where it goes on every node (absolute path)")->required();
+    send_cmd->add_option("DEST", send.dest, "where it goes on every node (absolute path)")
+        ->required();
     send_cmd->add_option("--nodes", nodes,
                          "the nodes, in ring order, separated by commas (default: the lines of "
                          "the file $VC_NODELIST)");
@@ -115,7 +119,8 @@ int main(int argc, char** argv) {
                        "do not start the receivers over ssh; wait for them to join (tests)");
     send_cmd->add_option("--program", send.program, "vc-bcast's path on the nodes (default: ours)");
     send_cmd->add_option("--ssh-option", send.ssh_options, "an extra `ssh -o` option (repeatable)");
-    send_cmd->add_option("--listen", send.listen, "address of the control service")->capture_default_str();
+    send_cmd->add_option("--listen", send.listen, "address of the control service")
+        ->capture_default_str();
     send_cmd->add_option("--advertise", send.advertise,
                          "address the nodes reach this one at (default: our address towards the "
                          "first node)");
@@ -124,8 +129,9 @@ int main(int argc, char** argv) {
     send_cmd->add_option("--chunk-size", chunk_size, "bytes per chunk")->capture_default_str();
     send_cmd->add_option("--memory", memory, "at most this much of the file in memory per node")
         ->capture_default_str();
-    send_cmd->add_option("--stall-timeout", stall_timeout,
-                         "seconds a node may take no data before it is bypassed")
+    send_cmd
+        ->add_option("--stall-timeout", stall_timeout,
+                     "seconds a node may take no data before it is bypassed")
         ->capture_default_str();
     send_cmd->add_option("--join-timeout", join_timeout, "seconds for every node to join")
         ->capture_default_str();
@@ -136,7 +142,8 @@ int main(int argc, char** argv) {
     std::string receive_secret_file, receive_memory = "64M";
     double receive_stall = 15;
     std::int64_t corrupt_chunk = -1;
-    auto* receive_cmd = app.add_subcommand("receive", "be one node of a broadcast (started by send)");
+    auto* receive_cmd =
+        app.add_subcommand("receive", "be one node of a broadcast (started by send)");
     receive_cmd->add_option("DEST", receive.dest, "where the file goes")->required();
     receive_cmd->add_option("--sender", receive.sender, "the sender's control service, HOST:PORT")
         ->required();
@@ -147,8 +154,9 @@ int main(int argc, char** argv) {
                             "address for the ring (default: the one that reaches the sender)");
     receive_cmd->add_option("--memory", receive_memory, "at most this much of the file in memory")
         ->capture_default_str();
-    receive_cmd->add_option("--stall-timeout", receive_stall,
-                            "seconds the successor may take no data before it is reported")
+    receive_cmd
+        ->add_option("--stall-timeout", receive_stall,
+                     "seconds the successor may take no data before it is reported")
         ->capture_default_str();
     receive_cmd->add_option("--test-corrupt-chunk", corrupt_chunk)->group("");
 
@@ -161,7 +169,8 @@ int main(int argc, char** argv) {
 
     if (send_cmd->parsed()) {
         if (!send.dest.is_absolute()) {
-            usage_error(fmt::format("DEST {} must be an absolute path", vcpilot::quote(send.dest.native())));
+            usage_error(fmt::format("DEST {} must be an absolute path",
+                                    vcpilot::quote(send.dest.native())));
         }
         if (nodes.empty()) {
             const char* list = std::getenv("VC_NODELIST");

@@ -13,11 +13,11 @@
 namespace vcpilot::bcast {
 
 struct ReceiveOptions {
-    std::string sender;                 // host:port of the sender's control service
-    std::string name;                   // this node's name in the ring
+    std::string sender;  // host:port of the sender's control service
+    std::string name;    // this node's name in the ring
     std::filesystem::path dest;
     Secret secret;
-    std::string listen_host;            // empty: the address this node reaches the sender from
+    std::string listen_host;  // empty: the address this node reaches the sender from
     std::size_t memory_bytes = 64u << 20;
     std::chrono::milliseconds stall_timeout{15000};
     std::optional<std::uint64_t> corrupt_chunk;  // testing: flip a bit of it once

@@ -15,14 +15,14 @@ namespace vcpilot::bcast {
 
 struct SendOptions {
     std::filesystem::path file;
-    std::filesystem::path dest;           // the path on every node
-    std::vector<std::string> nodes;       // ring order
-    bool launch = true;                   // start the receivers over ssh
-    std::string program;                  // vc-bcast on the nodes
-    std::vector<std::string> ssh_options; // extra `ssh -o` options
-    std::string listen = "0.0.0.0";       // address of the control service (any port)
-    std::string advertise;                // the nodes reach us there; empty: our address
-                                          // towards the first node
+    std::filesystem::path dest;            // the path on every node
+    std::vector<std::string> nodes;        // ring order
+    bool launch = true;                    // start the receivers over ssh
+    std::string program;                   // vc-bcast on the nodes
+    std::vector<std::string> ssh_options;  // extra `ssh -o` options
+    std::string listen = "0.0.0.0";        // address of the control service (any port)
+    std::string advertise;                 // the nodes reach us there; empty: our address
+                                           // towards the first node
     std::optional<std::filesystem::path> secret_file;  // without launch: written for receivers
     std::optional<std::filesystem::path> port_file;    // the control port, once listening
     std::uint32_t chunk_size = 4u << 20;

@@ -93,8 +93,8 @@ Result<IpAddress> parse_address(std::string_view text) {
         return Error{"the address is empty"};
     }
     if (text.size() > kMaxAddressLength) {
-        return Error{fmt::format("longer than the {} characters of the longest address",
-                                 kMaxAddressLength)};
+        return Error{
+            fmt::format("longer than the {} characters of the longest address", kMaxAddressLength)};
     }
     if (const std::size_t percent = text.find('%'); percent != std::string_view::npos) {
         return Error{fmt::format("zone ids ({}) are not supported", quote(text.substr(percent)))};

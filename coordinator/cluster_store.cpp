@@ -11,9 +11,9 @@
 #include <set>
 
 #include "common/image_mount.hpp"
-#include "coordinator/sshcert.hpp"
-#include "coordinator/lease_store.hpp"
 #include "common/text.hpp"
+#include "coordinator/lease_store.hpp"
+#include "coordinator/sshcert.hpp"
 
 namespace vcpilot::coordinator {
 

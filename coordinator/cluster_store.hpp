@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "common/ip.hpp"
-#include "coordinator/ipam.hpp"
 #include "common/naming.hpp"
 #include "common/result.hpp"
+#include "coordinator/ipam.hpp"
 #include "coordinator/lease_store.hpp"
 #include "vcpilot/v1/coordinator.pb.h"
 

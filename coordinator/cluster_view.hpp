@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "common/result.hpp"
-#include "coordinator/sshcert.hpp"
 #include "coordinator/cluster_store.hpp"
+#include "coordinator/sshcert.hpp"
 #include "coordinator/streams.hpp"
 #include "vcpilot/v1/coordinator.pb.h"
 

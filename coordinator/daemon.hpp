@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "coordinator/ipam.hpp"
 #include "common/result.hpp"
+#include "coordinator/ipam.hpp"
 
 namespace vcpilot::coordinator {
 

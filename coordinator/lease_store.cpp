@@ -12,8 +12,8 @@
 #include <thread>
 #include <utility>
 
-#include "coordinator/lease_store.hpp"
 #include "common/text.hpp"
+#include "coordinator/lease_store.hpp"
 
 namespace vcpilot {
 

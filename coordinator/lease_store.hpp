@@ -22,13 +22,13 @@
 #include <vector>
 
 #include "common/ip.hpp"
-#include "coordinator/ipam.hpp"
 #include "common/result.hpp"
+#include "coordinator/ipam.hpp"
 
 namespace SQLite {
 class Database;
 class Exception;
-}
+}  // namespace SQLite
 
 namespace vcpilot {
 

@@ -12,9 +12,9 @@
 #include <optional>
 #include <string>
 
-#include "coordinator/ipam.hpp"
 #include "common/result.hpp"
 #include "coordinator/cluster_store.hpp"
+#include "coordinator/ipam.hpp"
 #include "crm/slurm.hpp"
 #include "vcpilot/v1/coordinator.grpc.pb.h"
 

@@ -5,12 +5,12 @@
 #include <map>
 #include <spdlog/spdlog.h>
 
-#include "coordinator/sshcert.hpp"
-#include "coordinator/lease_store.hpp"
 #include "common/text.hpp"
 #include "coordinator/auth.hpp"
 #include "coordinator/cluster_methods.hpp"
 #include "coordinator/cluster_view.hpp"
+#include "coordinator/lease_store.hpp"
+#include "coordinator/sshcert.hpp"
 #include "coordinator/streams.hpp"
 #include "coordinator/writer.hpp"
 

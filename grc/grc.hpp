@@ -13,9 +13,9 @@
 #include <set>
 #include <string>
 
-#include "coordinator/ipam.hpp"
 #include "common/result.hpp"
 #include "coordinator/cluster_store.hpp"
+#include "coordinator/ipam.hpp"
 #include "vcpilot/v1/coordinator.grpc.pb.h"
 
 namespace vcpilot::coordinator {

@@ -14,8 +14,8 @@ constexpr std::size_t kMaxLabel = 32;
 constexpr std::size_t kMaxPath = 4096;
 
 bool is_label(std::string_view text) {
-    return !text.empty() && text.size() <= kMaxLabel && text.front() != '-' &&
-           text.back() != '-' && std::all_of(text.begin(), text.end(), [](char c) {
+    return !text.empty() && text.size() <= kMaxLabel && text.front() != '-' && text.back() != '-' &&
+           std::all_of(text.begin(), text.end(), [](char c) {
                return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
            });
 }
@@ -94,9 +94,10 @@ Status apply_option(JobOptions& options, std::string_view name, std::string_view
     }
     if (name == "vc-hostname-prefix") {
         if (!is_label(value)) {
-            return bad(fmt::format("want a lowercase host name label of at most {} characters "
-                                   "(a-z, 0-9, -)",
-                                   kMaxLabel));
+            return bad(
+                fmt::format("want a lowercase host name label of at most {} characters "
+                            "(a-z, 0-9, -)",
+                            kMaxLabel));
         }
         options.hostname_prefix = value;
         return {};

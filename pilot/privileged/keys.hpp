@@ -41,8 +41,8 @@ KeyFiles key_files(const std::filesystem::path& private_key);
 // or a symlink planted in that directory (it may belong to the job user) is never followed nor
 // overwritten, it is an error. They are not fsync'd: a job's keys live in its run directory and
 // die with the job (a node that crashes loses the job anyway), and syncing them cost job start
-// several disk flushes. On any error nothing is left: files this call created are removed again. The private key exists only in libssh's
-// buffers, which are wiped, and in that one file.
+// several disk flushes. On any error nothing is left: files this call created are removed again.
+// The private key exists only in libssh's buffers, which are wiped, and in that one file.
 Result<std::string> generate_ed25519_key(const std::filesystem::path& private_key, uid_t uid,
                                          gid_t gid, std::string_view comment);
 

@@ -1,8 +1,8 @@
 // The job's union-mounted view of the node's filesystem: an overlay over /etc whose upper
 // layer holds the cluster's files, a per-job ~/.ssh, a private size-limited /tmp and an
-// optional image layered read-only over one directory. All of it lives in the job's own mount namespace; the host's files
-// and mount table are never changed (the only host-side writes are under the job's run
-// directory).
+// optional image layered read-only over one directory. All of it lives in the job's own mount
+// namespace; the host's files and mount table are never changed (the only host-side writes are
+// under the job's run directory).
 #pragma once
 
 #include <sys/types.h>

@@ -58,13 +58,12 @@
 #include <system_error>
 #include <vector>
 
-#include "coordinator/ipam.hpp"
-#include "coordinator/sshcert.hpp"
-#include "coordinator/lease_store.hpp"
-#include "coordinator/lease_store.hpp"
 #include "common/text.hpp"
 #include "coordinator/cluster_store.hpp"
 #include "coordinator/cluster_view.hpp"
+#include "coordinator/ipam.hpp"
+#include "coordinator/lease_store.hpp"
+#include "coordinator/sshcert.hpp"
 #include "pilot/privileged/paths.hpp"
 #include "proto_mutator.hpp"
 

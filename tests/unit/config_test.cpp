@@ -7,8 +7,8 @@
 #include <string_view>
 #include <vector>
 
-#include "tests/unit/expect_error.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/expect_error.hpp"
 
 namespace vcpilot {
 namespace {

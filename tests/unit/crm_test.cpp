@@ -355,7 +355,8 @@ TEST_F(CrmTest, AnExtraPilotOrAnUnknownClusterIsRefused) {
     }
     EXPECT_EQ(pilot_fleet->outcome(loser).final_status.error_code(),
               grpc::StatusCode::FAILED_PRECONDITION);
-    EXPECT_THAT(pilot_fleet->outcome(loser).final_status.error_message(), HasSubstr("one too many"));
+    EXPECT_THAT(pilot_fleet->outcome(loser).final_status.error_message(),
+                HasSubstr("one too many"));
     EXPECT_FALSE(pilot_fleet->outcome(loser).got_setup);
     EXPECT_THAT(pilot_fleet->outcome(2).final_status.error_message(), HasSubstr("no cluster"));
     EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
@@ -706,7 +707,8 @@ void expect_all_free(const v1::Cluster& cluster) {
 TEST_F(CrmTest, AJobJoinsAReservedClusterWhichOutlivesItForTheNextJob) {
     const auto cluster = create(2);
     for (const std::string job : {"81", "82"}) {
-        auto pilot_fleet = fleet(join_pilots(cluster.id(), job, 2, cluster.owner(), munged_->socket()));
+        auto pilot_fleet =
+            fleet(join_pilots(cluster.id(), job, 2, cluster.owner(), munged_->socket()));
         ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U) << "job " << job;
         const auto ready = wait_for(cluster.id(), v1::CLUSTER_STATE_READY);
         ASSERT_EQ(ready.state(), v1::CLUSTER_STATE_READY) << ready.reason();
@@ -776,7 +778,8 @@ TEST_F(CrmTest, AJobIsRefusedAClusterItsUserDoesNotOwnAsIfItDidNotExist) {
 
 TEST_F(CrmTest, AJobWithMoreNodesThanAreFreeIsRefusedAndHoldsNothing) {
     const auto cluster = create(2);
-    auto pilot_fleet = fleet(join_pilots(cluster.id(), "93", 3, cluster.owner(), munged_->socket()));
+    auto pilot_fleet =
+        fleet(join_pilots(cluster.id(), "93", 3, cluster.owner(), munged_->socket()));
     ASSERT_TRUE(pilot_fleet->wait_done(5s));
     for (std::size_t i = 0; i < 3; ++i) {
         const auto outcome = pilot_fleet->outcome(i);
@@ -798,7 +801,8 @@ TEST_F(CrmTest, AJobsPilotThatGoesAwayGivesItsNodeBackWithoutFailingTheCluster) 
     reattach_grace_ = 300ms;
     start();
     const auto cluster = create(2);
-    auto pilot_fleet = fleet(join_pilots(cluster.id(), "95", 2, cluster.owner(), munged_->socket()));
+    auto pilot_fleet =
+        fleet(join_pilots(cluster.id(), "95", 2, cluster.owner(), munged_->socket()));
     ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
     pilot_fleet->cancel();  // kill -9 of the pilots: no STOPPING, no GONE
@@ -953,7 +957,8 @@ TEST_F(CrmSlurmTest, TheSitesPilotJobIsSubmittedAsTheOwnerAndCancelledOnRelease)
         EXPECT_THAT(sbatch, HasSubstr(expected));
     }
     // The job's pilots join, the cluster is READY; the release cancels the job.
-    auto pilot_fleet = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
+    auto pilot_fleet =
+        fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
     ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     ASSERT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
     v1::Cluster released;
@@ -970,7 +975,8 @@ TEST_F(CrmSlurmTest, APilotJobThatEndsBeforeTheReleaseFailsTheClusterWithTheReas
     ASSERT_TRUE(create_slurm(2, 0, &cluster).ok());
     ASSERT_EQ(pilot_job(cluster.id()), "4242");
     EXPECT_THAT(log("sbatch"), Not(HasSubstr("--time")));
-    auto pilot_fleet = fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
+    auto pilot_fleet =
+        fleet(join_pilots(cluster.id(), "4242", 2, cluster.owner(), munged_->socket()));
     ASSERT_EQ(pilot_fleet->wait_ready(2, 10s), 2U);
     // scancel by someone else, or its time limit: the job's pilots stop.
     pilot_fleet->stop_pilot(0);

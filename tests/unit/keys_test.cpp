@@ -12,8 +12,8 @@
 #include <string>
 #include <string_view>
 
-#include "tests/unit/expect_error.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/expect_error.hpp"
 
 namespace vcpilot::pilot {
 namespace {

@@ -10,8 +10,8 @@
 #include <sstream>
 #include <string>
 
-#include "tests/unit/expect_error.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/expect_error.hpp"
 
 namespace vcpilot {
 namespace {

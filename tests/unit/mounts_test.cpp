@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "pilot/privileged/files.hpp"
-#include "tests/unit/expect_error.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/expect_error.hpp"
 
 namespace vcpilot::pilot {
 namespace {

@@ -17,9 +17,9 @@
 #include "pilot/privileged/keys.hpp"
 #include "pilot/privileged/sshd.hpp"
 #include "pilot/validate.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/literals.hpp"
-#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot::pilot {
 namespace {

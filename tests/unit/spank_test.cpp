@@ -2,10 +2,9 @@
 // plugin file itself: slurmd refuses a plugin whose four identification symbols it cannot find.
 #include <dlfcn.h>
 
+#include <fstream>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <fstream>
 
 #include "spank/config.hpp"
 #include "spank/options.hpp"
@@ -46,12 +45,21 @@ TEST(SpankOptions, AcceptsGoodValues) {
 
 TEST(SpankOptions, RefusesBadValuesWithOneLineNamingTheOption) {
     const std::pair<const char*, const char*> bad[] = {
-        {"vc-net", "10.77.0.0"},        {"vc-net", "10.77.0.1/24"}, {"vc-net", "10.77.0.0/31"},
-        {"vc-net", "banana"},           {"vc-overlay", "gre"},      {"vc-image", "relative/dir"},
-        {"vc-image", "/a\nb"},          {"vc-cluster", "42"},       {"vc-cluster", "vc-0123ABCD"},
-        {"vc-keys", "rsa"},             {"vc-hostname-prefix", "Bad_Name"},
-        {"vc-hostname-prefix", "-x"},   {"vc-image", "/srv/../etc"},
-        {"vc-image", "/srv//img"},      {"vc-image", "/srv/img/"},
+        {"vc-net", "10.77.0.0"},
+        {"vc-net", "10.77.0.1/24"},
+        {"vc-net", "10.77.0.0/31"},
+        {"vc-net", "banana"},
+        {"vc-overlay", "gre"},
+        {"vc-image", "relative/dir"},
+        {"vc-image", "/a\nb"},
+        {"vc-cluster", "42"},
+        {"vc-cluster", "vc-0123ABCD"},
+        {"vc-keys", "rsa"},
+        {"vc-hostname-prefix", "Bad_Name"},
+        {"vc-hostname-prefix", "-x"},
+        {"vc-image", "/srv/../etc"},
+        {"vc-image", "/srv//img"},
+        {"vc-image", "/srv/img/"},
         {"vc-image", "/srv/./img"},
     };
     for (const auto& [name, value] : bad) {
@@ -82,7 +90,8 @@ TEST(SpankOptions, AClusterJoinedBringsItsOwnRangeOverlayKeysAndNames) {
         EXPECT_EQ(status.error().message,
                   std::string("--") + name +
                       " cannot go with --vc-cluster: cluster vc-0123abcd already has its own "
-                      "(set at vcctl create); drop --" + name);
+                      "(set at vcctl create); drop --" +
+                      name);
         // Alone, each is fine.
         JobOptions alone;
         ASSERT_TRUE(apply_option(alone, name, value));
@@ -155,16 +164,17 @@ TEST(SpankPlugin, ExportsWhatSlurmdLooksFor) {
     // resolve lazily so that the plugin loads here too.
     void* plugin = ::dlopen(VCPILOT_SPANK_PLUGIN, RTLD_LAZY | RTLD_LOCAL);
     ASSERT_NE(plugin, nullptr) << ::dlerror();
-    for (const char* symbol : {"plugin_name", "plugin_type", "plugin_version",
-                               "spank_plugin_version", "slurm_spank_init",
-                               "slurm_spank_task_init_privileged"}) {
+    for (const char* symbol :
+         {"plugin_name", "plugin_type", "plugin_version", "spank_plugin_version",
+          "slurm_spank_init", "slurm_spank_task_init_privileged"}) {
         EXPECT_NE(::dlsym(plugin, symbol), nullptr) << symbol;
     }
     EXPECT_STREQ(static_cast<const char*>(::dlsym(plugin, "plugin_name")), "vcpilot");
     EXPECT_STREQ(static_cast<const char*>(::dlsym(plugin, "plugin_type")), "spank");
     // Nothing of ours leaks into slurmd's symbol namespace.
-    EXPECT_EQ(::dlsym(plugin, "_ZN7vcpilot5spank12parse_configERKSt6vectorINSt7__cxx1112basic_"
-                              "stringIcSt11char_traitsIcESaIcEEESaIS7_EE"),
+    EXPECT_EQ(::dlsym(plugin,
+                      "_ZN7vcpilot5spank12parse_configERKSt6vectorINSt7__cxx1112basic_"
+                      "stringIcSt11char_traitsIcESaIcEEESaIS7_EE"),
               nullptr);
     ::dlclose(plugin);
 }

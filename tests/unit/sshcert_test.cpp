@@ -18,8 +18,8 @@
 #include <utility>
 #include <vector>
 
-#include "tests/unit/expect_error.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/expect_error.hpp"
 
 // The certificates are checked with OpenSSH's own `ssh-keygen -L`, which parses the whole
 // certificate and verifies its signature with the CA key inside it before printing anything

@@ -31,8 +31,8 @@
 #include <thread>
 #include <vector>
 
-#include "tests/unit/expect_error.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/expect_error.hpp"
 
 namespace vcpilot::pilot {
 namespace {

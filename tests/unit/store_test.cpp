@@ -1,5 +1,3 @@
-#include "coordinator/lease_store.hpp"
-
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,9 +19,10 @@
 #include <thread>
 #include <vector>
 
+#include "coordinator/lease_store.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/unit/expect_error.hpp"
 #include "tests/unit/literals.hpp"
-#include "tests/support/temp_dir.hpp"
 
 namespace vcpilot {
 namespace {
