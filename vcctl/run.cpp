@@ -38,7 +38,7 @@ int run_command(const Global& global, const std::string& id, const std::vector<s
             } else {
                 fmt::print("{}{}", prefix, out.stdout());
             }
-            std::fflush(stdout);
+            (void)std::fflush(stdout);
         } else if (out.has_stderr()) {
             (void)std::fprintf(stderr, "%s%.*s", prefix.c_str(),
                                static_cast<int>(out.stderr().size()), out.stderr().data());

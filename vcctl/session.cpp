@@ -87,7 +87,7 @@ v1::Cluster follow(const Global& global, const ClusterClient& client, const std:
                 fmt::print("{} {} ready {}/{}{}\n", cluster.id(), cluster_state(cluster.state()),
                            ready, total, cluster.reason().empty() ? "" : " " + cluster.reason());
             }
-            std::fflush(stdout);
+            (void)std::fflush(stdout);
         } else if (progress) {
             std::uint32_t total = 0;
             const auto ready = ready_nodes(cluster, &total);

@@ -41,6 +41,7 @@ struct EnterJob {
         // exec keeps the signal mask, and the pilot blocks its stop signals in every thread.
         sigset_t none;
         sigemptyset(&none);
+        // NOLINTNEXTLINE(concurrency-mt-unsafe): the forked child has this one thread only
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         int error = namespaces.enter();
         if (error == 0) {
@@ -118,7 +119,7 @@ Result<int> run_job_command(const JobCommand& command, const UserIdentity& user,
     // Small inputs only (the request carries them whole): write, then close for EOF.
     const char* data = command.stdin_data.data();
     std::size_t left = command.stdin_data.size();
-    ::signal(SIGPIPE, SIG_IGN);
+    (void)::signal(SIGPIPE, SIG_IGN);
     while (left > 0) {
         const ssize_t n = ::write(in.native_sink(), data, left);
         if (n < 0 && errno == EINTR) {

@@ -21,15 +21,16 @@
 namespace {
 
 void die(const char* what) {
-    std::fprintf(stderr, "lab-keeper: %s: %s\n", what, vcpilot::errno_text(errno).c_str());
+    (void)std::fprintf(stderr, "lab-keeper: %s: %s\n", what, vcpilot::errno_text(errno).c_str());
     std::_Exit(111);
 }
 
 void usage() {
-    std::fprintf(stderr,
-                 "usage: lab-keeper --status-file FILE -- COMMAND [ARGS...]\n"
-                 "Runs COMMAND, writes its exit status to FILE when it ends, then stays to reap\n"
-                 "every descendant reparented to it; exits when none is left.\n");
+    (void)std::fprintf(
+        stderr,
+        "usage: lab-keeper --status-file FILE -- COMMAND [ARGS...]\n"
+        "Runs COMMAND, writes its exit status to FILE when it ends, then stays to reap\n"
+        "every descendant reparented to it; exits when none is left.\n");
 }
 
 // Encodes a wait status the way a shell reports it: the exit code, or 128 + the signal.
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
             usage();
             return 0;
         } else {
-            std::fprintf(stderr, "lab-keeper: unexpected argument '%s'\n", arg.c_str());
+            (void)std::fprintf(stderr, "lab-keeper: unexpected argument '%s'\n", arg.c_str());
             usage();
             return 2;
         }
@@ -117,8 +118,8 @@ int main(int argc, char** argv) {
     }
     if (command == 0) {
         ::execvp(argv[i], &argv[i]);
-        std::fprintf(stderr, "lab-keeper: exec %s: %s\n", argv[i],
-                     vcpilot::errno_text(errno).c_str());
+        (void)std::fprintf(stderr, "lab-keeper: exec %s: %s\n", argv[i],
+                           vcpilot::errno_text(errno).c_str());
         std::_Exit(127);
     }
 

@@ -13,8 +13,9 @@ class RateLimiter {
     explicit RateLimiter(Clock::duration period) : period_(period) {}
 
     bool allow(Clock::time_point now) {
-        if (now < next_allowed_)
+        if (now < next_allowed_) {
             return false;
+        }
         next_allowed_ = now + period_;
         return true;
     }
