@@ -199,7 +199,7 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
         }
         if (watchdog.fired()) {
             reason = fmt::format("stalled: no handshake within {} s",
-                                 options_.stall_timeout.count() / 1000.0);
+                                 std::chrono::duration<double>(options_.stall_timeout).count());
         } else if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
             reason = status.error_message();
         } else {
@@ -252,11 +252,12 @@ Forwarder::Outcome Forwarder::push_to(const Successor& successor, std::uint64_t 
         }
     } close_on_exit{closed, [&] { (void)close(true); }};
     auto lost = [&](std::string_view doing, const grpc::Status& status) {
-        reason = watchdog.fired() ? fmt::format("stalled: {} took more than {} s", doing,
-                                                options_.stall_timeout.count() / 1000.0)
-                                  : fmt::format("{} failed: {}", doing,
-                                                status.ok() ? "it ended the stream early"
-                                                            : status.error_message());
+        reason =
+            watchdog.fired()
+                ? fmt::format("stalled: {} took more than {} s", doing,
+                              std::chrono::duration<double>(options_.stall_timeout).count())
+                : fmt::format("{} failed: {}", doing,
+                              status.ok() ? "it ended the stream early" : status.error_message());
         return Outcome::kLost;
     };
 

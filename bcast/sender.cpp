@@ -39,7 +39,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::string mib(std::uint64_t bytes) {
-    return fmt::format("{:.1f} MiB", bytes / 1048576.0);
+    return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / 1048576.0);
 }
 
 // The file, as the head of the ring reads it: a chunk is read (and its digest taken) when the
@@ -176,8 +176,7 @@ struct Node {
 
 class Sender final : public v1::BcastControl::Service {
   public:
-    Sender(const SendOptions& options, Secret secret)
-        : options_(options), secret_(std::move(secret)) {}
+    Sender(const SendOptions& options, Secret secret) : options_(options), secret_(secret) {}
     int run();
 
     grpc::Status Join(
@@ -383,18 +382,19 @@ std::string shell_word(const std::string& word) {
 }
 
 Status Sender::launch(Node& node, const std::string& sender_endpoint) {
-    std::vector<std::string> remote = {options_.program,
-                                       "receive",
-                                       "--sender",
-                                       sender_endpoint,
-                                       "--name",
-                                       node.name,
-                                       "--secret-stdin",
-                                       "--memory",
-                                       std::to_string(options_.memory_bytes),
-                                       "--stall-timeout",
-                                       std::to_string(options_.stall_timeout.count() / 1000.0),
-                                       options_.dest.native()};
+    std::vector<std::string> remote = {
+        options_.program,
+        "receive",
+        "--sender",
+        sender_endpoint,
+        "--name",
+        node.name,
+        "--secret-stdin",
+        "--memory",
+        std::to_string(options_.memory_bytes),
+        "--stall-timeout",
+        std::to_string(std::chrono::duration<double>(options_.stall_timeout).count()),
+        options_.dest.native()};
     std::string command;
     for (const auto& word : remote) {
         command += (command.empty() ? "" : " ") + shell_word(word);
@@ -466,9 +466,10 @@ void Sender::find_stalls() {
         const bool stuck = node.state == Node::State::kJoined &&
                            now - std::max(node.moved, began_) > options_.stall_timeout;
         if (stuck && !upstream_stuck && node.received < upstream) {
-            mark_failed(node, fmt::format("stalled: received nothing for {} s (at {} of {})",
-                                          options_.stall_timeout.count() / 1000.0,
-                                          mib(node.received), mib(layout_.size)));
+            mark_failed(node,
+                        fmt::format("stalled: received nothing for {} s (at {} of {})",
+                                    std::chrono::duration<double>(options_.stall_timeout).count(),
+                                    mib(node.received), mib(layout_.size)));
             for (std::size_t j = i + 1; j < nodes_.size(); ++j) {
                 nodes_[j]->moved = now;
             }
@@ -504,10 +505,12 @@ void Sender::show_progress(bool final_line) {
         return;
     }
     const double seconds = std::chrono::duration<double>(now - began_).count();
-    const double rate = seconds > 0 ? slowest / seconds : 0;
+    const auto size = static_cast<double>(layout_.size);
+    const auto done = static_cast<double>(slowest);
+    const double rate = seconds > 0 ? done / seconds : 0;
     const std::string eta =
-        rate > 0 ? fmt::format("{:.0f} s", (layout_.size - slowest) / rate) : std::string("?");
-    const int percent = layout_.size == 0 ? 100 : static_cast<int>(100.0 * slowest / layout_.size);
+        rate > 0 ? fmt::format("{:.0f} s", (size - done) / rate) : std::string("?");
+    const int percent = layout_.size == 0 ? 100 : static_cast<int>(100.0 * done / size);
     fmt::print(stderr, "vc-bcast: {} of {} ({}%) on {} nodes, {:.1f} MiB/s, ETA {}, slowest {}\n",
                mib(slowest), mib(layout_.size), percent, alive, rate / 1048576.0, eta,
                slowest_name);
@@ -695,12 +698,12 @@ int Sender::run() {
     const double seconds = std::chrono::duration<double>(Clock::now() - began_).count();
     std::size_t failed = 0;
     for (const auto& node : nodes_) {
-        failed += node->state == Node::State::kFailed;
+        failed += node->state == Node::State::kFailed ? 1 : 0;
     }
     fmt::print("vc-bcast: {} ({}) to {} nodes in {:.2f} s ({:.1f} MiB/s): {} ok, {} failed\n",
                options_.file.native(), mib(layout_.size), nodes_.size(), seconds,
-               seconds > 0 ? layout_.size / seconds / 1048576.0 : 0.0, nodes_.size() - failed,
-               failed);
+               seconds > 0 ? static_cast<double>(layout_.size) / seconds / 1048576.0 : 0.0,
+               nodes_.size() - failed, failed);
     for (const auto& node : nodes_) {
         std::string line = node->state == Node::State::kDone ? "ok" : "FAILED: " + node->reason;
         if (!node->repaired.empty()) {
@@ -730,7 +733,7 @@ int run_sender(const SendOptions& options) {
             return 2;
         }
     }
-    Sender sender(options, std::move(*secret));
+    Sender sender(options, *secret);
     return sender.run();
 }
 

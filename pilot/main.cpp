@@ -23,6 +23,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <grpcpp/grpcpp.h>
@@ -187,7 +188,8 @@ std::optional<pid_t> live_pilot_of(const JobPaths& paths) {
     std::string line;
     while (std::getline(state, line)) {
         if (line.rfind("pid=", 0) == 0) {
-            const pid_t pid = static_cast<pid_t>(std::atol(line.c_str() + 4));
+            pid_t pid = 0;  // as atol: 0 when no number follows
+            (void)std::from_chars(line.data() + 4, line.data() + line.size(), pid);
             std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
             std::string name;
             if (pid > 0 && pid != ::getpid() && std::getline(comm, name) && name == "vc-pilot") {
@@ -303,7 +305,7 @@ int serve(const CommonOptions& common, const ServeOptions& options) {
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGHUP);
     ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    ::signal(SIGPIPE, SIG_IGN);
+    (void)::signal(SIGPIPE, SIG_IGN);
     const UniqueFd signal_fd(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
     UniqueFd launcher_fd;
     if (options.launcher_pid > 0) {
@@ -435,11 +437,8 @@ int cleanup(const CommonOptions& common, int grace_ms) {
     return 0;
 }
 
-}  // namespace
-}  // namespace vcpilot::pilot
-
-int main(int argc, char** argv) {
-    using namespace vcpilot::pilot;
+// main's body; main reports an exception that escapes it.
+int run(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();
     CLI::App app{"vc-pilot: builds and tears down one node of a job's virtual cluster"};
     app.require_subcommand(1);
@@ -544,25 +543,25 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
     if (serve_command->parsed() && !serve_options.crm.empty() && serve_options.cluster.empty() &&
         serve_options.job_nodes == 0) {
-        std::fprintf(stderr, "vc-pilot: --crm needs --cluster ID or --job-nodes N\n");
+        (void)std::fprintf(stderr, "vc-pilot: --crm needs --cluster ID or --job-nodes N\n");
         return 2;
     }
     if (serve_options.job_nodes > 0 && serve_options.job_user.empty()) {
-        std::fprintf(stderr, "vc-pilot: --job-nodes needs --job-user\n");
+        (void)std::fprintf(stderr, "vc-pilot: --job-nodes needs --job-user\n");
         return 2;
     }
     if (!serve_options.job_image.empty() && serve_options.job_image_mount.empty()) {
-        std::fprintf(stderr, "vc-pilot: --job-image needs --job-image-mount\n");
+        (void)std::fprintf(stderr, "vc-pilot: --job-image needs --job-image-mount\n");
         return 2;
     }
 
     auto level = vcpilot::parse_log_level(common.log_level);
     if (!level) {
-        std::fprintf(stderr, "vc-pilot: --log-level: %s\n", level.error().message.c_str());
+        (void)std::fprintf(stderr, "vc-pilot: --log-level: %s\n", level.error().message.c_str());
         return 2;
     }
     if (auto ok = vcpilot::init_logging("vc-pilot", {*level, std::nullopt, true}); !ok) {
-        std::fprintf(stderr, "vc-pilot: %s\n", ok.error().message.c_str());
+        (void)std::fprintf(stderr, "vc-pilot: %s\n", ok.error().message.c_str());
         return 1;
     }
     if (::geteuid() != 0) {
@@ -573,4 +572,16 @@ int main(int argc, char** argv) {
         return serve(common, serve_options);
     }
     return cleanup(common, cleanup_grace_ms);
+}
+
+}  // namespace
+}  // namespace vcpilot::pilot
+
+int main(int argc, char** argv) {
+    try {
+        return vcpilot::pilot::run(argc, argv);
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "vc-pilot: %s\n", error.what());
+        return 1;
+    }
 }

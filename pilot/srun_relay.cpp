@@ -128,6 +128,7 @@ std::vector<std::string> srun_environment(const std::vector<std::string>& env,
 
 std::vector<char*> pointers(std::vector<std::string>& strings) {
     std::vector<char*> out;
+    out.reserve(strings.size() + 1);
     for (auto& s : strings) {
         out.push_back(s.data());
     }
@@ -410,8 +411,9 @@ void SrunRelay::serve(UniqueFd connection) {
         // Only async-signal-safe calls from here: the pilot has threads.
         sigset_t none;
         sigemptyset(&none);
+        // NOLINTNEXTLINE(concurrency-mt-unsafe): the forked child has this one thread only
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::signal(SIGPIPE, SIG_DFL);
+        (void)::signal(SIGPIPE, SIG_DFL);
         ::setpgid(0, 0);
         if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) {
             ::_exit(127);
@@ -421,12 +423,12 @@ void SrunRelay::serve(UniqueFd connection) {
             ::setuid(spec_.uid) != 0 || ::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 ||
             ::chdir(cwd.c_str()) != 0) {
             static constexpr char kMessage[] = "vc-srun: cannot become the job's user\n";
-            (void)!::write(2, kMessage, sizeof kMessage - 1);
+            (void)(::write(2, kMessage, sizeof kMessage - 1) < 0);
             ::_exit(127);
         }
         ::execve(args[0], args.data(), envp.data());
         static constexpr char kMessage[] = "vc-srun: cannot run the real srun\n";
-        (void)!::write(2, kMessage, sizeof kMessage - 1);
+        (void)(::write(2, kMessage, sizeof kMessage - 1) < 0);
         ::_exit(127);
     }
     if (child < 0) {
