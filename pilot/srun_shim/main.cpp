@@ -23,8 +23,6 @@
 #include "pilot/privileged/files.hpp"
 #include "pilot/srun_wire.hpp"
 
-extern char** environ;
-
 namespace {
 
 int g_signal_pipe[2] = {-1, -1};
@@ -32,12 +30,12 @@ int g_signal_pipe[2] = {-1, -1};
 void on_signal(int number) {
     const int saved = errno;
     const std::int32_t value = number;
-    (void)!::write(g_signal_pipe[1], &value, sizeof value);
+    (void)(::write(g_signal_pipe[1], &value, sizeof value) < 0);
     errno = saved;
 }
 
 int fail(const std::string& message) {
-    std::fprintf(stderr, "vc-srun: %s\n", message.c_str());
+    (void)std::fprintf(stderr, "vc-srun: %s\n", message.c_str());
     return 1;
 }
 
@@ -112,7 +110,7 @@ int main(int argc, char** argv) {
     for (const int number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT}) {
         ::sigaction(number, &action, nullptr);
     }
-    ::signal(SIGPIPE, SIG_IGN);
+    (void)::signal(SIGPIPE, SIG_IGN);
 
     for (;;) {
         pollfd fds[2] = {{connection, POLLIN, 0}, {g_signal_pipe[0], POLLIN, 0}};

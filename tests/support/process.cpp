@@ -20,12 +20,19 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/error.hpp"
 #include "tests/support/cleanup.hpp"
 
 namespace vcpilot::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+// A signal's description, thread-safe unlike strsignal.
+std::string signal_text(int number) {
+    const char* text = ::sigdescr_np(number);
+    return text != nullptr ? text : "signal " + std::to_string(number);
+}
 
 bool connects(int fd, const sockaddr* address, socklen_t length) {
     if (fd < 0) {
@@ -54,7 +61,7 @@ std::string resolve_program(const std::string& program) {
     const std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
     for (std::size_t start = 0; start <= dirs.size();) {
         const std::size_t end = std::min(dirs.find(':', start), dirs.size());
-        const std::string candidate = dirs.substr(start, end - start) + "/" + program;
+        std::string candidate = dirs.substr(start, end - start) + "/" + program;
         if (::access(candidate.c_str(), X_OK) == 0) {
             return candidate;
         }
@@ -97,9 +104,10 @@ void report_errno(const std::string& prefix, int error) {
     die_with_parent(parent);
     sigset_t none;
     sigemptyset(&none);
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): the forked child has this one thread only
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     for (const int signal_number : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) {
-        ::signal(signal_number, SIG_DFL);
+        (void)::signal(signal_number, SIG_DFL);
     }
     const int null_fd = ::open("/dev/null", O_RDONLY);
     if (null_fd >= 0) {
@@ -123,8 +131,8 @@ bool accepts_connections(const Endpoint& endpoint) {
     if (!endpoint.unix_socket.empty()) {
         sockaddr_un address{};
         address.sun_family = AF_UNIX;
-        std::snprintf(address.sun_path, sizeof address.sun_path, "%s",
-                      endpoint.unix_socket.c_str());
+        (void)std::snprintf(address.sun_path, sizeof address.sun_path, "%s",
+                            endpoint.unix_socket.c_str());
         return connects(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0),
                         reinterpret_cast<const sockaddr*>(&address), sizeof address);
     }
@@ -164,10 +172,10 @@ std::string describe_wait_status(int status) {
     }
     if (WIFSIGNALED(status)) {
         return "died of signal " + std::to_string(WTERMSIG(status)) + " (" +
-               ::strsignal(WTERMSIG(status)) + ")" + (WCOREDUMP(status) ? ", core dumped" : "");
+               signal_text(WTERMSIG(status)) + ")" + (WCOREDUMP(status) ? ", core dumped" : "");
     }
     char hex[32];
-    std::snprintf(hex, sizeof hex, "%#x", static_cast<unsigned>(status));
+    (void)std::snprintf(hex, sizeof hex, "%#x", static_cast<unsigned>(status));
     return std::string("wait status ") + hex;
 }
 
@@ -202,6 +210,7 @@ LineChannel::~LineChannel() {
     }
 }
 
+// NOLINTNEXTLINE(readability-make-member-function-const): it writes to the socket.
 Status LineChannel::send(const std::string& line) {
     const std::string message = line + "\n";
     std::size_t sent = 0;
@@ -211,7 +220,7 @@ Status LineChannel::send(const std::string& line) {
             continue;
         }
         if (n <= 0) {
-            return Error{std::string("the other end is gone: ") + ::strerror(errno)};
+            return sys_error("the other end is gone");
         }
         sent += static_cast<std::size_t>(n);
     }
@@ -250,6 +259,7 @@ std::optional<std::string> LineChannel::receive(Clock::time_point deadline) {
     }
 }
 
+// NOLINTNEXTLINE(readability-make-member-function-const): it shuts the socket down.
 void LineChannel::close_sending() {
     if (fd_ >= 0) {
         ::shutdown(fd_, SHUT_WR);
@@ -299,6 +309,7 @@ Status ChildProcess::start(const ExecSpec& spec) {
     std::vector<std::string> argv = spec.argv;
     argv[0] = resolve_program(argv[0]);
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     for (auto& arg : argv) {
         args.push_back(arg.data());
     }
@@ -341,8 +352,8 @@ Result<LineChannel> ChildProcess::start_worker(const std::function<int(LineChann
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
         return Error{"socketpair failed for " + name_};
     }
-    std::fflush(stdout);  // else the worker prints what this process buffered, again
-    std::fflush(stderr);
+    (void)std::fflush(stdout);  // else the worker prints what this process buffered, again
+    (void)std::fflush(stderr);
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) {
@@ -359,10 +370,11 @@ Result<LineChannel> ChildProcess::start_worker(const std::function<int(LineChann
             LineChannel channel(pair[1]);
             code = body(channel);
         } catch (const std::exception& error) {
-            std::fprintf(stderr, "%s (pid %d): %s\n", name_.c_str(), ::getpid(), error.what());
+            (void)std::fprintf(stderr, "%s (pid %d): %s\n", name_.c_str(), ::getpid(),
+                               error.what());
         }
-        std::fflush(stdout);
-        std::fflush(stderr);
+        (void)std::fflush(stdout);
+        (void)std::fflush(stderr);
         ::_exit(code);
     }
     ::close(pair[1]);
@@ -438,7 +450,7 @@ Result<int> ChildProcess::wait_exit(std::chrono::milliseconds timeout) {
             break;
         }
         if (done < 0 && errno != EINTR) {
-            const std::string why = ::strerror(errno);
+            const std::string why = errno_text(errno);
             leftovers::forget_process(pid_);
             pid_ = -1;
             return Error{name_ + " cannot be waited for: " + why};
