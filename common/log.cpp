@@ -18,7 +18,7 @@ namespace vcpilot {
 namespace {
 
 // ISO 8601 local time, program[pid], level: message.
-constexpr const char* log_pattern = "%Y-%m-%dT%H:%M:%S.%e %n[%P] %^%l%$: %v";
+constexpr const char* kLogPattern = "%Y-%m-%dT%H:%M:%S.%e %n[%P] %^%l%$: %v";
 
 bool equals_ignoring_case(std::string_view a, std::string_view b) {
     return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -34,13 +34,13 @@ Result<spdlog::level::level_enum> parse_log_level(std::string_view name) {
         std::string_view name;
         spdlog::level::level_enum level;
     };
-    static constexpr std::array levels{
+    static constexpr std::array kLevels{
         Level{"trace", spdlog::level::trace},       Level{"debug", spdlog::level::debug},
         Level{"info", spdlog::level::info},         Level{"warn", spdlog::level::warn},
         Level{"warning", spdlog::level::warn},      Level{"error", spdlog::level::err},
         Level{"critical", spdlog::level::critical}, Level{"off", spdlog::level::off},
     };
-    for (const Level& level : levels) {
+    for (const Level& level : kLevels) {
         if (equals_ignoring_case(name, level.name)) {
             return level.level;
         }
@@ -66,7 +66,7 @@ Status init_logging(std::string_view program_name, const LogOptions& options) {
     }
     auto logger =
         std::make_shared<spdlog::logger>(std::string(program_name), sinks.begin(), sinks.end());
-    logger->set_pattern(log_pattern);
+    logger->set_pattern(kLogPattern);
     logger->set_level(options.level);
     // Daemons log little, and the last lines before a crash are the ones that matter.
     logger->flush_on(spdlog::level::trace);

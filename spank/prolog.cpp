@@ -39,6 +39,7 @@ std::string job_id(spank_t sp) {
 
 std::vector<char*> exec_args(std::vector<std::string>& argv) {
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     for (auto& arg : argv) {
         args.push_back(arg.data());
     }
@@ -205,7 +206,7 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options) 
     const UniqueFd fd(::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (fd) {
         const std::string text = std::to_string(pilot) + "\n";
-        (void)!::write(fd.get(), text.data(), text.size());
+        (void)(::write(fd.get(), text.data(), text.size()) < 0);
     }
     slurm_info(
         "vcpilot: job %s: pilot started on %s (node %u of the job, 0: unknown) for %u "

@@ -65,7 +65,7 @@ class GrcTest : public ::testing::Test {
         grpc::ServerBuilder builder;
         int port = 0;
         const std::string listen =
-            grc_port_ ? fmt::format("127.0.0.1:{}", grc_port_) : "127.0.0.1:0";
+            grc_port_ != 0 ? fmt::format("127.0.0.1:{}", grc_port_) : "127.0.0.1:0";
         builder.AddListeningPort(listen, pki_->grc_server_credentials(), &port);
         builder.RegisterService(grc_->service());
         grc_server_ = builder.BuildAndStart();
@@ -651,7 +651,8 @@ TEST_F(GrcTest, VxlanAcrossASiteBehindNatIsRefusedAndAutoChoosesN2n) {
     start_grc();
     start_crm("b");
     const auto owner = user("alice");
-    auto create_with = [&](v1::Overlay overlay, std::vector<std::string> sites, v1::Cluster* out) {
+    auto create_with = [&](v1::Overlay overlay, const std::vector<std::string>& sites,
+                           v1::Cluster* out) {
         v1::CreateClusterRequest request;
         for (const auto& site : sites) {
             auto* s = request.add_sites();
