@@ -13,40 +13,43 @@ namespace vcpilot::coordinator {
 
 namespace {
 
+// Where argv gives the option `option` ("--name VALUE", "--name=VALUE" or the flag alone), up to
+// a "--"; none when it does not.
+std::optional<int> option_index(std::string_view option, int argc, const char* const* argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--") {
+            break;
+        }
+        if (arg == option ||
+            (arg.size() > option.size() && arg.substr(0, option.size()) == option &&
+             arg[option.size()] == '=')) {
+            return i;
+        }
+    }
+    return std::nullopt;
+}
+
 // The value of --config FILE or --config=FILE in argv; none when it is not there.
 Result<std::optional<std::string>> config_path(int argc, const char* const* argv) {
     const std::string_view flag = kConfigOption;
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
-        if (arg == "--") {
-            break;
-        }
-        if (arg == flag) {
-            if (i + 1 >= argc) {
-                return Error{fmt::format("{} needs a file", flag)};
-            }
-            return std::optional<std::string>(argv[i + 1]);
-        }
-        if (arg.substr(0, flag.size() + 1) == fmt::format("{}=", flag)) {
-            return std::optional<std::string>(arg.substr(flag.size() + 1));
-        }
+    const auto index = option_index(flag, argc, argv);
+    if (!index) {
+        return std::optional<std::string>();
     }
-    return std::optional<std::string>();
+    const std::string_view arg = argv[*index];
+    if (arg.size() > flag.size()) {
+        return std::optional<std::string>(arg.substr(flag.size() + 1));
+    }
+    if (*index + 1 >= argc) {
+        return Error{fmt::format("{} needs a file", flag)};
+    }
+    return std::optional<std::string>(argv[*index + 1]);
 }
 
-// Whether argv gives the option named `name` ("--name VALUE", "--name=VALUE" or the flag).
+// Whether argv gives the option named `name`.
 bool given(std::string_view name, int argc, const char* const* argv) {
-    const std::string option = fmt::format("--{}", name);
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
-        if (arg == "--") {
-            break;
-        }
-        if (arg == option || arg.substr(0, option.size() + 1) == option + "=") {
-            return true;
-        }
-    }
-    return false;
+    return option_index(fmt::format("--{}", name), argc, argv).has_value();
 }
 
 // The file's value of `key` as the arguments of option --key: one per item of a list, a flag's
