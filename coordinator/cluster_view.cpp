@@ -1,7 +1,9 @@
 #include "coordinator/cluster_view.hpp"
 
+#include <algorithm>
 #include <fmt/format.h>
 
+#include "common/hostlist.hpp"
 #include "common/text.hpp"
 #include "common/underlays.hpp"
 
@@ -84,6 +86,7 @@ Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
     struct Site {
         v1::SiteView* view = nullptr;
         std::vector<IpAddress> underlays;
+        std::vector<std::string> hosts;
     };
     std::map<std::string, Site, std::less<>> sites;
     for (const auto& site : cluster.sites) {
@@ -91,7 +94,7 @@ Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
         site_view->set_site(site.site);
         site_view->set_block(site.block.to_string());
         site_view->set_nodes(site.nodes);
-        sites[site.site] = Site{site_view, {}};
+        sites[site.site] = Site{site_view, {}, {}};
     }
     // Nodes come ordered by site and ordinal, so node i of a site lands at index i-1.
     for (const auto& node : nodes) {
@@ -106,6 +109,7 @@ Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
                                      node.ordinal, node.site, quote(node.underlay))};
         }
         found->second.underlays.push_back(*underlay);
+        found->second.hosts.push_back(node.host);
         if (cluster.key_mode == v1::KEY_MODE_EXCHANGE) {
             found->second.view->add_host_keys(node.host_key);
             found->second.view->add_user_keys(node.user_key);
@@ -114,6 +118,14 @@ Result<v1::ClusterView> common_view(const ClusterRecord& cluster,
     for (auto& [name, site] : sites) {
         if (auto ok = pack_underlays(site.underlays, *site.view); !ok) {
             return Error{fmt::format("cluster {}: {}", cluster.id, ok.error().message)};
+        }
+        // A node without a host, or a host no expression can carry: none of the site's is sent,
+        // and its jobs see Slurm's node lists as Slurm wrote them.
+        if (std::none_of(site.hosts.begin(), site.hosts.end(),
+                         [](const std::string& host) { return host.empty(); })) {
+            if (auto hosts = compress_hostlist(site.hosts)) {
+                site.view->set_hosts(std::move(*hosts));
+            }
         }
     }
     if (cluster.key_mode == v1::KEY_MODE_CA) {

@@ -27,6 +27,23 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// What a process of the job that Slurm did not start (RUN, EXEC, an ssh session) is told: where
+// it is (VC_*), and where MPI launchers find the cluster's nodes without a Slurm allocation to
+// read: Open MPI's mpirun takes the hostfile (with slots) and MPICH's mpiexec the node list, so
+// that `mpirun -np 8 prog` spreads over the cluster as it would over a Slurm job's nodes.
+std::vector<std::pair<std::string, std::string>> session_variables(const JobPaths& paths,
+                                                                   const SetupPlan& plan) {
+    const std::string hostfile = (paths.job_files_dir() / "hostfile").string();
+    const std::string nodelist = (paths.job_files_dir() / "nodelist").string();
+    return {{"VC_CLUSTER_ID", plan.cluster_id},
+            {"VC_NODE_NAME", plan.node_name},
+            {"VC_ADDRESS", plan.address.address().to_string()},
+            {"VC_HOSTFILE", hostfile},
+            {"VC_NODELIST", nodelist},
+            {"OMPI_MCA_orte_default_hostfile", hostfile},
+            {"HYDRA_HOST_FILE", nodelist}};
+}
+
 std::uint64_t now_unix_ms() {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                           std::chrono::system_clock::now().time_since_epoch())
@@ -497,7 +514,11 @@ Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
     const auto& user = plan_->user;
     std::string hosts = hosts_header();
     std::string known_hosts, authorized_keys, hostfile, nodelist;
+    std::vector<std::pair<std::string, std::string>> slurm_nodes;
     for (const auto& node : cluster.nodes) {
+        if (!node.host.empty()) {
+            slurm_nodes.emplace_back(node.host, node.name);
+        }
         const std::string address = node.address.to_string();
         hosts += address + "\t" + node.name + "\n";
         if (!cluster.certificates) {
@@ -521,6 +542,8 @@ Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
              replace_file(ssh_dir / "authorized_keys", authorized_keys, 0600, user.uid, user.gid),
              replace_file(paths_.job_files_dir() / "hostfile", hostfile, 0644, 0, 0),
              replace_file(paths_.job_files_dir() / "nodelist", nodelist, 0644, 0, 0),
+             replace_file(paths_.job_files_dir() / "slurm_nodes", format_node_names(slurm_nodes),
+                          0644, 0, 0),
          }) {
         if (!step) {
             return step;
@@ -530,8 +553,8 @@ Status PilotService::write_cluster_files(const ClusterPlan& cluster) {
 }
 
 Status PilotService::start_sshd(bool certificates) {
-    const SshdSpec spec =
-        job_sshd_spec(paths_, plan_->address.address(), plan_->user.name, certificates);
+    SshdSpec spec = job_sshd_spec(paths_, plan_->address.address(), plan_->user.name, certificates);
+    spec.environment = session_variables(paths_, *plan_);
     if (sshd_) {
         // Every session's sshd reads the config and the files it names when it starts: a new
         // key mode takes effect with the next connection.
@@ -607,6 +630,15 @@ grpc::Status PilotService::SetKeys(grpc::ServerContext*, const v1::SetKeysReques
         }
         srun_relay_ = std::move(*relay);
     }
+    if (srun_relay_) {
+        NameMap to_slurm;
+        for (const auto& node : cluster->nodes) {
+            if (!node.host.empty()) {
+                to_slurm.emplace(node.name, node.host);
+            }
+        }
+        srun_relay_->set_slurm_names(std::move(to_slurm));
+    }
     if (state != v1::PILOT_STATE_READY) {
         set_state(v1::PILOT_STATE_READY);
     }
@@ -643,12 +675,10 @@ grpc::Status PilotService::run_command(const v1::RunRequest& request, bool as_ro
         {"USER", user.name},
         {"LOGNAME", user.name},
         {"SHELL", "/bin/sh"},
-        {"VC_CLUSTER_ID", plan.cluster_id},
-        {"VC_NODE_NAME", plan.node_name},
-        {"VC_ADDRESS", plan.address.address().to_string()},
-        {"VC_HOSTFILE", (paths_.job_files_dir() / "hostfile").string()},
-        {"VC_NODELIST", (paths_.job_files_dir() / "nodelist").string()},
     };
+    for (auto& [name, value] : session_variables(paths_, plan)) {
+        command.env[name] = std::move(value);
+    }
     if (as_root) {
         command.env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     }

@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 #include <system_error>
 
+#include "pilot/srun_args.hpp"
 #include "pilot/srun_wire.hpp"
 
 namespace vcpilot::pilot {
@@ -138,34 +139,6 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 
 }  // namespace
 
-Status check_relayed_srun(const std::vector<std::string>& argv,
-                          const std::vector<std::string>& /*env*/) {
-    // srun's options end at its command (or "--"): what follows is the command's own, such as a
-    // program's --epochs. A lone short option that takes a value consumes the next word (srun -n
-    // 4 cmd); a long one without '=' is not assumed to, so the word after it may end the scan
-    // early (a missed --prolog runs only what the user could run from any job without --vc) but
-    // a command's arguments are never refused.
-    static constexpr std::string_view kShortWithValue = "ABbCcDdeFGiJLMmNnopqrSTtWwx";
-    for (std::size_t i = 1; i < argv.size(); ++i) {
-        const std::string& word = argv[i];
-        if (word == "--" || word.empty() || word[0] != '-' || word == "-") {
-            break;
-        }
-        if (word.size() == 2 && word[1] != '-' &&
-            kShortWithValue.find(word[1]) != std::string_view::npos) {
-            ++i;  // its value
-            continue;
-        }
-        // getopt_long takes any unambiguous prefix: --prol and --ep are --prolog and --epilog.
-        if (starts_with(word, "--prol") || starts_with(word, "--ep")) {
-            return Error{"srun " + word.substr(0, word.find('=')) +
-                         " is not available inside a --vc job (it would run a command outside "
-                         "the virtual cluster)"};
-        }
-    }
-    return {};
-}
-
 Result<std::unique_ptr<SrunRelay>> SrunRelay::start(SrunRelaySpec spec) {
     if (spec.max_sessions == 0) {
         return Error{"srun relay: max_sessions must be at least 1"};
@@ -265,6 +238,17 @@ SrunRelay::~SrunRelay() {
         session.thread.join();
     }
     ::unlink(spec_.socket.c_str());
+}
+
+void SrunRelay::set_slurm_names(NameMap to_slurm) {
+    auto names = std::make_shared<const NameMap>(std::move(to_slurm));
+    std::lock_guard lock(mutex_);
+    slurm_names_ = std::move(names);
+}
+
+std::shared_ptr<const NameMap> SrunRelay::slurm_names() const {
+    std::lock_guard lock(mutex_);
+    return slurm_names_;
 }
 
 std::size_t SrunRelay::sessions() const {
@@ -375,7 +359,7 @@ void SrunRelay::serve(UniqueFd connection) {
         answer(1 << 8);
         return;
     }
-    if (auto ok = check_relayed_srun(request->argv, request->env); !ok) {
+    if (auto ok = check_relayed_srun(request->argv); !ok) {
         write_all(err, "vc-srun: " + ok.error().message + "\n");
         answer(1 << 8);
         return;
@@ -383,9 +367,11 @@ void SrunRelay::serve(UniqueFd connection) {
     timeval forever{0, 0};
     ::setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
 
-    std::vector<std::string> argv = request->argv;
+    const std::shared_ptr<const NameMap> to_slurm = slurm_names();
+    std::vector<std::string> argv = srun_argv_in_slurm_names(request->argv, *to_slurm);
     argv[0] = spec_.srun.native();
-    std::vector<std::string> env = srun_environment(request->env, spec_.slurm_conf);
+    std::vector<std::string> env =
+        srun_environment(srun_env_in_slurm_names(request->env, *to_slurm), spec_.slurm_conf);
     // The job's working directory may exist only in its mount namespace (its /tmp); srun then
     // starts from / and tells the step where to go.
     std::string cwd = request->cwd;

@@ -9,7 +9,9 @@
 //
 // What runs outside is srun alone, as the job's user, with Slurm's own configuration: the
 // loader variables (LD_*), SLURM_CONF, SLURM_PROLOG and SLURM_EPILOG of the request are
-// dropped, and --prolog/--epilog (commands srun would run right here) are refused.
+// dropped, and --prolog/--epilog (commands srun would run right here) are refused. Inside the
+// job, Slurm's node lists name virtual nodes; the nodes srun is given (-w, -x, SLURM_*NODELIST)
+// are turned back into Slurm's names (srun_args.hpp).
 //
 // Each srun has a thread of the relay while it runs, and no longer. At most `max_sessions` run
 // at once; the next vc-srun waits in connect() until one ends, as a full listen queue makes it.
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "common/node_names.hpp"
 #include "common/result.hpp"
 #include "pilot/privileged/files.hpp"
 
@@ -43,11 +46,6 @@ struct SrunRelaySpec {
     std::size_t max_sessions = 256;  // sruns relayed at once
 };
 
-// Whether srun would run a local command for these arguments or this environment; the error
-// names the option.
-Status check_relayed_srun(const std::vector<std::string>& argv,
-                          const std::vector<std::string>& env);
-
 class SrunRelay {
   public:
     static Result<std::unique_ptr<SrunRelay>> start(SrunRelaySpec spec);
@@ -56,6 +54,12 @@ class SrunRelay {
     ~SrunRelay();
     SrunRelay(const SrunRelay&) = delete;
     SrunRelay& operator=(const SrunRelay&) = delete;
+
+    // The job's nodes' Slurm names by their virtual names: srun's -w/--nodelist and
+    // -x/--exclude, and the Slurm node variables of its environment, name virtual nodes inside
+    // the job and are turned back for the real srun (srun_args.hpp). Takes effect with the next
+    // srun.
+    void set_slurm_names(NameMap to_slurm);
 
     // Sessions whose thread has not been joined yet: the running ones, and any that ended
     // since the relay last looked.
@@ -72,6 +76,7 @@ class SrunRelay {
     void accept_loop();
     // Joins the sessions that have ended; returns how many are left.
     std::size_t join_ended();
+    std::shared_ptr<const NameMap> slurm_names() const;
     void serve(UniqueFd connection);
 
     SrunRelaySpec spec_;
@@ -84,6 +89,7 @@ class SrunRelay {
     mutable std::mutex mutex_;
     std::set<pid_t> running_;
     std::list<Session> sessions_;
+    std::shared_ptr<const NameMap> slurm_names_ = std::make_shared<const NameMap>();
     std::thread acceptor_;
 };
 

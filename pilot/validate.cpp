@@ -379,6 +379,11 @@ Result<std::vector<ClusterNodeView>> validate_nodes(const v1::SetKeysRequest& re
                 where + (node.host_key().empty() ? ".user_key" : ".host_key"),
                 "given together with ca_key; in certificate mode the nodes carry no keys");
         }
+        if (!node.host().empty()) {
+            if (auto ok = check_job_id(where + ".host", node.host()); !ok) {
+                return ok.error();
+            }
+        }
         if (node.slots() > 4096) {
             return field_error(where + ".slots", std::to_string(node.slots()) + " is over 4096");
         }
@@ -404,7 +409,7 @@ Result<std::vector<ClusterNodeView>> validate_nodes(const v1::SetKeysRequest& re
                                quote(node.address()) + " is this node's address");
         }
         nodes.push_back({node.name(), *address, *mac, *underlay, std::move(host_key),
-                         std::move(user_key), node.slots() == 0 ? 1 : node.slots()});
+                         std::move(user_key), node.slots() == 0 ? 1 : node.slots(), node.host()});
     }
     if (!found_self) {
         return field_error("nodes", "this node, " + quote(self.node_name) + ", is not in the list");

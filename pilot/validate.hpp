@@ -66,6 +66,7 @@ struct ClusterNodeView {
     std::string host_key;
     std::string user_key;
     std::uint32_t slots;
+    std::string host;  // the Slurm node its pilot runs on; empty: not known
 };
 
 inline constexpr std::size_t kMaxClusterNodes = 4096;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/hostlist.hpp"
 #include "common/text.hpp"
 #include "common/underlays.hpp"
 #include "pilot/privileged/net.hpp"
@@ -93,6 +94,20 @@ Result<v1::SetKeysRequest> expand_cluster_view(const v1::ClusterView& view,
                                                              " nodes");
             }
         }
+        // Only this node's site's Slurm nodes: another site's are another Slurm's names.
+        std::vector<std::string> hosts;
+        if (!site.hosts().empty() && block->contains(own_address.address())) {
+            auto expanded = expand_hostlist(site.hosts(), nodes);
+            if (!expanded) {
+                return field_error(where + ".hosts", expanded.error().message);
+            }
+            if (expanded->size() != nodes) {
+                return field_error(where + ".hosts", std::to_string(expanded->size()) +
+                                                         " hosts for " + std::to_string(nodes) +
+                                                         " nodes");
+            }
+            hosts = std::move(*expanded);
+        }
         for (std::uint32_t i = 1; i <= nodes; ++i) {
             const IpAddress address = block->nth(i).value();  // i <= room, checked above
             v1::ClusterNode* node = request.add_nodes();
@@ -105,6 +120,9 @@ Result<v1::SetKeysRequest> expand_cluster_view(const v1::ClusterView& view,
                 node->set_user_key(site.user_keys(static_cast<int>(i - 1)));
             }
             node->set_slots(view.slots());
+            if (!hosts.empty()) {
+                node->set_host(std::move(hosts[i - 1]));
+            }
         }
         if (!own_network.contains(*block)) {
             request.add_onlink_blocks(block->to_string());

@@ -29,6 +29,7 @@ packages=(
     slurm-wlm slurmctld slurmd slurm-client libslurm-dev munge
     # what runs inside the virtual clusters and the testbed
     openssh-server openssh-client openmpi-bin libopenmpi-dev netpipe-openmpi
+    mpich libmpich-dev netpipe-mpich2 pdsh clustershell
     parallel iperf3 iproute2 iptables iputils-ping tcpdump procps util-linux
     n2n net-tools tgt libiscsi-bin qemu-system-x86 qemu-block-extra
     # scripts and figures; openssl makes the test PKI (scripts/make-test-ca.sh)

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <fmt/format.h>
 #include <fstream>
+#include <sstream>
 
 namespace vcpilot::spank {
 
@@ -34,6 +35,20 @@ Result<RecordedNamespaces> read_namespaces(const PilotDir& dir) {
         return Error{fmt::format("{} is missing or incomplete", dir.namespaces_file().string())};
     }
     return *recorded;
+}
+
+Result<NameMap> read_virtual_names(const PilotDir& dir) {
+    std::ifstream in(dir.slurm_nodes());
+    if (!in) {
+        return NameMap{};
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    auto names = parse_node_names(text.str(), NameDirection::to_virtual);
+    if (!names) {
+        return Error{fmt::format("{}: {}", dir.slurm_nodes().string(), names.error().message)};
+    }
+    return names;
 }
 
 pid_t read_pilot_pid(const PilotDir& dir) {

@@ -1,5 +1,6 @@
 // What the plugin reads of a pilot's run directory (<run_dir>/<node>/<job>, see
-// pilot/paths.hpp): its state file and the record of the job's namespaces. Pure C++.
+// pilot/paths.hpp): its state file, the record of the job's namespaces and the job's node
+// names. Pure C++.
 #pragma once
 
 #include <sys/types.h>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "common/job_record.hpp"
+#include "common/node_names.hpp"
 #include "common/result.hpp"
 
 namespace vcpilot::spank {
@@ -29,6 +31,7 @@ struct PilotDir {
     std::filesystem::path namespaces_file() const { return root / "namespaces"; }
     std::filesystem::path hostfile() const { return root / "job" / "hostfile"; }
     std::filesystem::path nodelist() const { return root / "job" / "nodelist"; }
+    std::filesystem::path slurm_nodes() const { return root / "job" / "slurm_nodes"; }
 };
 
 PilotDir pilot_dir(const std::string& run_dir, const std::string& node, const std::string& job);
@@ -38,6 +41,10 @@ std::optional<std::map<std::string, std::string>> read_pilot_state(const PilotDi
 
 // The pilot's record of the job's namespaces, complete (holder, net and mnt).
 Result<RecordedNamespaces> read_namespaces(const PilotDir& dir);
+
+// The job's nodes' virtual names by their Slurm names (common/node_names.hpp); empty when the
+// pilot wrote none (it was not told its site's Slurm nodes).
+Result<NameMap> read_virtual_names(const PilotDir& dir);
 
 // The pid the prolog recorded; 0 if none (yet).
 pid_t read_pilot_pid(const PilotDir& dir);

@@ -14,8 +14,8 @@
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
+#include "common/hostlist.hpp"
 #include "spank/contexts.hpp"
-#include "spank/hostlist.hpp"
 #include "spank/pilot_files.hpp"
 
 namespace vcpilot::spank {

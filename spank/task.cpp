@@ -1,8 +1,9 @@
 // task_init_privileged: the task joins the job's virtual node, or does not run. It waits (up to
 // ready_timeout) for this node's pilot to be READY, then enters the namespaces its holder
 // thread keeps (network, UTS, mount), checking that they are the ones the pilot recorded, and
-// tells the task where it is (VC_* variables). Any failure returns an error, and slurmstepd
-// then does not exec the task: a --vc task never runs on the host network.
+// tells the task where it is (VC_* variables, and Slurm's node lists in virtual names). Any failure
+// returns an error, and slurmstepd then does not exec the task: a --vc task never runs on the host
+// network.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -17,8 +18,10 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <thread>
+#include <vector>
 
 #include "common/fd.hpp"
+#include "common/node_names.hpp"
 #include "common/result.hpp"
 #include "spank/contexts.hpp"
 #include "spank/pilot_files.hpp"
@@ -175,6 +178,32 @@ Status join(const RecordedNamespaces& recorded) {
     return {};
 }
 
+// Slurm's variables that name the job's nodes, in virtual names: inside the job the allocation
+// is the virtual cluster (common/node_names.hpp). A variable that cannot be read or renamed
+// stays as Slurm set it.
+void present_virtual_nodes(spank_t sp, const NameMap& to_virtual) {
+    if (to_virtual.empty()) {
+        return;
+    }
+    std::vector<char> value(std::size_t{64} * 1024);
+    for (const std::string_view variable : kSlurmNodeVariables) {
+        const std::string name(variable);
+        spank_err_t got = ESPANK_NOSPACE;
+        while ((got = spank_getenv(sp, name.c_str(), value.data(),
+                                   static_cast<int>(value.size()))) == ESPANK_NOSPACE &&
+               value.size() < std::size_t{16} * 1024 * 1024) {
+            value.resize(value.size() * 4);
+        }
+        if (got != ESPANK_SUCCESS) {
+            continue;
+        }
+        auto renamed = rename_hosts(value.data(), to_virtual);
+        if (renamed && *renamed != value.data()) {
+            (void)spank_setenv(sp, name.c_str(), renamed->c_str(), 1);
+        }
+    }
+}
+
 }  // namespace
 
 int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions& options) {
@@ -223,6 +252,12 @@ int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions&
                     recorded.error().message.c_str());
         return -1;
     }
+    auto to_virtual = read_virtual_names(dir);
+    if (!to_virtual) {
+        slurm_error("vcpilot: job %s: %s; the task is not run", job.c_str(),
+                    to_virtual.error().message.c_str());
+        return -1;
+    }
     if (auto ok = join(*recorded); !ok) {
         slurm_error("vcpilot: job %s: %s; the task is not run", job.c_str(),
                     ok.error().message.c_str());
@@ -241,6 +276,7 @@ int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions&
             return -1;
         }
     }
+    present_virtual_nodes(sp, *to_virtual);
     return 0;
 }
 

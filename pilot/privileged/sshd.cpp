@@ -291,6 +291,20 @@ Status check_sshd_spec(const SshdSpec& spec) {
             return ok;
         }
     }
+    for (const auto& [name, value] : spec.environment) {
+        const bool name_ok = !name.empty() && (name[0] < '0' || name[0] > '9') &&
+                             std::all_of(name.begin(), name.end(), [](char c) {
+                                 return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                        (c >= '0' && c <= '9') || c == '_';
+                             });
+        const bool value_ok = std::all_of(value.begin(), value.end(), [](char c) {
+            return c > ' ' && c != '"' && c != '\\' && c != '#' && c != 0x7f;
+        });
+        if (!name_ok || !value_ok) {
+            return Error{"environment: " + quote(name + "=" + value) +
+                         " cannot be set in sshd_config"};
+        }
+    }
     return {};
 }
 
@@ -328,8 +342,15 @@ Result<std::string> render_sshd_config(const SshdSpec& spec) {
         << "# The per-job key files live under the pilot's run directory, not in the home.\n"
         << "StrictModes no\n"
         << "\n# Nothing from the client's environment; no X11, no tunnel devices.\n"
-        << "PermitUserEnvironment no\n"
-        << "X11Forwarding no\n"
+        << "PermitUserEnvironment no\n";
+    if (!spec.environment.empty()) {
+        out << "SetEnv";
+        for (const auto& [name, value] : spec.environment) {
+            out << " " << name << "=" << value;
+        }
+        out << "\n";
+    }
+    out << "X11Forwarding no\n"
         << "PermitTunnel no\n"
         << "UseDNS no\n"
         << "PrintMotd no\n"

@@ -41,6 +41,9 @@ struct SshdSpec {
     // /etc/pam.d/sshd account and session stacks run instead (pam_limits, but also whatever
     // else the site put there). Authentication stays public-key only either way.
     bool use_pam = false;
+    // Set in every session (SetEnv): names of [A-Za-z0-9_] not starting with a digit, values
+    // without blanks, quotes, backslashes or '#'.
+    std::vector<std::pair<std::string, std::string>> environment{};
 };
 
 // The sshd of a job: listening on the job address, port 22, for `user` only, with the job's

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Jobs with --vc, as the test user: the job prolog starts a pilot on every node, the pilots
 # make the job's cluster at the site's CRM, every task joins its virtual node (only lo and
-# eth0, a virtual hostname, an address in the job's range), unmodified Open MPI runs over ssh
-# in a batch job and so do srun and mpirun with Slurm's own launcher, salloc's steps run
+# eth0, a virtual hostname, an address in the job's range), srun runs inside a batch job
+# (MPI launchers: launchers.sh), salloc's steps run
 # inside while its command stays on the login node, the extern step (PrologFlags=Contain) stays
 # on the node, GNU parallel farms tasks out over ssh; when the job ends, its cluster is
 # released and nothing of it is left on the nodes.
@@ -47,44 +47,20 @@ grep -qx 'vc-site1-2' <<<"$out" || fail "ssh to the second virtual node: $out"
 grep -qx 'vc-site1-1 slots=1' <<<"$out" || fail "VC_HOSTFILE: $out"
 pass "--vc-net places the job; ssh between virtual nodes with strict host-key checking; VC_HOSTFILE"
 
-# An MPI program of our own, built with mpicc (Open MPI's wrapper) on the host, run unmodified.
-mpicc -O2 -o "$run_dir/mpi_ring" "$(dirname "$0")/../../examples/mpi_ring.c" || fail "mpicc could not build mpi_ring.c"
-cat >"$run_dir/vc-mpi-job.sh" <<SCRIPT
+# srun inside the batch script (vc-srun through the node's pilot); every MPI launcher is
+# launchers.sh's.
+cat >"$run_dir/vc-srun-job.sh" <<'SCRIPT'
 #!/bin/bash
-# Unmodified Open MPI over ssh; inside a Slurm allocation Open MPI would pick Slurm's own
-# launcher and node list, so the ssh launcher and the job's hostfile are named.
-set -e
-ssh_mpi=(mpirun --hostfile "\$VC_HOSTFILE" --mca plm rsh --mca ras ^slurm --mca btl tcp,self
-         --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 --map-by node
-         --mca mpi_yield_when_idle 1)
-"\${ssh_mpi[@]}" -np 4 hostname | sort
-"\${ssh_mpi[@]}" -np 4 $run_dir/mpi_ring
-"\${ssh_mpi[@]}" -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1
-# srun inside the job, and Open MPI's own Slurm launcher (mpirun runs srun to start its orted):
-# inside the job srun is vc-srun, which the node's pilot runs outside the job's network.
 srun -N4 hostname | sed 's/^/srun-in-batch /' | sort
-slurm_mpi=(mpirun --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0
-           --map-by node --mca mpi_yield_when_idle 1)
-"\${slurm_mpi[@]}" -np 4 hostname | sed 's/^/slurm-launcher /' | sort
-"\${slurm_mpi[@]}" -np 4 $run_dir/mpi_ring | sed 's/^/slurm-launcher /'
-"\${slurm_mpi[@]}" -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1 | sed 's/^/slurm-launcher /'
 SCRIPT
-chmod 0755 "$run_dir/vc-mpi-job.sh"
-out=$(testbed submit --site site1 --wait --timeout 240 "$run_dir/vc-mpi-job.sh" -N4 --vc 2>&1) ||
-    fail "the --vc batch job with mpirun failed: $out"
-for n in 1 2 3 4; do
-    grep -qx "vc-site1-$n" <<<"$out" || fail "mpirun -np 4 hostname over ssh, vc-site1-$n missing: $out"
-    grep -qx "srun-in-batch vc-site1-$n" <<<"$out" || fail "srun inside the batch script, vc-site1-$n missing: $out"
-    grep -qx "slurm-launcher vc-site1-$n" <<<"$out" || fail "mpirun with Slurm's launcher, vc-site1-$n missing: $out"
-done
-ring='mpi_ring: 4 ranks on vc-site1-1 vc-site1-2 vc-site1-3 vc-site1-4: 10 laps, token 60, allreduce 6: ok'
-grep -qxF "$ring" <<<"$out" || fail "mpi_ring (mpicc-built) over ssh: $out"
-grep -Eq '^ *[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" || fail "NetPIPE over the virtual cluster: $out"
-pass "sbatch -N4 --vc: Open MPI over ssh runs hostname, an mpicc-built ring and NetPIPE across the virtual nodes"
-grep -qxF "slurm-launcher $ring" <<<"$out" || fail "mpi_ring under mpirun with Slurm's launcher: $out"
-grep -Eq '^slurm-launcher +[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" ||
-    fail "NetPIPE under mpirun with Slurm's launcher: $out"
-pass "inside the batch job, srun and mpirun with Slurm's launcher (orted started by srun) run the same programs in the virtual nodes"
+chmod 0755 "$run_dir/vc-srun-job.sh"
+out=$(testbed submit --site site1 --wait --timeout 240 "$run_dir/vc-srun-job.sh" -N4 --vc 2>&1) ||
+    fail "the --vc batch job with srun inside failed: $out"
+assert_eq "srun-in-batch vc-site1-1
+srun-in-batch vc-site1-2
+srun-in-batch vc-site1-3
+srun-in-batch vc-site1-4" "$(grep '^srun-in-batch ' <<<"$out")" "srun inside the batch script"
+pass "inside the batch job, srun (relayed by the node's pilot) runs its tasks in the virtual nodes"
 
 # Interactive: salloc's command runs on the login node; the steps it makes run inside.
 out=$(testbed exec --user vcuser site1 ctl -- salloc -N2 --vc bash -c \

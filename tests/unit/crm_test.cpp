@@ -244,6 +244,8 @@ TEST_F(CrmTest, PilotsWithARankGetTheNodeOfThatOrdinalWhateverTheOrderTheyAttach
     const auto underlays = unpack_underlays(site);
     ASSERT_TRUE(underlays) << underlays.error().message;
     EXPECT_EQ((*underlays)[0].to_string(), "172.16.1.11");
+    // The Slurm nodes in ordinal order: inside the job, node n of Slurm's list is vc-a-n.
+    EXPECT_EQ(site.hosts(), "node[1-4]");
 }
 
 TEST_F(CrmTest, ARankOutOfRangeOrAlreadyHeldGetsTheLowestFreeNode) {
@@ -258,6 +260,8 @@ TEST_F(CrmTest, ARankOutOfRangeOrAlreadyHeldGetsTheLowestFreeNode) {
         ASSERT_EQ(fleets[i]->wait_ready(1, 10s), 1U);
         EXPECT_EQ(fleets[i]->outcome(0).setup.node_name(), expected[i]);
     }
+    // node1 holds vc-a-2, node2 vc-a-1: the view's hosts follow the ordinals, not the ranks.
+    EXPECT_EQ(fleets[2]->outcome(0).view.sites(0).hosts(), "node[2,1,3]");
     EXPECT_EQ(wait_for(cluster.id(), v1::CLUSTER_STATE_READY).state(), v1::CLUSTER_STATE_READY);
 }
 

@@ -1,11 +1,13 @@
 // Slurm hostlist expressions (SLURM_JOB_NODELIST), as the plugin's prolog reads them to tell
-// this node's place in the job.
-#include "spank/hostlist.hpp"
+// this node's place in the job, and as the plugin and the srun relay write them.
+#include "common/hostlist.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-namespace vcpilot::spank {
+#include "common/node_names.hpp"
+
+namespace vcpilot {
 namespace {
 
 using ::testing::ElementsAre;
@@ -97,5 +99,68 @@ TEST(Hostlist, ANodeNotInTheListOrWronglyPaddedHasNoRank) {
     EXPECT_THAT(rank_in_hostlist("a[1-3]", "b1").error().message, HasSubstr("b1 is not in it"));
 }
 
+std::string compressed(const std::vector<std::string>& names) {
+    auto expression = compress_hostlist(names);
+    EXPECT_TRUE(expression) << expression.error().message;
+    if (!expression) {
+        return {};
+    }
+    EXPECT_EQ(hosts(*expression), names) << *expression << " does not expand to the names";
+    return *expression;
+}
+
+TEST(Hostlist, CompressesConsecutiveNumbersIntoRangesAsSlurmWritesThem) {
+    EXPECT_EQ(compressed({"vc-site1-1", "vc-site1-2", "vc-site1-3", "vc-site1-4"}),
+              "vc-site1-[1-4]");
+    EXPECT_EQ(compressed({"n1", "n2", "n3", "n7", "m"}), "n[1-3,7],m");
+    EXPECT_EQ(compressed({"n08", "n09", "n10"}), "n[08-10]");
+    EXPECT_EQ(compressed({"n9", "n10", "n11"}), "n[9-11]");
+    EXPECT_EQ(compressed({"node7"}), "node7");
+    EXPECT_EQ(compressed({"rack1-ib", "rack2-ib", "login"}), "rack[1-2]-ib,login");
+    EXPECT_EQ(compress_hostlist({}).value(), "");
+}
+
+TEST(Hostlist, CompressionKeepsTheOrderOfTheNames) {
+    // SLURM_TASKS_PER_NODE follows the node list's order: it must not be sorted.
+    EXPECT_EQ(compressed({"vc-s-3", "vc-s-1", "vc-s-2"}), "vc-s-[3,1-2]");
+    EXPECT_EQ(compressed({"a2", "b1", "a3"}), "a2,b1,a3");
+    EXPECT_EQ(compressed({"n1", "n1"}), "n[1,1]");
+    EXPECT_EQ(compressed({"a01", "a1", "a2"}), "a[01,1-2]");
+    EXPECT_EQ(compressed({"123", "124"}), "[123-124]");
+}
+
+TEST(Hostlist, CompressionRefusesNamesAnExpressionCannotCarry) {
+    for (const std::string bad : {"", "a,b", "a[1]", "b]"}) {
+        auto expression = compress_hostlist({"n1", bad});
+        ASSERT_FALSE(expression) << "'" << bad << "' gave " << *expression;
+        EXPECT_THAT(expression.error().message, HasSubstr("cannot be named in a host list"));
+    }
+}
+
+TEST(NodeNames, RenamesTheHostsOfAListInItsOrder) {
+    const NameMap to_virtual = {{"site1-node1", "vc-site1-1"}, {"site1-node2", "vc-site1-2"}};
+    EXPECT_EQ(rename_hosts("site1-node[1-2]", to_virtual).value(), "vc-site1-[1-2]");
+    EXPECT_EQ(rename_hosts("site1-node[2,1]", to_virtual).value(), "vc-site1-[2,1]");
+    EXPECT_EQ(rename_hosts("site1-node2", to_virtual).value(), "vc-site1-2");
+    EXPECT_EQ(rename_hosts("site1-node[1-3]", to_virtual).value(),
+              "vc-site1-[1-2],site1-node3");  // a host it does not know stays
+    EXPECT_FALSE(rename_hosts("site1-node[1-", to_virtual));
+}
+
+TEST(NodeNames, ReadsThePilotsFileEitherWay) {
+    const std::string text = format_node_names({{"n1", "vc-a-2"}, {"n2", "vc-a-1"}});
+    EXPECT_EQ(text, "n1 vc-a-2\nn2 vc-a-1\n");
+    EXPECT_EQ(parse_node_names(text, NameDirection::to_virtual).value(),
+              (NameMap{{"n1", "vc-a-2"}, {"n2", "vc-a-1"}}));
+    EXPECT_EQ(parse_node_names(text, NameDirection::to_slurm).value(),
+              (NameMap{{"vc-a-2", "n1"}, {"vc-a-1", "n2"}}));
+    EXPECT_EQ(parse_node_names("", NameDirection::to_slurm).value(), NameMap{});
+    for (const char* bad : {"n1\n", "n1 a b\n", " a\n", "a \n", "n1 a\n\n"}) {
+        EXPECT_THAT(parse_node_names(bad, NameDirection::to_virtual).error().message,
+                    HasSubstr("is not '<Slurm node> <virtual name>'"))
+            << bad;
+    }
+}
+
 }  // namespace
-}  // namespace vcpilot::spank
+}  // namespace vcpilot

@@ -245,6 +245,35 @@ TEST(ExpandClusterView, RefusesMoreNodesThanAClusterMayHaveBeforeBuildingThem) {
                 HasSubstr("over the limit"));
 }
 
+TEST(ExpandClusterView, GivesTheSlurmNodesOfItsOwnSiteOnly) {
+    // Both sites name their Slurm nodes node1, node2...: another site's names are another
+    // Slurm's, and a pilot must not take them for its own job's.
+    auto view = two_sites();
+    view.mutable_sites(0)->set_hosts("node[1-2]");
+    view.mutable_sites(1)->set_hosts("node[1-3]");
+    auto request = expand_cluster_view(view, "c1", if_address("10.20.0.2/24"));
+    ASSERT_TRUE(request) << request.error().message;
+    std::vector<std::string> hosts;
+    for (const auto& node : request->nodes()) {
+        hosts.push_back(node.host());
+    }
+    EXPECT_THAT(hosts, ElementsAre("node1", "node2", "", "", ""));
+    request = expand_cluster_view(view, "c1", if_address("10.20.1.3/24"));
+    ASSERT_TRUE(request) << request.error().message;
+    EXPECT_EQ(request->nodes(0).host(), "");
+    EXPECT_EQ(request->nodes(4).host(), "node3");
+}
+
+TEST(ExpandClusterView, RefusesHostsThatDoNotNameEveryNodeOfTheSite) {
+    for (const char* hosts : {"node[1-3]", "node1", "node[1-", "a,,b"}) {
+        auto view = two_sites();
+        view.mutable_sites(0)->set_hosts(hosts);
+        EXPECT_THAT(error_of(expand_cluster_view(view, "c1", if_address("10.20.0.1/24"))),
+                    HasSubstr("sites[0].hosts: "))
+            << hosts;
+    }
+}
+
 // ---- the expanded request through SET_KEYS validation ----
 
 SetupPlan osaka_1() {
@@ -270,6 +299,20 @@ TEST(ValidateSetKeysOnLink, AcceptsOtherSitesNodesInsideTheOnLinkBlocks) {
     EXPECT_EQ(cluster->nodes.size(), 5u);
     EXPECT_THAT(cluster->onlink_blocks, ElementsAre(cidr("10.20.1.0/24")));
     EXPECT_FALSE(cluster->certificates);
+}
+
+TEST(ValidateSetKeysOnLink, KeepsEachNodesSlurmNodeAndRefusesABadOne) {
+    const SetupPlan self = osaka_1();
+    auto view = two_sites();
+    view.mutable_sites(0)->set_hosts("osaka-n[07-08]");
+    auto request = expand_cluster_view(view, "c1", self.address).value();
+    auto cluster = validate_set_keys(request, self, OwnKeys{});
+    ASSERT_TRUE(cluster) << cluster.error().message;
+    EXPECT_EQ(cluster->nodes[1].host, "osaka-n08");
+    EXPECT_EQ(cluster->nodes[2].host, "");
+    request.mutable_nodes(1)->set_host("../etc");
+    EXPECT_THAT(error_of(validate_set_keys(request, self, OwnKeys{})),
+                HasSubstr("nodes[1].host: '../etc' may hold only"));
 }
 
 TEST(ValidateSetKeysOnLink, RefusesNodesOutsideOwnPrefixWithoutTheirBlock) {

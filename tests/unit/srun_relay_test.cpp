@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "pilot/srun_args.hpp"
 #include "pilot/srun_wire.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -47,17 +48,68 @@ TEST(SrunWire, RefusesCutShortOrMalformedRequests) {
 
 TEST(SrunRelay, RefusesOptionsThatRunACommandOutsideTheJob) {
     for (const char* option : {"--prolog=/x", "--prolog", "--prol=/x", "--epilog=/x", "--ep"}) {
-        EXPECT_FALSE(check_relayed_srun({"srun", "-N2", option, "hostname"}, {})) << option;
+        EXPECT_FALSE(check_relayed_srun({"srun", "-N2", option, "hostname"})) << option;
     }
-    EXPECT_TRUE(check_relayed_srun({"srun", "--profile=none", "-N2", "orted", "-mca", "x"}, {}));
-    EXPECT_FALSE(check_relayed_srun({"srun", "-n", "4", "--epilog=/x", "hostname"}, {}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "--profile=none", "-N2", "orted", "-mca", "x"}));
+    EXPECT_FALSE(check_relayed_srun({"srun", "-n", "4", "--epilog=/x", "hostname"}));
 }
 
 TEST(SrunRelay, LeavesTheCommandsOwnArgumentsAlone) {
-    EXPECT_TRUE(check_relayed_srun({"srun", "-N2", "train.py", "--epochs", "10"}, {}));
-    EXPECT_TRUE(check_relayed_srun({"srun", "-n", "4", "./a.out", "--prolog=x"}, {}));
-    EXPECT_TRUE(check_relayed_srun({"srun", "-l", "--", "--epilog"}, {}));
-    EXPECT_TRUE(check_relayed_srun({"srun", "--ntasks=2", "--exclusive", "env", "--ep"}, {}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "-N2", "train.py", "--epochs", "10"}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "-n", "4", "./a.out", "--prolog=x"}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "-l", "--", "--epilog"}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "--ntasks=2", "--exclusive", "env", "--ep"}));
+}
+
+TEST(SrunRelay, ReadsSrunsOptionsAsGetoptLongDoes) {
+    // A long option srun requires a value for takes the next word; a prefix srun would take.
+    EXPECT_FALSE(check_relayed_srun({"srun", "--ntasks", "4", "--prolog=/x", "hostname"}));
+    EXPECT_FALSE(check_relayed_srun({"srun", "-lw", "n1", "--epi", "/x", "hostname"}));
+    EXPECT_FALSE(check_relayed_srun({"srun", "--nodelist", "--prolog", "--epilog=/x", "a"}));
+    // An ambiguous prefix is srun's to refuse: "--pro" could be --profile or --propagate.
+    EXPECT_TRUE(check_relayed_srun({"srun", "--pro=x", "hostname"}));
+    // Flags take no value, optional values only after '=': the command starts at "env".
+    EXPECT_TRUE(check_relayed_srun({"srun", "--exclusive", "env", "--prolog=x"}));
+    EXPECT_TRUE(check_relayed_srun({"srun", "-l", "env", "--prolog=x"}));
+}
+
+const NameMap kToSlurm = {
+    {"vc-site1-1", "site1-node1"}, {"vc-site1-2", "site1-node2"}, {"vc-site1-3", "site1-node3"}};
+
+TEST(SrunRelay, TurnsTheVirtualNodesSrunIsGivenIntoSlurmsNames) {
+    using Argv = std::vector<std::string>;
+    // Open MPI's plm_slurm and MPICH's hydra write their node lists these ways.
+    EXPECT_EQ(
+        srun_argv_in_slurm_names({"srun", "--nodelist=vc-site1-2,vc-site1-3", "orted"}, kToSlurm),
+        (Argv{"srun", "--nodelist=site1-node[2-3]", "orted"}));
+    EXPECT_EQ(
+        srun_argv_in_slurm_names(
+            {"srun", "-N", "2", "--nodelist", "vc-site1-[1-2]", "--input", "none", "proxy"},
+            kToSlurm),
+        (Argv{"srun", "-N", "2", "--nodelist", "site1-node[1-2]", "--input", "none", "proxy"}));
+    EXPECT_EQ(srun_argv_in_slurm_names({"srun", "-w", "vc-site1-3", "-xvc-site1-1", "-lwvc-site1-2",
+                                        "--exclud=vc-site1-2", "a"},
+                                       kToSlurm),
+              (Argv{"srun", "-w", "site1-node3", "-xsite1-node1", "-lwsite1-node2",
+                    "--exclud=site1-node2", "a"}));
+    // The command's arguments, unknown names and what is no host list stay as they are.
+    EXPECT_EQ(srun_argv_in_slurm_names(
+                  {"srun", "-w", "other,vc-site1-1", "prog", "-w", "vc-site1-2"}, kToSlurm),
+              (Argv{"srun", "-w", "other,site1-node1", "prog", "-w", "vc-site1-2"}));
+    EXPECT_EQ(srun_argv_in_slurm_names({"srun", "-w", "vc[1-", "a"}, kToSlurm),
+              (Argv{"srun", "-w", "vc[1-", "a"}));
+}
+
+TEST(SrunRelay, TurnsTheSlurmNodeVariablesBackIntoSlurmsNames) {
+    EXPECT_EQ(
+        srun_env_in_slurm_names({"SLURM_JOB_NODELIST=vc-site1-[1-3]",
+                                 "SLURM_NODELIST=vc-site1-[1-3]", "SLURM_TOPOLOGY_ADDR=vc-site1-2",
+                                 "OTHER=vc-site1-1", "SLURM_STEP_NODELIST=vc-site1-[3,1]"},
+                                kToSlurm),
+        (std::vector<std::string>{"SLURM_JOB_NODELIST=site1-node[1-3]",
+                                  "SLURM_NODELIST=site1-node[1-3]",
+                                  "SLURM_TOPOLOGY_ADDR=site1-node2", "OTHER=vc-site1-1",
+                                  "SLURM_STEP_NODELIST=site1-node[3,1]"}));
 }
 
 TEST(SrunRelay, RefusesALimitOfNoSessionsAndMakesNoSocket) {
@@ -172,6 +224,15 @@ TEST_F(SrunRelayRun, RunsSrunAsTheJobUserWithItsArgumentsAndStreamsAndReturnsIts
         << out;
     EXPECT_NE(out.find("cwd /\n"), std::string::npos) << out;
     EXPECT_EQ(read("err"), "to stderr\n");
+}
+
+TEST_F(SrunRelayRun, GivesSrunSlurmsNamesForTheVirtualNodesItWasGiven) {
+    relay_->set_slurm_names(kToSlurm);
+    const pid_t shim = start_shim("-w vc-site1-[2-3] -N2 hostname");
+    const int status = wait_status(shim);
+    ASSERT_TRUE(WIFEXITED(status));
+    const std::string out = read("out");
+    EXPECT_NE(out.find("args -w site1-node[2-3] -N2 hostname\n"), std::string::npos) << out;
 }
 
 TEST_F(SrunRelayRun, RefusesProlog) {

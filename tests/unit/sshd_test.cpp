@@ -130,6 +130,33 @@ TEST(RenderSshdConfig, AddsTheHostCertificateAndUserCaWhenGiven) {
                 }));
 }
 
+TEST(RenderSshdConfig, SetsTheSessionsEnvironment) {
+    SshdSpec spec = job_spec();
+    spec.environment = {{"VC_NODE_NAME", "vc-site1-2"}, {"HYDRA_HOST_FILE", "/run/x/nodelist"}};
+    EXPECT_THAT(
+        lines_of(render_sshd_config(spec).value()),
+        ::testing::Contains("SetEnv VC_NODE_NAME=vc-site1-2 HYDRA_HOST_FILE=/run/x/nodelist"));
+    EXPECT_THAT(render_sshd_config(job_spec()).value(), Not(HasSubstr("SetEnv")));
+}
+
+TEST(RenderSshdConfig, RefusesAnEnvironmentThatWouldChangeTheConfig) {
+    for (const auto& [name, value] :
+         std::vector<std::pair<std::string, std::string>>{{"A", "two words"},
+                                                          {"A", "x\nAllowUsers root"},
+                                                          {"A", "\"q\""},
+                                                          {"A", "x#y"},
+                                                          {"1A", "x"},
+                                                          {"A-B", "x"},
+                                                          {"", "x"},
+                                                          {"A=B", "x"}}) {
+        SshdSpec spec = job_spec();
+        spec.environment = {{name, value}};
+        auto config = render_sshd_config(spec);
+        ASSERT_FALSE(config) << name << "=" << value;
+        EXPECT_THAT(config.error().message, HasSubstr("cannot be set in sshd_config"));
+    }
+}
+
 TEST(RenderSshdConfig, ListensOnAnIpv6Address) {
     SshdSpec spec = job_spec();
     spec.listen = IpAddress::parse("fd00:20::1").value();

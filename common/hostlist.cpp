@@ -1,10 +1,10 @@
-#include "spank/hostlist.hpp"
+#include "common/hostlist.hpp"
 
 #include <algorithm>
 #include <charconv>
 #include <fmt/format.h>
 
-namespace vcpilot::spank {
+namespace vcpilot {
 
 namespace {
 
@@ -158,4 +158,92 @@ Result<std::uint32_t> rank_in_hostlist(std::string_view expression, std::string_
     return Error{fmt::format("{} is not in it", host)};
 }
 
-}  // namespace vcpilot::spank
+namespace {
+
+// A name split at its last run of digits: "rack2-ib" is "rack", "2", "-ib".
+struct NumberedName {
+    std::string_view prefix;
+    std::string_view digits;  // empty: no digits
+    std::string_view suffix;
+};
+
+NumberedName split_number(std::string_view name) {
+    std::size_t end = name.size();
+    while (end > 0 && (name[end - 1] < '0' || name[end - 1] > '9')) {
+        --end;
+    }
+    std::size_t start = end;
+    while (start > 0 && name[start - 1] >= '0' && name[start - 1] <= '9' &&
+           end - start < kMaxDigits) {
+        --start;
+    }
+    return {name.substr(0, start), name.substr(start, end - start), name.substr(end)};
+}
+
+std::string range_text(const HostRun& run) {
+    std::string text = padded(run.first, run.width);
+    if (run.last != run.first) {
+        text += "-" + padded(run.last, run.width);
+    }
+    return text;
+}
+
+}  // namespace
+
+Result<std::string> compress_hostlist(const std::vector<std::string>& hosts) {
+    std::vector<HostRun> runs;
+    for (const std::string& host : hosts) {
+        if (host.empty() || host.find_first_of(",[]") != std::string::npos) {
+            return Error{fmt::format("'{}' cannot be named in a host list", host)};
+        }
+        const NumberedName name = split_number(host);
+        if (name.digits.empty()) {
+            HostRun plain;
+            plain.prefix = host;
+            runs.push_back(std::move(plain));
+            continue;
+        }
+        const std::uint64_t number = to_number(name.digits);
+        if (!runs.empty()) {
+            HostRun& run = runs.back();
+            if (run.width != 0 && run.prefix == name.prefix && run.suffix == name.suffix &&
+                run.last + 1 == number && padded(number, run.width) == name.digits) {
+                run.last = number;
+                continue;
+            }
+        }
+        runs.push_back(HostRun{.prefix = std::string(name.prefix),
+                               .first = number,
+                               .last = number,
+                               .width = name.digits.size(),
+                               .suffix = std::string(name.suffix)});
+    }
+    // Runs that follow each other with the same prefix and suffix share one bracket group.
+    std::string out;
+    for (std::size_t i = 0; i < runs.size();) {
+        const HostRun& run = runs[i];
+        std::size_t end = i + 1;
+        while (run.width != 0 && end < runs.size() && runs[end].width != 0 &&
+               runs[end].prefix == run.prefix && runs[end].suffix == run.suffix) {
+            ++end;
+        }
+        if (!out.empty()) {
+            out += ',';
+        }
+        if (run.width == 0) {
+            out += run.prefix;
+        } else if (end == i + 1 && run.first == run.last) {
+            out += run.prefix + padded(run.first, run.width) + run.suffix;
+        } else {
+            out += run.prefix + '[';
+            for (std::size_t k = i; k < end; ++k) {
+                out += (k == i ? "" : ",") + range_text(runs[k]);
+            }
+            out += ']' + run.suffix;
+        }
+        i = end;
+    }
+    return out;
+}
+
+}  // namespace vcpilot
