@@ -2,9 +2,9 @@
 # A virtual cluster across two sites reserved through each site's Slurm (issue 7): the test user
 # creates it at the GRC; each site's CRM submits a job of the user (sbatch --vc-cluster=ID -N 4)
 # that holds its nodes; the plugin starts the pilots; the barrier across sites completes and all
-# 8 nodes are READY. vcctl show lists every node with its site; vcctl run starts unmodified Open
-# MPI (an mpicc-built ring on 8 ranks, NetPIPE between the sites) and GNU parallel over ssh
-# across both sites. Release cancels both jobs and leaves nothing. A site's job cancelled by
+# 8 nodes are READY. vcctl show lists every node with its site; vcctl run starts unmodified
+# Open MPI and MPICH programs (mpicc-built rings on 8 ranks, NetPIPE between the sites) with
+# the launchers as users type them, and pdsh, clush and GNU parallel over ssh across both sites. Release cancels both jobs and leaves nothing. A site's job cancelled by
 # hand fails the cluster with the reason, and its release still cleans up both sites.
 source "$(dirname "$0")/lib.sh"
 start_clean
@@ -56,17 +56,33 @@ for k in 1 2; do
 done
 pass "vcctl show lists every node with its site, address, host and state"
 
-mpicc -O2 -o "$run_dir/mpi_ring" "$(dirname "$0")/../../examples/mpi_ring.c" || fail "mpicc could not build mpi_ring.c"
-mpi="mpirun --mca plm rsh --mca ras ^slurm --mca btl tcp,self --mca btl_tcp_if_include eth0 \
---mca oob_tcp_if_include eth0 --mca mpi_yield_when_idle 1"
-out=$(user_grc run "$id" -- bash -c "$mpi --hostfile \$VC_HOSTFILE --map-by node -np 8 $run_dir/mpi_ring") ||
-    fail "mpirun of mpi_ring across both sites failed: $out"
-assert_eq "mpi_ring: 8 ranks on vc-site1-1 vc-site1-2 vc-site1-3 vc-site1-4 vc-site2-1 vc-site2-2 vc-site2-3 vc-site2-4: 10 laps, token 280, allreduce 28: ok" \
-    "$out" "mpi_ring on 8 ranks"
-out=$(user_grc run "$id" -- bash -c "cd /tmp && $mpi --host vc-site1-1,vc-site2-1 -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1") ||
-    fail "NetPIPE between the sites failed: $out"
-grep -Eq '^ *[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" || fail "NetPIPE between the sites: $out"
-pass "vcctl run: Open MPI over ssh runs an mpicc-built ring on all 8 nodes and NetPIPE between the sites"
+# The launchers as users type them (launchers.sh has them inside a job); a cluster of two
+# Slurms has no allocation to read, so mpirun and mpiexec take the cluster's hostfile and node
+# list from the environment every process of the cluster gets. mpi_yield_when_idle: 8 virtual
+# nodes share this machine's 2 cores (a busy-polling rank starves its own packets).
+examples=$(cd "$(dirname "$0")/../../examples" && pwd)
+mpicc.openmpi -O2 -o "$run_dir/ring-openmpi" "$examples/mpi_ring.c" || fail "Open MPI's mpicc could not build mpi_ring.c"
+mpicc.mpich -O2 -o "$run_dir/ring-mpich" "$examples/mpi_ring.c" || fail "MPICH's mpicc could not build mpi_ring.c"
+out=$(user_grc run "$id" -- bash -c "export OMPI_MCA_mpi_yield_when_idle=1; cd /tmp; tag() { sed \"s/^/\$1 /\"; }
+    mpirun -np 8 $run_dir/ring-openmpi | tag ompi-default
+    mpirun --hostfile \$VC_HOSTFILE -np 8 $run_dir/ring-openmpi | tag ompi-hostfile
+    mpirun -H vc-site1-1,vc-site2-1 -np 2 NPopenmpi -u 65536 -n 5 2>&1 | tail -1 | tag ompi-netpipe
+    mpiexec.hydra -np 8 $run_dir/ring-mpich | tag mpich-default
+    mpiexec.hydra -launcher ssh -f \$VC_NODELIST -np 8 $run_dir/ring-mpich | tag mpich-ssh
+    pdsh -R ssh -w ^\$VC_NODELIST hostname | sort | tag pdsh
+    clush --hostfile \$VC_NODELIST hostname | sort | tag clush") ||
+    fail "the launchers across both sites failed: $out"
+ring="mpi_ring: 8 ranks on vc-site1-1 vc-site1-2 vc-site1-3 vc-site1-4 vc-site2-1 vc-site2-2 vc-site2-3 vc-site2-4: 10 laps, token 280, allreduce 28: ok"
+for tag in ompi-default ompi-hostfile mpich-default mpich-ssh; do
+    grep -qxF "$tag $ring" <<<"$out" || fail "mpi_ring on 8 ranks across the sites ($tag): $(grep "^$tag " <<<"$out")"
+done
+grep -Eq '^ompi-netpipe +[0-9]+: +[0-9]+ bytes +[0-9]+ times --> +[0-9.]+ Mbps' <<<"$out" ||
+    fail "NetPIPE between the sites: $(grep ^ompi-netpipe <<<"$out")"
+for tag in pdsh clush; do
+    assert_eq "vc-site1-1 vc-site1-2 vc-site1-3 vc-site1-4 vc-site2-1 vc-site2-2 vc-site2-3 vc-site2-4 " \
+        "$(grep "^$tag " <<<"$out" | sed "s/^$tag //; s/^[^ ]*: //" | tr '\n' ' ')" "hostname on every node with $tag"
+done
+pass "vcctl run: mpirun -np 8 and mpiexec -np 8 (no flags), --hostfile, -f and -H run mpicc-built rings on all 8 nodes and NetPIPE between the sites; pdsh and clush reach all 8"
 
 # The overlay's MTU fits the path across the sites: a don't-fragment ping of exactly the
 # interface's MTU crosses the WAN (VXLAN adds 50 bytes underneath), one byte more is refused.
