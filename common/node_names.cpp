@@ -7,7 +7,7 @@
 namespace vcpilot {
 
 Result<std::string> rename_hosts(std::string_view expression, const NameMap& names) {
-    auto hosts = expand_hostlist(expression);
+    auto hosts = expand_hostlist(expression, kMaxRenamedHosts);
     if (!hosts) {
         return hosts.error();
     }

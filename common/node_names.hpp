@@ -28,8 +28,13 @@ using NameMap = std::map<std::string, std::string, std::less<>>;
 inline constexpr std::array<std::string_view, 4> kSlurmNodeVariables = {
     "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_STEP_NODELIST", "SLURM_TOPOLOGY_ADDR"};
 
+// Lists longer than this are not renamed: no job has that many nodes, and the srun relay,
+// which renames what a job's user gives it, must not be made to build a million names.
+inline constexpr std::size_t kMaxRenamedHosts = 65536;
+
 // `expression` (a hostlist or one name) with every host found in `names` replaced by what it
-// maps to, in the same order; hosts not found stay as they are.
+// maps to, in the same order; hosts not found stay as they are. Refused when it is no hostlist
+// or names more than kMaxRenamedHosts hosts.
 Result<std::string> rename_hosts(std::string_view expression, const NameMap& names);
 
 // The job/slurm_nodes file for these (Slurm node, virtual name) pairs.

@@ -100,6 +100,16 @@ TEST(SrunRelay, TurnsTheVirtualNodesSrunIsGivenIntoSlurmsNames) {
               (Argv{"srun", "-w", "vc[1-", "a"}));
 }
 
+TEST(SrunRelay, DoesNotExpandAHugeNodeListAUserGives) {
+    // The relay runs as root for up to 256 sruns at once: a job must not make it build a
+    // million names per request. A list over kMaxRenamedHosts goes to srun as it is.
+    const std::string huge = "vc-site1-[1-" + std::to_string(kMaxRenamedHosts + 1) + "]";
+    EXPECT_FALSE(rename_hosts(huge, kToSlurm));
+    EXPECT_EQ(srun_argv_in_slurm_names({"srun", "-w", huge, "a"}, kToSlurm),
+              (std::vector<std::string>{"srun", "-w", huge, "a"}));
+    EXPECT_TRUE(rename_hosts("vc-site1-[1-" + std::to_string(kMaxRenamedHosts) + "]", kToSlurm));
+}
+
 TEST(SrunRelay, TurnsTheSlurmNodeVariablesBackIntoSlurmsNames) {
     EXPECT_EQ(
         srun_env_in_slurm_names({"SLURM_JOB_NODELIST=vc-site1-[1-3]",
