@@ -24,6 +24,10 @@ int job_prolog(spank_t sp, const SiteConfig& config, const JobOptions& options);
 // joins the job's network, UTS and mount namespaces; on any failure the task is not run.
 int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions& options);
 
+// slurmstepd, in each task as the user, in the job's namespaces, just before exec: for
+// srun --mpi=pmix, starts the bridge's relay to Slurm's PMIx server (pmix_bridge.hpp).
+int task_init(spank_t sp);
+
 // slurmd, once per node at the job's end, as root: stops the pilot and checks nothing is left.
 int job_epilog(spank_t sp, const SiteConfig& config, const JobOptions& options);
 

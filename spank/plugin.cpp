@@ -7,6 +7,7 @@
 //   slurmd (job_script): job_prolog        starts the job's pilot on the node (PrologFlags=Alloc)
 //   slurmstepd (remote)                    task_init_privileged: the task joins the job's
 //                                          virtual node, or is not run at all (fail closed).
+//   slurmstepd (remote, as the user)       task_init: srun --mpi=pmix's bridge to the server.
 //   slurmd (job_script): job_epilog        stops the pilot and checks that nothing is left.
 //
 // Slurm calls the plugin from C; no exception may cross that boundary, so every entry point
@@ -156,6 +157,10 @@ int slurm_spank_job_prolog(spank_t sp, int ac, char** av) {
 int slurm_spank_task_init_privileged(spank_t sp, int /*ac*/, char** /*av*/) {
     return guarded("task_init_privileged",
                    [&] { return task_init_privileged(sp, g_config, g_options); });
+}
+
+int slurm_spank_task_init(spank_t sp, int /*ac*/, char** /*av*/) {
+    return guarded("task_init", [&] { return task_init(sp); });
 }
 
 int slurm_spank_job_epilog(spank_t sp, int ac, char** av) {

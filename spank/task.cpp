@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +18,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <fmt/format.h>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -25,6 +28,7 @@
 #include "common/result.hpp"
 #include "spank/contexts.hpp"
 #include "spank/pilot_files.hpp"
+#include "spank/pmix_bridge.hpp"
 
 namespace vcpilot::spank {
 
@@ -204,7 +208,66 @@ void present_virtual_nodes(spank_t sp, const NameMap& to_virtual) {
     }
 }
 
+// srun --mpi=pmix: the connector of the bridge to Slurm's PMIx server (pmix_bridge.hpp), kept
+// by the task until task_init, which starts the relay with it.
+UniqueFd g_pmix_channel;
+
+std::string job_env(spank_t sp, const char* name) {
+    std::array<char, 256> value{};
+    if (spank_getenv(sp, name, value.data(), static_cast<int>(value.size())) != ESPANK_SUCCESS) {
+        return {};
+    }
+    return value.data();
+}
+
+// Before the task leaves the node's network: a step whose MPI is PMIx gets a connector there.
+// A failure is logged; the task runs, and PMIx tells its ranks it cannot reach the server.
+void prepare_pmix_bridge(spank_t sp, const std::string& job) {
+    if (!job_env(sp, "SLURM_MPI_TYPE").starts_with("pmix")) {
+        return;
+    }
+    uid_t uid = 0;
+    gid_t gid = 0;
+    int pair[2];
+    if (spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS ||
+        spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS ||
+        ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        slurm_error("vcpilot: job %s: cannot bridge to the PMIx server", job.c_str());
+        return;
+    }
+    UniqueFd mine(pair[0]);
+    // The task's parent is its slurmstepd, which runs the step's PMIx server.
+    auto connector = start_pmix_connector(UniqueFd(pair[1]), ::getppid(), uid, gid);
+    if (!connector) {
+        slurm_error("vcpilot: job %s: %s", job.c_str(), connector.error().message.c_str());
+        return;
+    }
+    g_pmix_channel = std::move(mine);
+}
+
 }  // namespace
+
+int task_init(spank_t sp) {
+    if (!g_pmix_channel) {
+        return 0;
+    }
+    UniqueFd channel = std::move(g_pmix_channel);
+    std::optional<std::uint16_t> port;
+    for (const char* name : {"PMIX_SERVER_URI41", "PMIX_SERVER_URI4", "PMIX_SERVER_URI3",
+                             "PMIX_SERVER_URI21", "PMIX_SERVER_URI2"}) {
+        if ((port = pmix_loopback_port(job_env(sp, name)))) {
+            break;
+        }
+    }
+    if (!port) {
+        return 0;  // no server on the node's loopback: nothing to bridge
+    }
+    auto relay = start_pmix_relay(*port, std::move(channel));
+    if (!relay) {
+        slurm_error("vcpilot: %s", relay.error().message.c_str());
+    }
+    return 0;
+}
 
 int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions& options) {
     // The extern step (PrologFlags=Contain) holds what Slurm adopts from outside any step, such
@@ -258,6 +321,7 @@ int task_init_privileged(spank_t sp, const SiteConfig& config, const JobOptions&
                     to_virtual.error().message.c_str());
         return -1;
     }
+    prepare_pmix_bridge(sp, job);
     if (auto ok = join(*recorded); !ok) {
         slurm_error("vcpilot: job %s: %s; the task is not run", job.c_str(),
                     ok.error().message.c_str());

@@ -2,7 +2,8 @@
 # Every common launcher, typed as a user types it, in a 4-node --vc batch job as the test user:
 # inside the job the allocation is the virtual cluster (Slurm's node lists name vc-site1-*),
 # so Open MPI's mpirun and MPICH's mpiexec work with their Slurm support, a hostfile, -H or
-# -f; srun --mpi=pmi2 starts MPICH ranks; pdsh, GNU parallel and clush farm out over ssh; ssh
+# -f; srun --mpi=pmi2 starts MPICH ranks and srun --mpi=pmix Open MPI ones (through the
+# plugin's bridge to the step's PMIx server); pdsh, GNU parallel and clush farm out over ssh; ssh
 # sessions find the cluster's nodes without Slurm. Programs are built with each MPI's own
 # mpicc on the host (and Debian's NetPIPE), and run unchanged.
 #
@@ -35,6 +36,8 @@ mpiexec.hydra -np 4 $run_dir/ring-mpich | tag mpich-slurm
 mpiexec.hydra -launcher ssh -f \$VC_NODELIST -np 4 $run_dir/ring-mpich | tag mpich-ssh
 mpiexec.hydra -np 2 NPmpich2 -u 65536 -n 5 2>&1 | tail -1 | tag mpich-netpipe
 srun --mpi=pmi2 $run_dir/ring-mpich | tag srun-pmi2
+srun --mpi=pmix $run_dir/ring-openmpi | tag srun-pmix
+srun -n 8 --overcommit --mpi=pmix $run_dir/ring-openmpi 2>&1 | sed 's/ on [^:]*:/:/' | tag srun-pmix-8
 pdsh -R ssh -w ^\$VC_NODELIST hostname | sort | tag pdsh
 parallel --sshloginfile \$VC_NODELIST --nonall hostname | sort | tag parallel
 clush --hostfile \$VC_NODELIST hostname | sort | tag clush
@@ -56,7 +59,13 @@ for tag in ompi-slurm ompi-hostfile ompi-H; do
     grep -qxF "$tag $ring" <<<"$out" || fail "Open MPI's mpirun ($tag): $(grep "^$tag " <<<"$out")"
 done
 grep -Eq "^ompi-netpipe$netpipe" <<<"$out" || fail "NetPIPE under Open MPI's mpirun: $(grep ^ompi-netpipe <<<"$out")"
-pass "Open MPI: mpirun with Slurm's launcher, --hostfile \$VC_HOSTFILE and -H run an mpicc-built ring across the 4 virtual nodes, and NPopenmpi"
+grep -qxF "srun-pmix $ring" <<<"$out" || fail "srun --mpi=pmix (Open MPI): $(grep "^srun-pmix " <<<"$out")"
+grep -qxF "srun-pmix-8 mpi_ring: 8 ranks: 10 laps, token 280, allreduce 28: ok" <<<"$out" ||
+    fail "srun -n 8 --mpi=pmix, two tasks a node (Open MPI): $(grep "^srun-pmix-8 " <<<"$out")"
+pass "Open MPI: mpirun with Slurm's launcher, --hostfile \$VC_HOSTFILE and -H, and srun --mpi=pmix (one and two ranks a node) run an mpicc-built ring across the 4 virtual nodes, and NPopenmpi"
+# The bridge to each step's PMIx server ends with the step: nothing of the user's is left.
+left=$(ps -u vcuser -o pid=,args= || true)
+[[ -z $left ]] || fail "processes of the test user left after the job: $left"
 
 for tag in mpich-slurm mpich-ssh srun-pmi2; do
     grep -qxF "$tag $ring" <<<"$out" || fail "MPICH ($tag): $(grep "^$tag " <<<"$out")"
