@@ -27,8 +27,8 @@ namespace vcpilot::spank {
 
 namespace {
 
-constexpr std::size_t kMaxBuffered = 64 * 1024;  // per direction of a connection
-constexpr std::size_t kMaxConnections = 4096;    // a node's tasks of one step, generously
+constexpr std::size_t kMaxBuffered = std::size_t{64} * 1024;  // per direction of a connection
+constexpr std::size_t kMaxConnections = 4096;  // a node's tasks of one step, generously
 
 // In a child just forked from the task: end with the task, hold only `keep` (moved to 3, 4,
 // ...) and /dev/null as stdio, so that neither srun's view of the task's output nor anything

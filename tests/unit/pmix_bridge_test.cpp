@@ -52,9 +52,11 @@ TEST(PmixBridge, TheConnectorReachesTheServersPortsAndNoOther) {
     ASSERT_EQ(::pipe(ready), 0);
     const pid_t other = ::fork();
     if (other == 0) {
-        const UniqueFd mine = listening(other_port);
+        const UniqueFd held = listening(other_port);
         (void)(::write(ready[1], &other_port, sizeof other_port) < 0);
-        ::pause();
+        while (held) {
+            ::pause();  // listening until the test kills it
+        }
         ::_exit(0);
     }
     ASSERT_EQ(::read(ready[0], &other_port, sizeof other_port),
