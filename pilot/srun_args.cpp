@@ -164,7 +164,8 @@ void for_each_option(std::vector<std::string>& argv, const std::function<bool(Op
                 std::string value = word.substr(equals + 1);
                 option.value = &value;
                 const bool go_on = visit(option);
-                word = word.substr(0, equals + 1) + value;
+                word.resize(equals + 1);  // the value, perhaps rewritten, after the '='
+                word += value;
                 if (!go_on) {
                     return;
                 }
@@ -191,7 +192,8 @@ void for_each_option(std::vector<std::string>& argv, const std::function<bool(Op
                 std::string value = word.substr(c + 1);
                 option.value = &value;
                 const bool go_on = visit(option);
-                word = word.substr(0, c + 1) + value;
+                word.resize(c + 1);  // the value, perhaps rewritten, after the option's letter
+                word += value;
                 if (!go_on) {
                     return;
                 }
