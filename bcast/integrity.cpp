@@ -82,12 +82,15 @@ Result<Secret> Secret::from_hex(std::string_view hex) {
         return Error{"the secret must be 64 hex digits"};
     }
     auto value = [](char c) -> int {
-        if (c >= '0' && c <= '9')
+        if (c >= '0' && c <= '9') {
             return c - '0';
-        if (c >= 'a' && c <= 'f')
+        }
+        if (c >= 'a' && c <= 'f') {
             return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
+        }
+        if (c >= 'A' && c <= 'F') {
             return c - 'A' + 10;
+        }
         return -1;
     };
     for (std::size_t i = 0; i < secret.key_.size(); ++i) {

@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <cstdio>
+#include <exception>
 #include <fmt/format.h>
 #include <fstream>
 #include <iostream>
@@ -19,9 +21,14 @@ namespace bcast = vcpilot::bcast;
 
 namespace {
 
+// A mistake on the command line: main prints "vc-bcast: MESSAGE" and exits with 2. A throw, not
+// exit(), which is not thread-safe.
+struct UsageError {
+    std::string message;
+};
+
 [[noreturn]] void usage_error(const std::string& message) {
-    fmt::print(stderr, "vc-bcast: {}\n", message);
-    std::exit(2);
+    throw UsageError{message};
 }
 
 // 4194304, 4096K, 4M, 4MiB, 1G
@@ -60,7 +67,7 @@ bool plain_name(const std::string& name) {
         return false;
     }
     for (const char c : name) {
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') {
+        if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '.' && c != '-' && c != '_') {
             return false;
         }
     }
@@ -83,15 +90,18 @@ std::vector<std::string> nodes_from(const std::string& list) {
     return nodes;
 }
 
-}  // namespace
+// Pieces (256 KiB) and chunks (MiBs) come and go all the time: from the heap, reused, not
+// mapped and unmapped each time (a page fault per page; glibc's own threshold only rises after
+// such a block was freed once). mallopt races only with other threads: called before any starts.
+void tune_malloc() {
+    ::mallopt(M_MMAP_THRESHOLD, 64 << 20);   // NOLINT(concurrency-mt-unsafe): no other thread yet
+    ::mallopt(M_TRIM_THRESHOLD, 256 << 20);  // NOLINT(concurrency-mt-unsafe): no other thread yet
+}
 
-int main(int argc, char** argv) {
+// main's body; main reports a UsageError or an exception that escapes it.
+int run(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();
-    // Pieces (256 KiB) and chunks (MiBs) come and go all the time: from the heap, reused, not
-    // mapped and unmapped each time (a page fault per page; glibc's own threshold only rises
-    // after such a block was freed once).
-    ::mallopt(M_MMAP_THRESHOLD, 64 << 20);
-    ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    tune_malloc();
     CLI::App app{
         "vc-bcast: send a file to every node of a virtual cluster along a pipelined ring.\n"
         "Each node receives a piece from its predecessor, writes it and forwards it at\n"
@@ -249,4 +259,18 @@ int main(int argc, char** argv) {
         receive.corrupt_chunk = static_cast<std::uint64_t>(corrupt_chunk);
     }
     return bcast::run_receiver(receive);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const UsageError& error) {
+        (void)std::fprintf(stderr, "vc-bcast: %s\n", error.message.c_str());
+        return 2;
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "vc-bcast: %s\n", error.what());
+        return 1;
+    }
 }

@@ -22,7 +22,7 @@ Result<std::string> rename_hosts(std::string_view expression, const NameMap& nam
 std::string format_node_names(const std::vector<std::pair<std::string, std::string>>& pairs) {
     std::string text;
     for (const auto& [host, name] : pairs) {
-        text += host + " " + name + "\n";
+        text += fmt::format("{} {}\n", host, name);
     }
     return text;
 }

@@ -726,7 +726,8 @@ Result<std::vector<ClusterRecord>> ClusterStore::in_states(
                    [&]() -> Result<std::vector<ClusterRecord>> {
                        std::string sql = std::string(kClusterColumns) + " WHERE state IN (";
                        for (std::size_t i = 0; i < states.size(); ++i) {
-                           sql += fmt::format("{}{}", i ? "," : "", static_cast<int>(states[i]));
+                           sql += i == 0 ? "" : ",";
+                           sql += std::to_string(static_cast<int>(states[i]));
                        }
                        sql += ") ORDER BY created_unix_ms, id";
                        SQLite::Statement& query = prepared(sql);

@@ -70,8 +70,9 @@ Result<std::vector<std::string>> option_arguments(const ConfigSection& root, con
             return items.error();
         }
         std::vector<std::string> arguments;
+        arguments.reserve(items->size());
         for (const auto& item : *items) {
-            arguments.push_back(name + "=" + item);
+            arguments.push_back(fmt::format("{}={}", name, item));
         }
         return arguments;
     }
@@ -148,7 +149,7 @@ std::optional<int> parse_command_line(CLI::App& app, const char* program, int ar
         ->type_name("FILE");
     auto arguments = arguments_with_config(app, argc, argv);
     if (!arguments) {
-        std::fprintf(stderr, "%s: %s\n", program, arguments.error().message.c_str());
+        (void)std::fprintf(stderr, "%s: %s\n", program, arguments.error().message.c_str());
         return 2;
     }
     if (app.get_name().empty() && argc > 0) {

@@ -47,6 +47,7 @@ using store_detail::now_unix_ms;
 struct NodeKey {
     std::string site;
     std::uint32_t ordinal = 0;
+    // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads the generated `< 0`.
     auto operator<=>(const NodeKey&) const = default;
 };
 

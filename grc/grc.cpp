@@ -606,7 +606,7 @@ void GrcServer::Impl::closed(const std::shared_ptr<SiteLink>& link, Effects& eff
         return;  // replaced by a newer stream of the same CRM
     }
     for (auto it = commands.begin(); it != commands.end();) {
-        if (!it->second.pending.erase(link->site)) {
+        if (it->second.pending.erase(link->site) == 0) {
             ++it;
             continue;
         }

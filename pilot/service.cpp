@@ -241,6 +241,7 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
     const std::string log = (paths_.job_files_dir().parent_path() / "n2n-edge.log").string();
     auto spawned = launcher_.call([&]() -> Result<pid_t> {
         std::vector<char*> args;
+        args.reserve(argv.size() + 1);
         for (auto& arg : argv) {
             args.push_back(arg.data());
         }
@@ -253,6 +254,7 @@ Status PilotService::start_n2n_overlay(const SetupPlan& plan, int job_netns_fd) 
         if (pid == 0) {
             sigset_t none;
             sigemptyset(&none);
+            // NOLINTNEXTLINE(concurrency-mt-unsafe): the forked child has this one thread only
             ::sigprocmask(SIG_SETMASK, &none, nullptr);
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);
             const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);

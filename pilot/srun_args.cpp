@@ -164,7 +164,7 @@ void for_each_option(std::vector<std::string>& argv, const std::function<bool(Op
                 std::string value = word.substr(equals + 1);
                 option.value = &value;
                 const bool go_on = visit(option);
-                word.resize(equals + 1);
+                word.resize(equals + 1);  // the value, perhaps rewritten, after the '='
                 word += value;
                 if (!go_on) {
                     return;
@@ -192,7 +192,7 @@ void for_each_option(std::vector<std::string>& argv, const std::function<bool(Op
                 std::string value = word.substr(c + 1);
                 option.value = &value;
                 const bool go_on = visit(option);
-                word.resize(c + 1);
+                word.resize(c + 1);  // the value, perhaps rewritten, after the option's letter
                 word += value;
                 if (!go_on) {
                     return;

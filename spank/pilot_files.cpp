@@ -70,7 +70,8 @@ std::string last_log_line(const PilotDir& dir) {
         last = last.substr(level + 3);
     } else if (const auto bracket = last.find("] "); bracket != std::string::npos) {
         last = last.substr(bracket + 2);
-        if (const auto colon = last.find(": "); colon != std::string::npos && colon < 10) {
+        // npos (no colon) is past 10 too.
+        if (const auto colon = last.find(": "); colon < 10) {
             last = last.substr(colon + 2);
         }
     }

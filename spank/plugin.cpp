@@ -65,9 +65,10 @@ int register_options(spank_t sp) {
     for (std::size_t i = 0; i < std::size(kOptions); ++i) {
         spank_option option{};
         option.name = const_cast<char*>(kOptions[i].name);
-        option.arginfo = *kOptions[i].arginfo ? const_cast<char*>(kOptions[i].arginfo) : nullptr;
+        option.arginfo =
+            *kOptions[i].arginfo != 0 ? const_cast<char*>(kOptions[i].arginfo) : nullptr;
         option.usage = const_cast<char*>(kOptions[i].usage);
-        option.has_arg = *kOptions[i].arginfo ? 1 : 0;
+        option.has_arg = *kOptions[i].arginfo != 0 ? 1 : 0;
         option.val = static_cast<int>(i);
         option.cb = on_option;
         if (spank_option_register(sp, &option) != ESPANK_SUCCESS) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -61,10 +62,12 @@ class CancelWatch {
             ::sigaction(kSignals[i], &action, &saved_[i]);
             sigaddset(&set, kSignals[i]);
         }
-        ::sigprocmask(SIG_UNBLOCK, &set, &mask_);
+        // pthread_sigmask, not sigprocmask, which POSIX leaves unspecified in a process with
+        // threads; the task has one, so the two do the same.
+        ::pthread_sigmask(SIG_UNBLOCK, &set, &mask_);
     }
     ~CancelWatch() {
-        ::sigprocmask(SIG_SETMASK, &mask_, nullptr);
+        ::pthread_sigmask(SIG_SETMASK, &mask_, nullptr);
         for (std::size_t i = 0; i < kSignals.size(); ++i) {
             ::sigaction(kSignals[i], &saved_[i], nullptr);
         }
@@ -99,7 +102,7 @@ class StateWatch {
         }
         pollfd ready{fd_.get(), POLLIN, 0};
         if (::poll(&ready, 1, static_cast<int>(most.count())) > 0) {
-            std::array<char, 4096> events;  // drained: only "something changed" matters
+            std::array<char, 4096> events{};  // drained: only "something changed" matters
             while (::read(fd_.get(), events.data(), events.size()) > 0) {
             }
         }
@@ -138,7 +141,9 @@ Result<std::map<std::string, std::string>> wait_ready(const PilotDir& dir,
                 return Error{fmt::format("the pilot is {}{}{}", current, reason.empty() ? "" : ": ",
                                          reason)};
             }
-            const pid_t pid = static_cast<pid_t>(std::atol((*state)["pid"].c_str()));
+            const std::string& pid_text = (*state)["pid"];
+            pid_t pid = 0;  // as atol: 0 when no number follows
+            (void)std::from_chars(pid_text.data(), pid_text.data() + pid_text.size(), pid);
             if (!process_alive(pid)) {
                 return Error{fmt::format("the pilot (pid {}) exited while {}", pid, current)};
             }

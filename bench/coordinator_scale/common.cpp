@@ -70,7 +70,8 @@ double percentile(std::vector<double> values, double p) {
         return 0;
     }
     std::sort(values.begin(), values.end());
-    const auto index = static_cast<std::size_t>(std::max(0.0, std::ceil(p * values.size()) - 1));
+    const auto index = static_cast<std::size_t>(
+        std::max(0.0, std::ceil(p * static_cast<double>(values.size())) - 1));
     return values[std::min(index, values.size() - 1)];
 }
 
@@ -80,7 +81,7 @@ double median(std::vector<double> values) {
     }
     std::sort(values.begin(), values.end());
     const std::size_t n = values.size();
-    return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    return n % 2 != 0 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 std::map<std::string, double> cpu_by_thread_name() {
@@ -97,7 +98,9 @@ std::map<std::string, double> cpu_by_thread_name() {
 double process_cpu_seconds() {
     rusage usage{};
     ::getrusage(RUSAGE_SELF, &usage);
-    auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+    auto seconds = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
     return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 

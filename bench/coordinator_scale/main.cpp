@@ -194,7 +194,7 @@ bool report(const Options& options, const Results& results) {
         json_number(ca_full, ca_full ? ca->second.bytes_per_node : 0, 0),
         json_number(results.ready.exchange_full.has_value(),
                     results.ready.exchange_full.value_or(0), 0));
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     return table.all_ok();
 }
 
@@ -267,19 +267,16 @@ void add_options(CLI::App& app, Options& options) {
         ->check(CLI::Range(0.5, 1024.0));
 }
 
-}  // namespace
-}  // namespace vcpilot::coordinator::scale_bench
-
-int main(int argc, char** argv) {
-    namespace bench = vcpilot::coordinator::scale_bench;
+// main's body; main reports an exception that escapes it.
+int run_main(int argc, char** argv) {
     vcpilot::tune_grpc_runtime();  // as the daemons do
-    bench::Options options;
+    Options options;
     CLI::App app{"coordinator-scale-bench: the coordinators at scale with simulated pilots"};
-    bench::add_options(app, options);
+    add_options(app, options);
     CLI11_PARSE(app, argc, argv);
 
     vcpilot::testing::clean_up_on_signals("coordinator-scale-bench");
-    bench::watch_memory(static_cast<std::uint64_t>(options.max_rss_gb * 1e9));
+    watch_memory(static_cast<std::uint64_t>(options.max_rss_gb * 1e9));
     spdlog::set_level(spdlog::level::from_str(options.log_level));
     if (::geteuid() != 0) {
         fmt::print(stderr,
@@ -287,10 +284,17 @@ int main(int argc, char** argv) {
                    "pilots' credentials must be root's)\n");
         return 2;
     }
+    return run(options);
+}
+
+}  // namespace
+}  // namespace vcpilot::coordinator::scale_bench
+
+int main(int argc, char** argv) {
     try {
-        return bench::run(options);
+        return vcpilot::coordinator::scale_bench::run_main(argc, argv);
     } catch (const std::exception& error) {
-        fmt::print(stderr, "coordinator-scale-bench: {}\n", error.what());
+        (void)std::fprintf(stderr, "coordinator-scale-bench: %s\n", error.what());
         return 1;
     }
 }

@@ -139,16 +139,19 @@ PilotWorkers::PilotWorkers(const Options& options, const std::vector<KeyPair>& k
                            const std::string& munge_socket) {
     const unsigned count = std::max(1U, std::min(options.pilot_workers, options.sites));
     for (unsigned w = 0; w < count; ++w) {
-        Worker worker{std::make_unique<testing::ChildProcess>("pilot worker"), {}, {}};
+        auto process = std::make_unique<testing::ChildProcess>("pilot worker");
+        std::vector<std::uint32_t> sites;
         for (std::uint32_t s = w * options.sites / count + 1; s <= (w + 1) * options.sites / count;
              ++s) {
-            worker.sites.push_back(s);
+            sites.push_back(s);
         }
-        worker.channel = must(worker.process->start_worker([&](testing::LineChannel& channel) {
-            return PilotWorker(options, keys, munge_socket, worker.sites).serve(channel);
+        auto to_worker = must(process->start_worker([&](testing::LineChannel& channel) {
+            return PilotWorker(options, keys, munge_socket, sites).serve(channel);
         }),
                               "starting a pilot worker");
-        workers_.push_back(std::move(worker));
+        // Put together from its parts here: with a named Worker moved into the vector, clang's
+        // static analyzer took the process for leaked (a false positive).
+        workers_.push_back(Worker{std::move(process), std::move(to_worker), std::move(sites)});
     }
 }
 

@@ -286,7 +286,7 @@ void print_run(const Options& options, const std::string& name, const ScaleFigur
         "({}); by thread: {}\n",
         figures.cpu_s, figures.grc_ready_s,
         fmt::format("{:.2f} cores", figures.cpu_s / figures.grc_ready_s), figures.cpu_threads);
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
 }
 
 // Exchange mode's bytes per node by common_view: for the cluster measured, and for the full

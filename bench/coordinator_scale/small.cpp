@@ -106,7 +106,7 @@ SmallFigures small_scenario(const Options& options, const std::filesystem::path&
         "  create -> READY: median {:.1f} ms, p95 {:.1f} ms (create call median {:.1f} "
         "ms)\n",
         figures.median_ms, figures.p95_ms, figures.create_median_ms);
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     return figures;
 }
 

@@ -168,6 +168,7 @@ ThroughputFigures throughput_grc(const Options& options, const std::filesystem::
         "the test PKI");
     auto grc = start_grc(dir, pki, sites);
     std::vector<CrmEngine> crms;
+    crms.reserve(sites.size());
     for (const auto& site : sites) {
         crms.push_back(start_crm(dir, site_crm_options(site, munged.socket(), *grc, pki)));
     }
@@ -207,7 +208,7 @@ ThroughputResults throughput_scenario(const Options& options, const std::filesys
         "{:.1f} ms; {} errors{}\n",
         crm.pairs, crm.seconds, crm.per_s, crm.pair_median_ms, crm.pair_p95_ms, crm.errors,
         error_note(crm));
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     results.grc = throughput_grc(options, dir / "tput-grc", munged);
     const ThroughputFigures& grc = results.grc;
     const std::uint32_t half = std::max<std::uint32_t>(1, options.pair_nodes / 2);
@@ -217,7 +218,7 @@ ThroughputResults throughput_scenario(const Options& options, const std::filesys
         "the last call\n",
         half, options.pair_nodes - half, grc.pairs, grc.seconds, grc.per_s, grc.pair_median_ms,
         grc.pair_p95_ms, grc.errors, error_note(grc), grc.drain_s);
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     return results;
 }
 

@@ -26,12 +26,12 @@ int write_fully(int fd, std::string_view content) noexcept {
 
 void notify_eventfd(int fd) noexcept {
     const std::uint64_t one = 1;
-    (void)!::write(fd, &one, sizeof one);
+    (void)(::write(fd, &one, sizeof one) < 0);
 }
 
 void drain_eventfd(int fd) noexcept {
     std::uint64_t count = 0;
-    (void)!::read(fd, &count, sizeof count);
+    (void)(::read(fd, &count, sizeof count) < 0);
 }
 
 Status replace_file(const std::filesystem::path& path, std::string_view content, mode_t mode,

@@ -524,12 +524,11 @@ struct ReadCheck {
     } else {
         const int fd = open_dir_no_symlinks(image);
         struct stat st {};
-        if (fd < 0) {
+        // The fstat counts as opening: it reads what was just opened.
+        if (fd < 0 || ::fstat(fd, &st) != 0) {
             check = {2, errno, 0, 0};
         } else if (::faccessat(fd, ".", R_OK | X_OK, AT_EACCESS) != 0) {
             check = {3, errno, 0, 0};
-        } else if (::fstat(fd, &st) != 0) {
-            check = {2, errno, 0, 0};
         } else {
             check = {0, 0, st.st_dev, st.st_ino};
         }

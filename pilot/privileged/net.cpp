@@ -521,8 +521,14 @@ class OverlayRollback {
     OverlayRollback(const OverlayRollback&) = delete;
     OverlayRollback& operator=(const OverlayRollback&) = delete;
     ~OverlayRollback() {
-        if (job_ != nullptr) {
+        if (job_ == nullptr) {
+            return;
+        }
+        // Only an allocation can throw here, and nothing may leave a destructor: eth0 then
+        // stays, as when the delete itself fails.
+        try {
             (void)delete_named_link(*job_, kOverlayInterface, "job");
+        } catch (...) {
         }
     }
     // Rolls back now and reports how that went.

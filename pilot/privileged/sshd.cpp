@@ -22,6 +22,7 @@
 #include <boost/process/posix.hpp>
 #include <cerrno>
 #include <cstring>
+#include <fmt/format.h>
 #include <mutex>
 #include <sstream>
 #include <string_view>
@@ -301,8 +302,8 @@ Status check_sshd_spec(const SshdSpec& spec) {
             return c > ' ' && c != '"' && c != '\\' && c != '#' && c != 0x7f;
         });
         if (!name_ok || !value_ok) {
-            return Error{"environment: " + quote(name + "=" + value) +
-                         " cannot be set in sshd_config"};
+            return Error{fmt::format("environment: {} cannot be set in sshd_config",
+                                     quote(fmt::format("{}={}", name, value)))};
         }
     }
     return {};
@@ -457,8 +458,8 @@ struct Sshd::Listener {
     fs::path config;
     fs::path log;
     std::function<int()> before_exec;
-    std::chrono::milliseconds stop_timeout;
-    std::size_t max_sessions;
+    std::chrono::milliseconds stop_timeout{0};  // set from the launch, as is max_sessions
+    std::size_t max_sessions = 0;
     JobNamespaceFds namespaces;
     UniqueFd listen_fd;
     UniqueFd log_fd;

@@ -99,7 +99,7 @@ class Failures {
     void add(std::string what) {
         std::lock_guard lock(mutex_);
         fmt::print(stderr, "FAIL: {}\n", what);
-        std::fflush(stderr);
+        (void)std::fflush(stderr);
         list_.push_back(std::move(what));
     }
     std::size_t count() const {
@@ -662,8 +662,9 @@ v1::CreateClusterRequest random_request(Scenario& s, std::mt19937_64& rng) {
             site->set_block(s.zone.subnet(prefix, index)->to_string());
         }
     }
-    request.set_key_mode(std::uniform_int_distribution<int>(0, 1)(rng) ? v1::KEY_MODE_CA
-                                                                       : v1::KEY_MODE_EXCHANGE);
+    request.set_key_mode(std::uniform_int_distribution<int>(0, 1)(rng) != 0
+                             ? v1::KEY_MODE_CA
+                             : v1::KEY_MODE_EXCHANGE);
     return request;
 }
 
@@ -1230,7 +1231,7 @@ void print_summary(const Scenario& s, milliseconds took, bool ok) {
     for (const auto& [name, count] : st.kills_of) {
         kills_of += fmt::format("{}{} {}", kills_of.empty() ? "" : ", ", name, count);
     }
-    fmt::print("{}: {:.1f} s\n", s.name, took.count() / 1000.0);
+    fmt::print("{}: {:.1f} s\n", s.name, std::chrono::duration<double>(took).count());
     fmt::print(
         "  cycles: {} creates answered: {} ok, {} refused (overlapping explicit blocks), {} "
         "refused (pool full); {} unanswered, of which {} had landed\n",
@@ -1245,7 +1246,7 @@ void print_summary(const Scenario& s, milliseconds took, bool ok) {
         "  kills: {} ({}; {} while starting, {} followed by a {} ms outage); restart to "
         "ready {} ms on average, {} ms at most\n",
         st.kills, kills_of.empty() ? "none" : kills_of, st.early_kills, st.outages,
-        s.options->outage_ms, st.restarts ? st.total_restart.count() / st.restarts : 0,
+        s.options->outage_ms, st.restarts != 0 ? st.total_restart.count() / st.restarts : 0,
         st.max_restart.count());
     fmt::print("  checks: {} store snapshots{}: {}\n", st.db_checks,
                s.with_grc ? fmt::format(", {} GRC/CRM comparisons, {} kept clusters seen at "
@@ -1253,7 +1254,7 @@ void print_summary(const Scenario& s, milliseconds took, bool ok) {
                                         st.cross_checks, st.held_checks.load())
                           : "",
                ok ? "every invariant held" : "FAILED");
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
 }
 
 void dump_logs(const Scenario& s) {
@@ -1404,9 +1405,8 @@ bool run_grc_scenario(const Options& o, const TestMunged& munged, const fs::path
     return run_scenario(s);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// main's body; main reports an exception that escapes it.
+int run(int argc, char** argv) {
     Options o;
     CLI::App app{
         "coordinator-crash: SIGKILL vc-crmd and vc-grcd at random points under load and "
@@ -1449,7 +1449,7 @@ int main(int argc, char** argv) {
     app.add_flag("-v,--verbose", o.verbose, "a line per kill");
     CLI11_PARSE(app, argc, argv);
     if (o.min_interval_ms > o.max_interval_ms) {
-        std::fprintf(stderr, "coordinator-crash: --min-interval is above --max-interval\n");
+        (void)std::fprintf(stderr, "coordinator-crash: --min-interval is above --max-interval\n");
         return 2;
     }
     if (!TestMunged::available()) {
@@ -1458,7 +1458,8 @@ int main(int argc, char** argv) {
     }
     for (const auto& binary : {o.crmd, o.grcd}) {
         if (::access(binary.c_str(), X_OK) != 0) {
-            std::fprintf(stderr, "coordinator-crash: %s is not an executable\n", binary.c_str());
+            (void)std::fprintf(stderr, "coordinator-crash: %s is not an executable\n",
+                               binary.c_str());
             return 2;
         }
     }
@@ -1466,7 +1467,7 @@ int main(int argc, char** argv) {
     testing::clean_up_on_signals("coordinator-crash");
     fmt::print("coordinator-crash: seed {}, {} cycles and {} kills per scenario, {} clients\n",
                o.seed, o.cycles, o.kills, o.clients);
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     bool ok = true;
     try {
         const testing::TempDir dir(
@@ -1490,4 +1491,15 @@ int main(int argc, char** argv) {
     ok = ok && g_failures.count() == 0;
     fmt::print("coordinator-crash: {} ({} failure(s))\n", ok ? "PASS" : "FAIL", g_failures.count());
     return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "coordinator-crash: %s\n", error.what());
+        return 1;
+    }
 }

@@ -38,8 +38,8 @@ extern "C" void kill_processes_and_die(int signal_number) {
             ::kill(pid, SIGKILL);
         }
     }
-    ::signal(signal_number, SIG_DFL);
-    ::raise(signal_number);
+    (void)::signal(signal_number, SIG_DFL);
+    (void)::raise(signal_number);
 }
 
 }  // namespace
@@ -121,11 +121,11 @@ void clean_up_on_signals(std::string program) {
     std::thread([stop, program = std::move(program)] {
         int signal_number = 0;
         ::sigwait(&stop, &signal_number);
-        std::fprintf(stderr, "%s: signal %d: cleaning up\n", program.c_str(), signal_number);
+        (void)std::fprintf(stderr, "%s: signal %d: cleaning up\n", program.c_str(), signal_number);
         leftovers::clean_up_and_exit(128 + signal_number);
     }).detach();
     for (const int signal_number : {SIGABRT, SIGSEGV}) {
-        ::signal(signal_number, kill_processes_and_die);
+        (void)::signal(signal_number, kill_processes_and_die);
     }
 }
 

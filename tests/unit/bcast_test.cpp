@@ -36,7 +36,7 @@ std::string bytes_of(const Digest& digest) {
 std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
     std::vector<std::byte> data(size);
     for (std::size_t i = 0; i < size; ++i) {
-        data[i] = static_cast<std::byte>((i * 131 + seed * 7 + (i >> 9)) & 0xff);
+        data[i] = static_cast<std::byte>((i * 131 + std::size_t{seed} * 7 + (i >> 9)) & 0xff);
     }
     return data;
 }
@@ -103,7 +103,10 @@ class FakeStreams {
     class End {
       public:
         End(FakeStreams& pipe, bool client) : pipe_(pipe), client_(client) {}
+        // Write and Read: the names of gRPC's streams, which the handshake templates call.
+        // NOLINTNEXTLINE(readability-identifier-naming): gRPC's name
         bool Write(const Mine& message) { return pipe_.push(client_, message.SerializeAsString()); }
+        // NOLINTNEXTLINE(readability-identifier-naming): gRPC's name
         bool Read(Theirs* message) {
             auto text = pipe_.pop(client_);
             return text && message->ParseFromString(*text);

@@ -15,7 +15,7 @@ namespace {
 using ::testing::HasSubstr;
 using vcpilot::testing::TempDir;
 
-v1::CreateClusterRequest request(std::vector<std::pair<std::string, std::uint32_t>> sites,
+v1::CreateClusterRequest request(const std::vector<std::pair<std::string, std::uint32_t>>& sites,
                                  v1::KeyMode mode = v1::KEY_MODE_CA) {
     v1::CreateClusterRequest out;
     for (const auto& [name, nodes] : sites) {
@@ -61,6 +61,7 @@ class ClusterStoreTest : public ::testing::Test {
     std::vector<Cidr> live_blocks() {
         std::vector<Cidr> blocks;
         const auto leases = store_.leases().live().value();
+        blocks.reserve(leases.size());
         for (const auto& lease : leases) {
             blocks.push_back(lease.lease.block);
         }
@@ -256,6 +257,7 @@ TEST_F(ClusterStoreTest, RandomCreateReleaseNeverOverlapsAndReusesSpace) {
         } else {
             std::vector<std::pair<std::string, std::uint32_t>> sites;
             const int site_count = 1 + static_cast<int>(random() % 3);
+            sites.reserve(static_cast<std::size_t>(site_count));
             for (int s = 0; s < site_count; ++s) {
                 sites.emplace_back(std::string(1, static_cast<char>('a' + s)), 1 + random() % 13);
             }

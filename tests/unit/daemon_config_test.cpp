@@ -34,6 +34,7 @@ struct Daemon {
     int parse(std::vector<std::string> args) {
         args.insert(args.begin(), "test-daemon");
         std::vector<const char*> argv;
+        argv.reserve(args.size());
         for (const auto& arg : args) {
             argv.push_back(arg.c_str());
         }

@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sstream>
+#include <vector>
 
 #include "tests/support/temp_dir.hpp"
 
@@ -26,9 +27,16 @@ std::string read(const std::filesystem::path& path) {
     return text.str();
 }
 
+// getpwuid_r, not getpwuid, whose result is shared by every thread.
 std::string me() {
-    const passwd* entry = ::getpwuid(::geteuid());
-    return entry != nullptr ? entry->pw_name : "";
+    std::vector<char> buffer(16384);
+    passwd entry{};
+    passwd* found = nullptr;
+    if (::getpwuid_r(::geteuid(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+        found == nullptr) {
+        return "";
+    }
+    return found->pw_name;
 }
 
 // A bin directory of stand-ins; each appends "<user> <args>" to <name>.log in the directory and

@@ -212,7 +212,7 @@ exit 7
             while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0) {
                 text.append(buffer.data(), n);
             }
-            std::fclose(f);
+            (void)std::fclose(f);
         }
         return text;
     }

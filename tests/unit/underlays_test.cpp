@@ -17,6 +17,7 @@ using ::testing::HasSubstr;
 
 std::vector<IpAddress> addresses(const std::vector<std::string>& texts) {
     std::vector<IpAddress> out;
+    out.reserve(texts.size());
     for (const auto& text : texts) {
         out.push_back(ip(text));
     }
@@ -79,14 +80,14 @@ TEST(Underlays, RandomSitesComeBackExactly) {
     std::mt19937 random(20261202);
     for (int round = 0; round < 200; ++round) {
         std::vector<IpAddress> underlays;
-        IpAddress next = ip(round % 2 ? "fd00::1" : "10.0.0.1");
+        IpAddress next = ip(round % 2 != 0 ? "fd00::1" : "10.0.0.1");
         const int nodes = 1 + static_cast<int>(random() % 300);
         for (int i = 0; i < nodes; ++i) {
             underlays.push_back(next);
             next = next.offset(random() % 4 == 0 ? 2 + random() % 1000 : 1).value();
         }
         const auto site = packed(underlays);
-        const std::size_t width = round % 2 ? 16 : 4;
+        const std::size_t width = round % 2 != 0 ? 16 : 4;
         EXPECT_LE(site.underlay().size() + static_cast<std::size_t>(site.underlay_runs_size()),
                   underlays.size() * width + underlays.size());
         EXPECT_EQ(round_trip(underlays), underlays) << "round " << round;

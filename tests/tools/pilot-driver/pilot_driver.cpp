@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <grpcpp/grpcpp.h>
 #include <iostream>
 #include <memory>
@@ -29,8 +30,8 @@ std::unique_ptr<Pilot::Stub> connect(const std::string& socket) {
 
 bool check(const grpc::Status& status, const std::string& what) {
     if (!status.ok()) {
-        std::fprintf(stderr, "pilot-driver: %s: %s\n", what.c_str(),
-                     status.error_message().c_str());
+        (void)std::fprintf(stderr, "pilot-driver: %s: %s\n", what.c_str(),
+                           status.error_message().c_str());
     }
     return status.ok();
 }
@@ -56,7 +57,7 @@ int up(const std::string& cluster, const std::string& cidr_text, unsigned vni,
     const auto start = std::chrono::steady_clock::now();
     auto cidr = vcpilot::Cidr::parse(cidr_text);
     if (!cidr) {
-        std::fprintf(stderr, "pilot-driver: --cidr: %s\n", cidr.error().message.c_str());
+        (void)std::fprintf(stderr, "pilot-driver: --cidr: %s\n", cidr.error().message.c_str());
         return 2;
     }
     vcpilot::v1::SetKeysRequest keys;
@@ -65,7 +66,7 @@ int up(const std::string& cluster, const std::string& cidr_text, unsigned vni,
         pilots.push_back(connect(sockets[i]));
         auto address = cidr->nth(i + 1);
         if (!address) {
-            std::fprintf(stderr, "pilot-driver: %s\n", address.error().message.c_str());
+            (void)std::fprintf(stderr, "pilot-driver: %s\n", address.error().message.c_str());
             return 2;
         }
         vcpilot::v1::SetupRequest setup;
@@ -124,14 +125,14 @@ int run(const std::string& socket, const std::vector<std::string>& argv, std::si
     int exit_status = 255;
     while (reader->Read(&output)) {
         if (output.has_stdout()) {
-            std::fwrite(output.stdout().data(), 1, output.stdout().size(), stdout);
+            (void)std::fwrite(output.stdout().data(), 1, output.stdout().size(), stdout);
         } else if (output.has_stderr()) {
-            std::fwrite(output.stderr().data(), 1, output.stderr().size(), stderr);
+            (void)std::fwrite(output.stderr().data(), 1, output.stderr().size(), stderr);
         } else {
             exit_status = output.exit_status();
         }
     }
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     if (!check(reader->Finish(), "RUN " + socket)) {
         return 255;
     }
@@ -147,7 +148,7 @@ int watch(const std::string& socket) {
     while (reader->Read(&status)) {
         std::printf("%s%s%s\n", state_name(status.state()), status.reason().empty() ? "" : " ",
                     status.reason().c_str());
-        std::fflush(stdout);
+        (void)std::fflush(stdout);
     }
     return check(reader->Finish(), "WATCH " + socket) ? 0 : 1;
 }
@@ -170,9 +171,8 @@ int for_each(const std::vector<std::string>& sockets, bool shutdown) {
     return rc;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// main's body; main reports an exception that escapes it.
+int run_main(int argc, char** argv) {
     CLI::App app{"pilot-driver: wires vc-pilot instances into a virtual cluster, for tests"};
     app.require_subcommand(1);
     std::string cluster = "test", cidr = "10.77.0.0/24", user = "vcuser", prefix = "vn";
@@ -210,4 +210,15 @@ int main(int argc, char** argv) {
         return watch(socket);
     }
     return for_each(sockets, shutdown_command->parsed());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run_main(argc, argv);
+    } catch (const std::exception& error) {
+        (void)std::fprintf(stderr, "pilot-driver: %s\n", error.what());
+        return 1;
+    }
 }

@@ -47,8 +47,9 @@ class DelayLine {
     }
 
     std::optional<Clock::time_point> next_release() const {
-        if (held_.empty())
+        if (held_.empty()) {
             return std::nullopt;
+        }
         return held_.front().release_at;
     }
 

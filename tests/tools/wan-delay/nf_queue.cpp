@@ -40,34 +40,40 @@ NfQueue::NfQueue(uint16_t queue_num, uint32_t kernel_max_len, PacketHandler on_p
       receive_buffer_(kReceiveBufferBytes),
       kernel_error_log_(std::chrono::seconds(1)) {
     handle_.reset(nfq_open());
-    if (!handle_)
+    if (!handle_) {
         throw sys_error("cannot open a netfilter queue socket");
+    }
     fd_ = nfq_fd(handle_.get());
 
     // Both socket options go on before the bind, so that the first burst already finds them.
     const unsigned granted = nfnl_rcvbufsiz(nfq_nfnlh(handle_.get()), kSocketBufferBytes);
-    if (granted < kSocketBufferBytes)
-        std::fprintf(stderr, "wan-delay: socket receive buffer is only %u bytes, wanted %u\n",
-                     granted, kSocketBufferBytes);
+    if (granted < kSocketBufferBytes) {
+        (void)std::fprintf(stderr, "wan-delay: socket receive buffer is only %u bytes, wanted %u\n",
+                           granted, kSocketBufferBytes);
+    }
     // Without it a full buffer makes the next recv() fail with ENOBUFS. There is nothing to
     // recover then: the kernel has already dropped those packets and counts them itself.
     const int enable = 1;
-    if (setsockopt(fd_, SOL_NETLINK, NETLINK_NO_ENOBUFS, &enable, sizeof enable) < 0)
+    if (setsockopt(fd_, SOL_NETLINK, NETLINK_NO_ENOBUFS, &enable, sizeof enable) < 0) {
         throw sys_error("cannot set NETLINK_NO_ENOBUFS");
+    }
 
     // No nfq_bind_pf(): it has been a no-op since Linux 3.8, and on older kernels the customary
     // unbind-then-bind would take AF_INET away from every other queue user.
     queue_.reset(nfq_create_queue(handle_.get(), queue_num, &NfQueue::on_message, this));
-    if (!queue_)
+    if (!queue_) {
         throw sys_error("cannot bind queue " + std::to_string(queue_num) +
                         " (is another program bound to it?)");
+    }
 
     // Packets may already be arriving, and the callback may already have run, from here on.
     const auto check = [this](int result, const char* what) {
-        if (handler_error_)
+        if (handler_error_) {
             std::rethrow_exception(std::exchange(handler_error_, nullptr));
-        if (result < 0)
+        }
+        if (result < 0) {
             throw sys_error(what);
+        }
     };
     // We never read payloads; copying them would only cost memory and bandwidth.
     check(nfq_set_mode(queue_.get(), NFQNL_COPY_META, 0), "cannot set metadata-only copy mode");
@@ -94,15 +100,18 @@ void NfQueue::close() {
 }
 
 void NfQueue::QueueUnbinder::operator()(nfq_q_handle* queue) const {
-    if (nfq_destroy_queue(queue) < 0)
-        std::fprintf(stderr, "wan-delay: cannot unbind the queue (closing the socket will): %s\n",
-                     vcpilot::errno_text(errno).c_str());
+    if (nfq_destroy_queue(queue) < 0) {
+        (void)std::fprintf(stderr,
+                           "wan-delay: cannot unbind the queue (closing the socket will): %s\n",
+                           vcpilot::errno_text(errno).c_str());
+    }
 }
 
 void NfQueue::HandleCloser::operator()(nfq_handle* handle) const {
-    if (nfq_close(handle) < 0)
-        std::fprintf(stderr, "wan-delay: cannot close the netfilter queue socket: %s\n",
-                     vcpilot::errno_text(errno).c_str());
+    if (nfq_close(handle) < 0) {
+        (void)std::fprintf(stderr, "wan-delay: cannot close the netfilter queue socket: %s\n",
+                           vcpilot::errno_text(errno).c_str());
+    }
 }
 
 bool NfQueue::receive(int max_messages) {
@@ -110,15 +119,19 @@ bool NfQueue::receive(int max_messages) {
         const ssize_t length =
             recv(fd_, receive_buffer_.data(), receive_buffer_.size(), MSG_DONTWAIT);
         if (length < 0) {
-            if (errno == EAGAIN)
+            if (errno == EAGAIN) {
                 return false;
-            if (errno == EINTR)
+            }
+            if (errno == EINTR) {
                 continue;
+            }
             // NETLINK_NO_ENOBUFS should keep this away; if it comes anyway, the lost messages are
             // packets the kernel has dropped and counted, so carry on.
             if (errno == ENOBUFS) {
-                if (kernel_error_log_.allow(RateLimiter::Clock::now()))
-                    std::fprintf(stderr, "wan-delay: socket overrun, the kernel dropped packets\n");
+                if (kernel_error_log_.allow(RateLimiter::Clock::now())) {
+                    (void)std::fprintf(stderr,
+                                       "wan-delay: socket overrun, the kernel dropped packets\n");
+                }
                 continue;
             }
             throw sys_error("cannot read from the queue socket");
@@ -136,16 +149,20 @@ void NfQueue::dispatch(char* message, int length) {
         // ENOENT when it no longer holds the packet (its device went away, the rule was deleted).
         // libnfnetlink cannot parse these, hence the check here.
         const auto* error = static_cast<nlmsgerr*>(NLMSG_DATA(header));
-        if (error->error != 0 && kernel_error_log_.allow(RateLimiter::Clock::now()))
-            std::fprintf(stderr, "wan-delay: the kernel rejected a verdict: %s\n",
-                         vcpilot::errno_text(-error->error).c_str());
+        if (error->error != 0 && kernel_error_log_.allow(RateLimiter::Clock::now())) {
+            (void)std::fprintf(stderr, "wan-delay: the kernel rejected a verdict: %s\n",
+                               vcpilot::errno_text(-error->error).c_str());
+        }
         return;
     }
     const int result = nfq_handle_packet(handle_.get(), message, length);
-    if (handler_error_)
+    if (handler_error_) {
         std::rethrow_exception(std::exchange(handler_error_, nullptr));
-    if (result < 0 && kernel_error_log_.allow(RateLimiter::Clock::now()))
-        std::fprintf(stderr, "wan-delay: ignored a message from the kernel that did not parse\n");
+    }
+    if (result < 0 && kernel_error_log_.allow(RateLimiter::Clock::now())) {
+        (void)std::fprintf(stderr,
+                           "wan-delay: ignored a message from the kernel that did not parse\n");
+    }
 }
 
 int NfQueue::on_message(nfq_q_handle*, nfgenmsg*, nfq_data* data, void* self_pointer) {
@@ -154,8 +171,9 @@ int NfQueue::on_message(nfq_q_handle*, nfgenmsg*, nfq_data* data, void* self_poi
     auto* self = static_cast<NfQueue*>(self_pointer);
     const nfqnl_msg_packet_hdr* packet = nfq_get_msg_packet_hdr(data);
     // The kernel puts the header in every packet message; without it there is no id to act on.
-    if (packet == nullptr || !self->on_packet_)
+    if (packet == nullptr || !self->on_packet_) {
         return NFNL_CB_CONTINUE;
+    }
     try {
         self->on_packet_(*self, ntohl(packet->packet_id));
     } catch (...) {
@@ -166,13 +184,15 @@ int NfQueue::on_message(nfq_q_handle*, nfgenmsg*, nfq_data* data, void* self_poi
 }
 
 void NfQueue::accept_through(uint32_t id) {
-    if (nfq_set_verdict_batch(queue_.get(), id, NF_ACCEPT) < 0)
+    if (nfq_set_verdict_batch(queue_.get(), id, NF_ACCEPT) < 0) {
         throw sys_error("cannot release packets up to id " + std::to_string(id));
+    }
 }
 
 void NfQueue::drop(uint32_t id) {
-    if (nfq_set_verdict(queue_.get(), id, NF_DROP, 0, nullptr) < 0)
+    if (nfq_set_verdict(queue_.get(), id, NF_DROP, 0, nullptr) < 0) {
         throw sys_error("cannot drop packet " + std::to_string(id));
+    }
 }
 
 std::optional<KernelQueueCounters> NfQueue::kernel_counters() const {
@@ -185,8 +205,9 @@ std::optional<KernelQueueCounters> NfQueue::kernel_counters() const {
         unsigned number = 0, portid = 0, total = 0, mode = 0, range = 0;
         uint64_t queue_full = 0, socket_full = 0;
         if (fields >> number >> portid >> total >> mode >> range >> queue_full >> socket_full &&
-            number == queue_num_)
+            number == queue_num_) {
             return KernelQueueCounters{queue_full, socket_full};
+        }
     }
     return std::nullopt;
 }

@@ -71,14 +71,15 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
-        if (error.get_exit_code() == 0)
+        if (error.get_exit_code() == 0) {
             return app.exit(error);  // --help
-        std::fprintf(stderr, "wan-delay: %s (see --help)\n", error.what());
+        }
+        (void)std::fprintf(stderr, "wan-delay: %s (see --help)\n", error.what());
         return kExitUsage;
     }
     // CLI::Range lets NaN through: every comparison with it is false.
     if (!std::isfinite(options.delay_ms)) {
-        std::fprintf(stderr, "wan-delay: --delay-ms: not a number (see --help)\n");
+        (void)std::fprintf(stderr, "wan-delay: --delay-ms: not a number (see --help)\n");
         return kExitUsage;
     }
     return std::nullopt;
@@ -94,11 +95,15 @@ UniqueFd open_stop_signal_fd() {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
-    if (sigprocmask(SIG_BLOCK, &stop_signals, nullptr) < 0)
-        throw sys_error("cannot block SIGTERM and SIGINT");
+    // pthread_sigmask, not sigprocmask, which POSIX leaves unspecified once a process has
+    // threads; with our one thread the two do the same. It returns its error, errno stays put.
+    if (const int error = pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); error != 0) {
+        throw std::system_error(error, std::generic_category(), "cannot block SIGTERM and SIGINT");
+    }
     const int fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (fd < 0)
+    if (fd < 0) {
         throw sys_error("cannot create a signalfd");
+    }
     return UniqueFd(fd);
 }
 
@@ -120,43 +125,49 @@ int run(NfQueue& queue, DelayLine& line, int stop_fd, Stats& stats) {
         // ppoll, not poll: a timespec keeps sub-millisecond delays exact.
         const auto next_release = line.next_release();
         timespec timeout{};
-        if (next_release)
+        if (next_release) {
             timeout = time_until(*next_release);
+        }
         if (ppoll(watched, 2, next_release ? &timeout : nullptr, nullptr) < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
                 continue;
+            }
             throw sys_error("ppoll");
         }
         if (watched[1].revents != 0) {
             signalfd_siginfo info{};
-            if (read(stop_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info))
+            if (read(stop_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) {
                 throw sys_error("cannot read the signalfd");
+            }
             return static_cast<int>(info.ssi_signo);
         }
-        if (watched[0].revents != 0)
+        if (watched[0].revents != 0) {
             queue.receive(kMessagesPerWakeup);
+        }
     }
 }
 
 void print_stats(const Options& options, int stop_signal, const Stats& stats,
                  const std::optional<KernelQueueCounters>& kernel) {
     std::string kernel_part = "kernel counters unreadable";
-    if (kernel)
+    if (kernel) {
         kernel_part = "kernel dropped " + std::to_string(kernel->dropped_queue_full) +
                       " (queue full) and " + std::to_string(kernel->lost_socket_full) +
                       " (socket full)";
-    std::fprintf(stderr,
-                 "wan-delay: queue %u stopped by SIG%s: %" PRIu64 " packets delayed, %" PRIu64
-                 " released early at exit, %" PRIu64
-                 " dropped over --max-queued (peak %zu held); %s\n",
-                 options.queue, sigabbrev_np(stop_signal), stats.delayed, stats.released_at_exit,
-                 stats.dropped, stats.peak_held, kernel_part.c_str());
+    }
+    (void)std::fprintf(stderr,
+                       "wan-delay: queue %u stopped by SIG%s: %" PRIu64 " packets delayed, %" PRIu64
+                       " released early at exit, %" PRIu64
+                       " dropped over --max-queued (peak %zu held); %s\n",
+                       options.queue, sigabbrev_np(stop_signal), stats.delayed,
+                       stats.released_at_exit, stats.dropped, stats.peak_held, kernel_part.c_str());
 }
 
 int serve(const Options& options) {
     // The default 50 us timer slack lets ppoll wake that much late, twice per round trip.
-    if (prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL) < 0)
+    if (prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL) < 0) {
         throw sys_error("cannot set the timer slack");
+    }
     const UniqueFd stop_fd = open_stop_signal_fd();
     DelayLine line(std::chrono::duration_cast<Clock::duration>(
         std::chrono::nanoseconds(std::llround(options.delay_ms * 1e6))));
@@ -171,11 +182,13 @@ int serve(const Options& options) {
             // walk every held packet, under a lock, once per packet of the overload.
             queue.drop(line.pop_oldest());
             ++stats.dropped;
-            if (drop_log.allow(now))
-                std::fprintf(stderr,
-                             "wan-delay: %u packets held (--max-queued), dropping the oldest; "
-                             "%" PRIu64 " dropped so far\n",
-                             options.max_queued, stats.dropped);
+            if (drop_log.allow(now)) {
+                (void)std::fprintf(
+                    stderr,
+                    "wan-delay: %u packets held (--max-queued), dropping the oldest; "
+                    "%" PRIu64 " dropped so far\n",
+                    options.max_queued, stats.dropped);
+            }
         }
         line.hold(id, now);
         stats.peak_held = std::max(stats.peak_held, line.size());
@@ -183,8 +196,8 @@ int serve(const Options& options) {
     // Twice our own bound: the other half is for packets queued to our socket but not read yet,
     // so that under overload our bound, which says so in the log, trips before the kernel's.
     NfQueue queue(options.queue, 2 * options.max_queued, on_packet);
-    std::fprintf(stderr, "wan-delay: queue %u, delay %g ms, at most %u packets held\n",
-                 options.queue, options.delay_ms, options.max_queued);
+    (void)std::fprintf(stderr, "wan-delay: queue %u, delay %g ms, at most %u packets held\n",
+                       options.queue, options.delay_ms, options.max_queued);
 
     const int stop_signal = run(queue, line, stop_fd.get(), stats);
 
@@ -205,13 +218,14 @@ int serve(const Options& options) {
 }  // namespace wan_delay
 
 int main(int argc, char** argv) {
-    wan_delay::Options options;
-    if (const auto exit_code = wan_delay::parse_options(argc, argv, options))
-        return *exit_code;
     try {
+        wan_delay::Options options;
+        if (const auto exit_code = wan_delay::parse_options(argc, argv, options)) {
+            return *exit_code;
+        }
         return wan_delay::serve(options);
     } catch (const std::exception& error) {
-        std::fprintf(stderr, "wan-delay: %s\n", error.what());
+        (void)std::fprintf(stderr, "wan-delay: %s\n", error.what());
         return 1;
     }
 }
