@@ -170,7 +170,8 @@ bool names_cluster_node_field(std::string_view message, int node_count) {
         return true;
     }
     static constexpr std::string_view kFields[] = {
-        ".name", ".address", ".mac", ".underlay_address", ".host_key", ".user_key", ".slots", ".host"};
+        ".name",     ".address",  ".mac",   ".underlay_address",
+        ".host_key", ".user_key", ".slots", ".host"};
     return std::any_of(std::begin(kFields), std::end(kFields),
                        [&](std::string_view field) { return starts_with_field(message, field); });
 }
