@@ -148,10 +148,36 @@ struct Option {
     std::string shown;  // as the user wrote it, for errors
 };
 
-// Calls `visit` for each option before srun's command; stops early when it returns false.
-void for_each_option(std::vector<std::string>& argv, const std::function<bool(Option&)>& visit) {
-    for (std::size_t i = 1; i < argv.size(); ++i) {
+using Visit = std::function<bool(Option&)>;
+
+constexpr std::size_t kNotAttached = std::string::npos;
+
+// Calls `visit` with `option` and its value: argv[i] from `attached` on when the value is in the
+// same word (written back, perhaps rewritten), else (kNotAttached) the next word when
+// `takes_next` (then consumed: i moves on). Returns whether to go on.
+bool visit_with_value(std::vector<std::string>& argv, std::size_t& i, std::size_t attached,
+                      bool takes_next, Option& option, const Visit& visit) {
+    if (attached != kNotAttached) {
         std::string& word = argv[i];
+        std::string value = word.substr(attached);
+        option.value = &value;
+        const bool go_on = visit(option);
+        word.resize(attached);
+        word += value;
+        option.value = nullptr;  // `value` ends here
+        return go_on;
+    }
+    const bool next = takes_next && i + 1 < argv.size();
+    option.value = next ? &argv[i + 1] : nullptr;
+    const bool go_on = visit(option);
+    i += next ? 1 : 0;
+    return go_on;
+}
+
+// Calls `visit` for each option before srun's command; stops early when it returns false.
+void for_each_option(std::vector<std::string>& argv, const Visit& visit) {
+    for (std::size_t i = 1; i < argv.size(); ++i) {
+        const std::string& word = argv[i];
         if (word == "--" || word.size() < 2 || word[0] != '-') {
             return;
         }
@@ -160,22 +186,10 @@ void for_each_option(std::vector<std::string>& argv, const std::function<bool(Op
             const std::string_view name = std::string_view(word).substr(2, equals - 2);
             Option option{.name = watched_option(name).value_or(std::string_view()),
                           .shown = "--" + std::string(name)};
-            if (equals != std::string::npos) {
-                std::string value = word.substr(equals + 1);
-                option.value = &value;
-                const bool go_on = visit(option);
-                word.resize(equals + 1);  // the value, perhaps rewritten, after the '='
-                word += value;
-                if (!go_on) {
-                    return;
-                }
-            } else {
-                const bool takes_next = requires_value(name) && i + 1 < argv.size();
-                option.value = takes_next ? &argv[i + 1] : nullptr;
-                if (!visit(option)) {
-                    return;
-                }
-                i += takes_next ? 1 : 0;
+            const bool takes_next = equals == std::string::npos && requires_value(name);
+            const std::size_t attached = equals == std::string::npos ? kNotAttached : equals + 1;
+            if (!visit_with_value(argv, i, attached, takes_next, option, visit)) {
+                return;
             }
             continue;
         }
@@ -188,21 +202,9 @@ void for_each_option(std::vector<std::string>& argv, const std::function<bool(Op
                                   : word[c] == 'x' ? "exclude"
                                                    : "",
                           .shown = std::string("-") + word[c]};
-            if (c + 1 < word.size()) {
-                std::string value = word.substr(c + 1);
-                option.value = &value;
-                const bool go_on = visit(option);
-                word.resize(c + 1);  // the value, perhaps rewritten, after the option's letter
-                word += value;
-                if (!go_on) {
-                    return;
-                }
-            } else if (i + 1 < argv.size()) {
-                option.value = &argv[i + 1];
-                if (!visit(option)) {
-                    return;
-                }
-                ++i;
+            const std::size_t attached = c + 1 < word.size() ? c + 1 : kNotAttached;
+            if (!visit_with_value(argv, i, attached, true, option, visit)) {
+                return;
             }
             break;
         }
